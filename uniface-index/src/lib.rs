@@ -1,0 +1,86 @@
+//! # uniface-index
+//!
+//! The gallery for 1:N identification. This crate currently provides its error type and the
+//! checked construction of the usearch HNSW index that shards will own; enrollment, search,
+//! persistence and the write-ahead log arrive with the gallery work.
+#![forbid(unsafe_code)]
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+/// Errors of `uniface-index`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// usearch reported a failure (its C++ exception, converted at the crate edge).
+    #[error("usearch: {0}")]
+    Usearch(String),
+    /// A vector's length does not match the index dimension.
+    #[error("dimension mismatch: index has {expected}, vector has {got}")]
+    Dimension { expected: usize, got: usize },
+    /// An error from `uniface-core`.
+    #[error(transparent)]
+    Core(#[from] uniface_core::Error),
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// HNSW parameters of a shard index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    pub dimensions: usize,
+    /// Graph degree (usearch `connectivity`).
+    pub connectivity: usize,
+    pub expansion_add: usize,
+    pub expansion_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            dimensions: uniface_core::embed::DESCRIPTOR_DIM,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+        }
+    }
+}
+
+/// Create an empty Euclidean (squared L2) f32 HNSW index with room for `capacity` vectors.
+pub fn new_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
+    let options = IndexOptions {
+        dimensions: params.dimensions,
+        metric: MetricKind::L2sq,
+        quantization: ScalarKind::F32,
+        connectivity: params.connectivity,
+        expansion_add: params.expansion_add,
+        expansion_search: params.expansion_search,
+        multi: false,
+    };
+    let index = usearch::new_index(&options).map_err(|e| Error::Usearch(e.to_string()))?;
+    index
+        .reserve(capacity)
+        .map_err(|e| Error::Usearch(e.to_string()))?;
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_neighbour_is_found() {
+        let params = HnswParams {
+            dimensions: 4,
+            ..Default::default()
+        };
+        let index = new_l2_index(&params, 8).unwrap();
+        index.add(1, &[0.0f32, 0.0, 0.0, 1.0]).unwrap();
+        index.add(2, &[1.0f32, 0.0, 0.0, 0.0]).unwrap();
+        index.add(3, &[0.0f32, 1.0, 0.0, 0.0]).unwrap();
+        let found = index.search(&[0.9f32, 0.1, 0.0, 0.0], 2).unwrap();
+        assert_eq!(found.keys[0], 2);
+        assert!((found.distances[0] - 0.02).abs() < 1e-6);
+        assert_eq!(found.keys.len(), 2);
+    }
+}
