@@ -33,7 +33,9 @@ fn chips(n: usize) -> Vec<image::RgbImage> {
 }
 
 fn bench(c: &mut Criterion) {
-    let models = ModelStore::from_env().and_then(|s| s.ensure()).expect("models");
+    let models = ModelStore::from_env()
+        .and_then(|s| s.ensure())
+        .expect("models");
     let bytes = std::fs::read(&models.embedder).expect("read model");
     let file = uniface::core::embed::parse_resnet("resnet", &bytes).expect("parse");
     let threads = format!("{}-threads", rayon::current_num_threads());

@@ -24,5 +24,7 @@ pub mod embed;
 mod error;
 pub mod model_store;
 
+/// The tensor library the networks run on.
+pub use candle_core as candle;
 pub use candle_core::Device;
 pub use error::{Error, Result};

@@ -7,8 +7,18 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyFileNotFoundError};
 use pyo3::prelude::*;
 
-create_exception!(_uniface, UniFaceError, PyException, "Base class of UniFace errors.");
-create_exception!(_uniface, ModelError, UniFaceError, "A model file is missing, corrupt or unreadable.");
+create_exception!(
+    _uniface,
+    UniFaceError,
+    PyException,
+    "Base class of UniFace errors."
+);
+create_exception!(
+    _uniface,
+    ModelError,
+    UniFaceError,
+    "A model file is missing, corrupt or unreadable."
+);
 
 fn to_py(err: uniface_core::Error) -> PyErr {
     use uniface_core::Error as E;

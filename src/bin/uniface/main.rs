@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod bench;
 use serde_json::json;
 use uniface::core::model_store::{ModelStore, FACE_RECOGNITION_MODELS, MODEL_CARDS};
 use uniface::{Backend, Embedder, Error};
@@ -42,6 +44,31 @@ enum Command {
         /// Chip image files.
         #[arg(required = true)]
         chips: Vec<PathBuf>,
+    },
+    /// Measure speed as ratios against baselines run in the same process. Use
+    /// `RAYON_NUM_THREADS=1 taskset -c 0 uniface bench ...` for one core.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Embedder speed: the GEMM path against candle's stock conv2d and a plain GEMM, in one run.
+    Embed {
+        /// Chips per forward pass.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed forward passes per backend (after one warm-up pass).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Also print the time of every layer of the GEMM path.
+        #[arg(long)]
+        layers: bool,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -87,6 +114,15 @@ fn run(cli: Cli) -> uniface::Result<()> {
             backend,
             chips,
         } => embed_chip(json, backend, &chips),
+        Command::Bench {
+            target:
+                BenchTarget::Embed {
+                    batch,
+                    runs,
+                    layers,
+                    json,
+                },
+        } => bench::embed(batch, runs, layers, json),
     }
 }
 

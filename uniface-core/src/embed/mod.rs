@@ -109,15 +109,27 @@ impl Embedder {
 
     /// Embed `n` chips given as packed 150×150×3 RGB bytes (row-major, interleaved).
     pub fn embed_rgb_batch(&self, rgb: &[u8], n: usize) -> Result<Vec<Descriptor>> {
+        let x = self.input_tensor(rgb, n)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let y = self.net.forward(&x)?;
+        self.descriptors(&y)
+    }
+
+    /// The network behind the embedder (for per-layer inspection).
+    pub fn network(&self) -> &ResNet {
+        &self.net
+    }
+
+    /// Mean-subtracted, scaled (N, 150, 150, 3) input tensor for `n` packed RGB chips.
+    pub fn input_tensor(&self, rgb: &[u8], n: usize) -> Result<Tensor> {
         let expected = n * CHIP_SIZE * CHIP_SIZE * 3;
         if rgb.len() != expected {
             return Err(Error::BufferLength {
                 expected,
                 got: rgb.len(),
             });
-        }
-        if n == 0 {
-            return Ok(Vec::new());
         }
         // dlib's input_rgb_image_sized: (pixel − channel mean) / 256, channels R, G, B.
         let input: Vec<f32> = rgb
@@ -130,8 +142,14 @@ impl Embedder {
                 ]
             })
             .collect();
-        let x = Tensor::from_vec(input, (n, CHIP_SIZE, CHIP_SIZE, 3), &self.device)?;
-        let y = self.net.forward(&x)?;
+        Ok(Tensor::from_vec(
+            input,
+            (n, CHIP_SIZE, CHIP_SIZE, 3),
+            &self.device,
+        )?)
+    }
+
+    fn descriptors(&self, y: &Tensor) -> Result<Vec<Descriptor>> {
         let rows: Vec<Vec<f32>> = y.to_vec2()?;
         rows.into_iter()
             .map(|r| {

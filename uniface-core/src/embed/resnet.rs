@@ -45,6 +45,22 @@ enum Op {
     Fc(Tensor),
 }
 
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Conv { relu: true, .. } => "conv+relu",
+            Op::Conv { .. } => "conv",
+            Op::Relu => "relu",
+            Op::Pool(_, true) => "max_pool",
+            Op::Pool(_, false) => "avg_pool",
+            Op::Tag(_) => "tag",
+            Op::Skip(_) => "skip",
+            Op::AddPrev(_) => "add_prev",
+            Op::Fc(_) => "fc",
+        }
+    }
+}
+
 /// The prepared network.
 #[derive(Debug, Clone)]
 pub struct ResNet {
@@ -207,6 +223,16 @@ impl ResNet {
     /// Run the network on a (B, 150, 150, 3) channels-last input already mean-subtracted and
     /// scaled; returns (B, 128).
     pub fn forward(&self, input_nhwc: &Tensor) -> Result<Tensor> {
+        self.forward_inspect(input_nhwc, |_, _, _| {})
+    }
+
+    /// [`forward`](Self::forward), calling `inspect(index, op name, output)` after each step
+    /// (for per-layer timing and debugging).
+    pub fn forward_inspect(
+        &self,
+        input_nhwc: &Tensor,
+        mut inspect: impl FnMut(usize, &'static str, &Tensor),
+    ) -> Result<Tensor> {
         let mut x = match self.backend {
             Backend::Gemm => input_nhwc.clone(),
             Backend::CandleConv2d => input_nhwc.permute((0, 3, 1, 2))?.contiguous()?,
@@ -218,7 +244,7 @@ impl ResNet {
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| bad(format!("tag {t} used before it was set")))
         };
-        for op in &self.ops {
+        for (i, op) in self.ops.iter().enumerate() {
             x = match op {
                 Op::Conv {
                     weight,
@@ -267,6 +293,7 @@ impl ResNet {
                     x.reshape((b, ()))?.matmul(wt)?
                 }
             };
+            inspect(i, op.name(), &x);
         }
         Ok(x)
     }
