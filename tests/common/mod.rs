@@ -82,3 +82,60 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// dlib's stage outputs for one face.
+pub struct GoldenStages {
+    pub image: PathBuf,
+    pub rect: [i64; 4],
+    pub confidence: f64,
+    pub landmarks: [[f64; 2]; 5],
+    pub chip: PathBuf,
+    pub descriptor: Vec<f32>,
+}
+
+/// Every golden image with its faces (an empty list where dlib found none) and upsample count.
+pub fn golden_images() -> Vec<(PathBuf, u32, Vec<GoldenStages>)> {
+    let data = shared_data();
+    let root = data.join("golden");
+    let text = std::fs::read_to_string(root.join("golden.json")).expect("read golden.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("parse golden.json");
+    let mut out = Vec::new();
+    for img in json["images"].as_array().expect("images") {
+        let image = data.join(img["image"].as_str().expect("image path"));
+        let upsample = img["upsample"].as_u64().expect("upsample") as u32;
+        let faces = img["faces"]
+            .as_array()
+            .expect("faces")
+            .iter()
+            .map(|f| {
+                let r: Vec<i64> = f["rect_ltrb"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap())
+                    .collect();
+                let lm: Vec<[f64; 2]> = f["landmarks5"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()])
+                    .collect();
+                GoldenStages {
+                    image: image.clone(),
+                    rect: [r[0], r[1], r[2], r[3]],
+                    confidence: f["confidence"].as_f64().unwrap(),
+                    landmarks: [lm[0], lm[1], lm[2], lm[3], lm[4]],
+                    chip: root.join(f["chip"].as_str().unwrap()),
+                    descriptor: f["descriptor_from_chip"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap() as f32)
+                        .collect(),
+                }
+            })
+            .collect();
+        out.push((image, upsample, faces));
+    }
+    out
+}

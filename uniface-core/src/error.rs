@@ -65,6 +65,14 @@ pub enum Error {
     #[error("cannot read image {path}: {message}")]
     Image { path: String, message: String },
 
+    /// An image exceeds the pixel limit (a guard against decompression bombs).
+    #[error("image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")]
+    ImageTooLarge {
+        width: u64,
+        height: u64,
+        max_pixels: u64,
+    },
+
     /// A face chip has the wrong size for the embedder.
     #[error("face chip must be {expected}x{expected} RGB, got {width}x{height}")]
     ChipSize {

@@ -19,9 +19,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod align;
 pub mod dlib;
 pub mod embed;
 mod error;
+pub mod geometry;
+pub mod image;
+pub mod landmarks;
 pub mod model_store;
 
 /// The tensor library the networks run on.

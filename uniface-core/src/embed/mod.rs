@@ -9,8 +9,8 @@ mod resnet;
 
 use std::path::Path;
 
+use ::image::RgbImage;
 use candle_core::{Device, Tensor};
-use image::RgbImage;
 
 pub use resnet::{parse as parse_resnet, Backend, ResNet};
 

@@ -1,0 +1,188 @@
+//! Image input: decoding from files or bytes (JPEG, PNG, WebP, BMP, GIF first frame, TIFF) with
+//! EXIF orientation applied and a pixel limit against decompression bombs, and raw pixel buffers
+//! with explicit layout.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use ::image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::{Error, Result};
+
+/// Default largest accepted image: 100 megapixels.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// Layout of a raw pixel buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Rgb,
+    Rgba,
+    Bgr,
+    Bgra,
+    Gray,
+}
+
+impl PixelFormat {
+    pub fn channels(self) -> usize {
+        match self {
+            PixelFormat::Gray => 1,
+            PixelFormat::Rgb | PixelFormat::Bgr => 3,
+            PixelFormat::Rgba | PixelFormat::Bgra => 4,
+        }
+    }
+}
+
+/// Decode an image file to RGB (EXIF orientation applied, default pixel limit).
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_rgb_named(&path.display().to_string(), &bytes, DEFAULT_MAX_PIXELS)
+}
+
+/// Decode encoded bytes to RGB (EXIF orientation applied, default pixel limit).
+pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
+    decode_rgb_named("<bytes>", bytes, DEFAULT_MAX_PIXELS)
+}
+
+/// Decode with an explicit pixel limit; `name` appears in errors.
+pub fn decode_rgb_named(name: &str, bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    let fail = |message: String| Error::Image {
+        path: name.to_owned(),
+        message,
+    };
+    if bytes.is_empty() {
+        return Err(fail("empty input (0 bytes)".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(fail("unrecognised image format".into()));
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_size(name, u64::from(w), u64::from(h), max_pixels)?;
+    let orientation = decoder.orientation().ok();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img.to_rgb8())
+}
+
+fn check_size(name: &str, w: u64, h: u64, max_pixels: u64) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(Error::Image {
+            path: name.to_owned(),
+            message: format!("image has no pixels ({w}x{h})"),
+        });
+    }
+    if w * h > max_pixels {
+        return Err(Error::ImageTooLarge {
+            width: w,
+            height: h,
+            max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Copy a raw pixel buffer (`stride` bytes per row) into an RGB image.
+pub fn from_raw(
+    data: &[u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    format: PixelFormat,
+) -> Result<RgbImage> {
+    check_size(
+        "<raw buffer>",
+        width as u64,
+        height as u64,
+        DEFAULT_MAX_PIXELS,
+    )?;
+    let ch = format.channels();
+    let row = width * ch;
+    if stride < row {
+        return Err(Error::BufferLength {
+            expected: row,
+            got: stride,
+        });
+    }
+    let needed = stride * (height - 1) + row;
+    if data.len() < needed {
+        return Err(Error::BufferLength {
+            expected: needed,
+            got: data.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for px in data[y * stride..y * stride + row].chunks_exact(ch) {
+            out.extend_from_slice(&match format {
+                PixelFormat::Rgb | PixelFormat::Rgba => [px[0], px[1], px[2]],
+                PixelFormat::Bgr | PixelFormat::Bgra => [px[2], px[1], px[0]],
+                PixelFormat::Gray => [px[0], px[0], px[0]],
+            });
+        }
+    }
+    RgbImage::from_raw(width as u32, height as u32, out).ok_or(Error::BufferLength {
+        expected: width * height * 3,
+        got: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| ::image::Rgb([x as u8, y as u8, 7]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ::image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_png_bytes() {
+        let img = decode_rgb(&png(5, 3)).unwrap();
+        assert_eq!(img.dimensions(), (5, 3));
+        assert_eq!(img.get_pixel(4, 2).0, [4, 2, 7]);
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        assert!(matches!(decode_rgb(&[]), Err(Error::Image { .. })));
+        assert!(matches!(
+            decode_rgb(b"hello world"),
+            Err(Error::Image { .. })
+        ));
+        let bytes = png(64, 64);
+        assert!(matches!(
+            decode_rgb(&bytes[..bytes.len() / 2]),
+            Err(Error::Image { .. })
+        ));
+        assert!(matches!(
+            decode_rgb_named("big", &png(20, 20), 399),
+            Err(Error::ImageTooLarge {
+                width: 20,
+                height: 20,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn raw_buffers_respect_stride_and_order() {
+        // 2x2 BGR with a stride of 8 bytes (2 bytes of row padding)
+        let data = [3, 2, 1, 6, 5, 4, 0, 0, 9, 8, 7, 12, 11, 10];
+        let img = from_raw(&data, 2, 2, 8, PixelFormat::Bgr).unwrap();
+        assert_eq!(img.get_pixel(0, 0).0, [1, 2, 3]);
+        assert_eq!(img.get_pixel(1, 1).0, [10, 11, 12]);
+        assert!(matches!(
+            from_raw(&data[..10], 2, 2, 8, PixelFormat::Bgr),
+            Err(Error::BufferLength { .. })
+        ));
+        assert!(from_raw(&data, 0, 2, 8, PixelFormat::Bgr).is_err());
+    }
+}
