@@ -27,6 +27,7 @@ pub mod geometry;
 pub mod image;
 pub mod landmarks;
 pub mod model_store;
+mod nn;
 
 /// The tensor library the networks run on.
 pub use candle_core as candle;

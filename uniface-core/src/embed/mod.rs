@@ -4,7 +4,6 @@
 //! but not exactly); compare them with the Euclidean distance the model was trained for, where
 //! 0.6 is the author's match threshold.
 
-mod nhwc;
 mod resnet;
 
 use std::path::Path;

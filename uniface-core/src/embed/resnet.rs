@@ -10,10 +10,11 @@
 //! program: [`Backend::Gemm`] (channels-last, im2col + one GEMM per convolution, fused ReLU) and
 //! [`Backend::CandleConv2d`] (candle's stock NCHW `conv2d`, the in-process baseline).
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor, D};
 
-use super::nhwc::{Im2Col, PaddedAdd, Pool};
-use crate::dlib::dnn::{self, ConvParams, DnnFile, Layer, PoolParams};
+use crate::dlib::dnn::{self, DnnFile, Layer, PoolParams};
+use crate::nn::nhwc::{out_extent, PaddedAdd, Pool};
+use crate::nn::{conv_gemm, fold, gemm_weight};
 use crate::{Error, Result};
 
 /// How convolutions are executed.
@@ -78,23 +79,6 @@ fn bad(message: String) -> Error {
     }
 }
 
-/// Fold `affine(conv(x))` into one convolution: w'[o] = w[o]·γ[o], b'[o] = b[o]·γ[o] + β[o].
-fn fold(c: &ConvParams, affine: Option<(&[f32], &[f32])>) -> (Vec<f32>, Vec<f32>) {
-    let per_out = c.in_channels * c.kh * c.kw;
-    let mut w = c.weight.clone();
-    let mut b = c.bias.clone();
-    if let Some((g, beta)) = affine {
-        for o in 0..c.out_channels {
-            let go = f64::from(g[o]);
-            for v in &mut w[o * per_out..(o + 1) * per_out] {
-                *v = (f64::from(*v) * go) as f32;
-            }
-            b[o] = (f64::from(b[o]) * go + f64::from(beta[o])) as f32;
-        }
-    }
-    (w, b)
-}
-
 impl ResNet {
     /// Build the program from a parsed file (see [`dnn::resnet_spec`]).
     pub fn new(file: &DnnFile, backend: Backend, device: &Device) -> Result<Self> {
@@ -125,8 +109,8 @@ impl ResNet {
                     }
                     let (fw, fb) = fold(c, affine);
                     let (oh, ow) = (
-                        super::nhwc::out_extent(h, c.kh, c.stride_y, c.pad_y),
-                        super::nhwc::out_extent(w, c.kw, c.stride_x, c.pad_x),
+                        out_extent(h, c.kh, c.stride_y, c.pad_y),
+                        out_extent(w, c.kw, c.stride_x, c.pad_x),
                     );
                     macs += (oh * ow * c.out_channels * c.in_channels * c.kh * c.kw) as u64;
                     (h, w) = (oh, ow);
@@ -169,8 +153,8 @@ impl ResNet {
                     if p.kh == 0 {
                         (h, w) = (1, 1);
                     } else {
-                        h = super::nhwc::out_extent(h, p.kh, p.stride_y, p.pad_y);
-                        w = super::nhwc::out_extent(w, p.kw, p.stride_x, p.pad_x);
+                        h = out_extent(h, p.kh, p.stride_y, p.pad_y);
+                        w = out_extent(w, p.kw, p.stride_x, p.pad_x);
                     }
                     ops.push(Op::Pool(*p, matches!(layers[i], Layer::MaxPool(_))));
                 }
@@ -256,19 +240,7 @@ impl ResNet {
                 } => {
                     let y = match conv {
                         Some(conv) => conv.forward(&x)?,
-                        None => {
-                            let (b, h, w, _) = x.dims4()?;
-                            let im2col = Im2Col {
-                                kh: *k,
-                                kw: *k,
-                                stride: *stride,
-                                pad: *pad,
-                            };
-                            let (oh, ow) = im2col.out_hw(h, w);
-                            let cols = x.apply_op1_no_bwd(&im2col)?;
-                            let o = weight.dim(1)?;
-                            cols.matmul(weight)?.reshape((b, oh, ow, o))?
-                        }
+                        None => conv_gemm(&x, weight, *k, *stride, *pad)?,
                     };
                     if *relu {
                         y.relu()?
@@ -346,26 +318,6 @@ impl ResNet {
             }
         })
     }
-}
-
-/// (O, C, kh, kw) weights and O biases → the (kh·kw·C + 1, O) matrix that multiplies NHWC
-/// im2col rows.
-fn gemm_weight(c: &ConvParams, w: &[f32], b: &[f32], device: &Device) -> Result<Tensor> {
-    let (o, ci, kh, kw) = (c.out_channels, c.in_channels, c.kh, c.kw);
-    let k = kh * kw * ci;
-    let mut m = vec![0f32; (k + 1) * o];
-    for oc in 0..o {
-        for ic in 0..ci {
-            for y in 0..kh {
-                for x in 0..kw {
-                    let row = (y * kw + x) * ci + ic;
-                    m[row * o + oc] = w[((oc * ci + ic) * kh + y) * kw + x];
-                }
-            }
-        }
-        m[k * o + oc] = b[oc];
-    }
-    Ok(Tensor::from_vec(m, (k + 1, o), device)?.to_dtype(DType::F32)?)
 }
 
 /// Parse the ResNet file's bytes with the expected network description.

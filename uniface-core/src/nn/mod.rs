@@ -1,0 +1,67 @@
+//! Tensor kernels shared by the networks: channels-last convolution as im2col + one GEMM.
+
+pub(crate) mod nhwc;
+
+use candle_core::{Device, Tensor};
+
+use crate::dlib::dnn::ConvParams;
+use crate::Result;
+use nhwc::Im2Col;
+
+/// Fold `affine(conv(x))` into one convolution: w'[o] = w[o]·γ[o], b'[o] = b[o]·γ[o] + β[o].
+pub(crate) fn fold(c: &ConvParams, affine: Option<(&[f32], &[f32])>) -> (Vec<f32>, Vec<f32>) {
+    let per_out = c.in_channels * c.kh * c.kw;
+    let mut w = c.weight.clone();
+    let mut b = c.bias.clone();
+    if let Some((g, beta)) = affine {
+        for o in 0..c.out_channels {
+            let go = f64::from(g[o]);
+            for v in &mut w[o * per_out..(o + 1) * per_out] {
+                *v = (f64::from(*v) * go) as f32;
+            }
+            b[o] = (f64::from(b[o]) * go + f64::from(beta[o])) as f32;
+        }
+    }
+    (w, b)
+}
+
+/// (O, C, kh, kw) weights and O biases → the (kh·kw·C + 1, O) matrix that multiplies NHWC
+/// im2col rows.
+pub(crate) fn gemm_weight(c: &ConvParams, w: &[f32], b: &[f32], device: &Device) -> Result<Tensor> {
+    let (o, ci, kh, kw) = (c.out_channels, c.in_channels, c.kh, c.kw);
+    let k = kh * kw * ci;
+    let mut m = vec![0f32; (k + 1) * o];
+    for oc in 0..o {
+        for ic in 0..ci {
+            for y in 0..kh {
+                for x in 0..kw {
+                    let row = (y * kw + x) * ci + ic;
+                    m[row * o + oc] = w[((oc * ci + ic) * kh + y) * kw + x];
+                }
+            }
+        }
+        m[k * o + oc] = b[oc];
+    }
+    Ok(Tensor::from_vec(m, (k + 1, o), device)?)
+}
+
+/// A convolution over a (B, H, W, C) tensor with a [`gemm_weight`] matrix: (B, OH, OW, O).
+pub(crate) fn conv_gemm(
+    x: &Tensor,
+    weight: &Tensor,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    let (b, h, w, _) = x.dims4()?;
+    let im2col = Im2Col {
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+    };
+    let (oh, ow) = im2col.out_hw(h, w);
+    let cols = x.apply_op1_no_bwd(&im2col)?;
+    let o = weight.dim(1)?;
+    Ok(cols.matmul(weight)?.reshape((b, oh, ow, o))?)
+}
