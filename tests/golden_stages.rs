@@ -81,3 +81,46 @@ fn chips_match_dlib_from_dlib_landmarks() {
         worst.1
     );
 }
+
+#[test]
+fn detections_match_dlib() {
+    use uniface::core::detect::{DetectOptions, Detector};
+    let det = Detector::from_file(&models().detector).unwrap();
+    let (mut faces_n, mut worst_iou, mut worst_score) = (0usize, (1.0f64, String::new()), 0.0f64);
+    for (path, upsample, faces) in golden_images() {
+        let img = decode(&path);
+        let opts = DetectOptions {
+            upsample,
+            ..Default::default()
+        };
+        let found = det.detect(&img, &opts).unwrap();
+        assert_eq!(
+            found.len(),
+            faces.len(),
+            "{}: found {found:?}, dlib found {:?}",
+            path.display(),
+            faces
+                .iter()
+                .map(|f| (f.rect, f.confidence))
+                .collect::<Vec<_>>()
+        );
+        for g in &faces {
+            let gr = Rect::new(g.rect[0], g.rect[1], g.rect[2], g.rect[3]);
+            let (best, score) = found
+                .iter()
+                .map(|f| (f.rect().iou(&gr), f.score))
+                .fold((0.0, 0.0f32), |a, b| if b.0 > a.0 { b } else { a });
+            faces_n += 1;
+            worst_score = worst_score.max((f64::from(score) - g.confidence).abs());
+            if best < worst_iou.0 {
+                worst_iou = (best, path.display().to_string());
+            }
+        }
+    }
+    println!(
+        "{faces_n} faces: worst IoU {:.3} ({}), worst |Δscore| {worst_score:.4}",
+        worst_iou.0, worst_iou.1
+    );
+    assert!(worst_iou.0 >= 0.9, "IoU {} on {}", worst_iou.0, worst_iou.1);
+    assert!(worst_score <= 1e-2, "score differs by {worst_score}");
+}

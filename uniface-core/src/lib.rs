@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod align;
+pub mod detect;
 pub mod dlib;
 pub mod embed;
 mod error;
