@@ -56,12 +56,7 @@ pub fn golden_faces() -> Vec<GoldenFace> {
             out.push(GoldenFace {
                 image: img["image"].as_str().unwrap_or_default().to_owned(),
                 chip: root.join(face["chip"].as_str().expect("chip path")),
-                descriptor: face["descriptor_from_chip"]
-                    .as_array()
-                    .expect("descriptor")
-                    .iter()
-                    .map(|v| v.as_f64().expect("float") as f32)
-                    .collect(),
+                descriptor: floats(&face["descriptor_from_chip"]),
             });
         }
     }
@@ -91,6 +86,8 @@ pub struct GoldenStages {
     pub landmarks: [[f64; 2]; 5],
     pub chip: PathBuf,
     pub descriptor: Vec<f32>,
+    /// dlib's descriptor of its own chip of the full image (`compute_face_descriptor(img, shape)`).
+    pub descriptor_from_image: Vec<f32>,
 }
 
 /// Every golden image with its faces (an empty list where dlib found none) and upsample count.
@@ -126,16 +123,20 @@ pub fn golden_images() -> Vec<(PathBuf, u32, Vec<GoldenStages>)> {
                     confidence: f["confidence"].as_f64().unwrap(),
                     landmarks: [lm[0], lm[1], lm[2], lm[3], lm[4]],
                     chip: root.join(f["chip"].as_str().unwrap()),
-                    descriptor: f["descriptor_from_chip"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap() as f32)
-                        .collect(),
+                    descriptor: floats(&f["descriptor_from_chip"]),
+                    descriptor_from_image: floats(&f["descriptor_from_image"]),
                 }
             })
             .collect();
         out.push((image, upsample, faces));
     }
     out
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array of numbers")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }

@@ -29,8 +29,10 @@ pub mod image;
 pub mod landmarks;
 pub mod model_store;
 mod nn;
+pub mod pipeline;
 
 /// The tensor library the networks run on.
 pub use candle_core as candle;
 pub use candle_core::Device;
 pub use error::{Error, Result};
+pub use pipeline::{Face, FaceAnalyzer};

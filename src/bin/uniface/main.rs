@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bench;
+mod eval;
+mod faces;
 use serde_json::json;
 use uniface::core::model_store::{ModelStore, FACE_RECOGNITION_MODELS, MODEL_CARDS};
 use uniface::{Backend, Embedder, Error};
@@ -45,11 +47,60 @@ enum Command {
         #[arg(required = true)]
         chips: Vec<PathBuf>,
     },
+    /// Detect faces (boxes, scores, 5 landmarks) in images.
+    Detect {
+        /// One JSON object per image: {"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Upsample the image 2x this many times before detecting (finds smaller faces).
+        #[arg(long, default_value_t = 1)]
+        upsample: u32,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Detect, align and embed every face of images (128-d descriptors).
+    Embed {
+        /// As `detect --json`, with "embedding": [128 floats] per face.
+        #[arg(long)]
+        json: bool,
+        /// Upsample the image 2x this many times before detecting.
+        #[arg(long, default_value_t = 1)]
+        upsample: u32,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Measure accuracy on labelled data.
+    Eval {
+        #[command(subcommand)]
+        target: EvalTarget,
+    },
     /// Measure speed as ratios against baselines run in the same process. Use
     /// `RAYON_NUM_THREADS=1 taskset -c 0 uniface bench ...` for one core.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalTarget {
+    /// LFW View 2: 10-fold verification accuracy (threshold chosen on 9 folds, tested on the
+    /// 10th), TAR at FAR 1e-2 and 1e-3, EER. The last line is `lfw accuracy: MEAN ± STD`.
+    Lfw {
+        /// LFW image folder (<root>/<Name>/<Name>_<NNNN>.jpg).
+        #[arg(long)]
+        root: PathBuf,
+        /// The pairs file (default: <root>/pairs.txt).
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// Print one JSON object instead of the report (the last line is still the summary).
+        #[arg(long)]
+        json: bool,
+        /// Write the ROC curve (threshold, FAR, TAR) as CSV.
+        #[arg(long)]
+        roc: Option<PathBuf>,
     },
 }
 
@@ -114,6 +165,25 @@ fn run(cli: Cli) -> uniface::Result<()> {
             backend,
             chips,
         } => embed_chip(json, backend, &chips),
+        Command::Detect {
+            json,
+            upsample,
+            images,
+        } => faces::run(&images, upsample, json, false),
+        Command::Embed {
+            json,
+            upsample,
+            images,
+        } => faces::run(&images, upsample, json, true),
+        Command::Eval {
+            target:
+                EvalTarget::Lfw {
+                    root,
+                    pairs,
+                    json,
+                    roc,
+                },
+        } => eval::lfw(&root, pairs.as_deref(), json, roc.as_deref()),
         Command::Bench {
             target:
                 BenchTarget::Embed {

@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 
 use crate::dlib::dnn::{self, DnnFile, Layer, LossDetails};
 use crate::geometry::{Point, Rect};
-use crate::nn::{conv_gemm, fold, gemm_weight};
+use crate::nn::{conv_gemm, fold, gemm_weight, TapConv};
 use crate::{Error, Result};
 
 /// A detected face: dlib's inclusive pixel box and the detector's confidence.
@@ -66,6 +66,8 @@ impl Default for DetectOptions {
 #[derive(Debug, Clone)]
 struct ConvStep {
     weight: Tensor,
+    /// Set for the single-filter head: computed tap by tap instead of through im2col.
+    taps: Option<TapConv>,
     k: usize,
     stride: usize,
     pad: usize,
@@ -84,8 +86,9 @@ pub struct Detector {
     device: Device,
 }
 
-/// Largest canvas area (pixels) processed in one piece.
-const STRIP_PIXELS: usize = 1 << 20;
+/// Largest canvas area (pixels) processed in one piece: bounds the im2col buffers to about
+/// 200 MB whatever the photo's size.
+const STRIP_PIXELS: usize = 1 << 21;
 
 impl Detector {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -136,7 +139,11 @@ impl Detector {
                 i += 1;
             }
             let (w, b) = fold(c, affine);
+            let taps = (c.out_channels < 8 && c.stride_y == 1)
+                .then(|| TapConv::new(c, &w, &b, device))
+                .transpose()?;
             steps.push(ConvStep {
+                taps,
                 weight: gemm_weight(c, &w, &b, device)?,
                 k: c.kh,
                 stride: c.stride_y,
@@ -306,7 +313,7 @@ impl Detector {
             .rev()
             .fold(1usize, |acc, s| (acc - 1) * s.stride + s.k);
         let halo: usize = back.iter().map(|s| s.pad).sum();
-        let per_strip = (STRIP_PIXELS / (factor * factor * cw.max(1))).max(8);
+        let per_strip = (STRIP_PIXELS / (factor * cw.max(1))).max(2 * halo + 8);
         let mut out = Vec::new();
         let mut r0 = 0;
         while r0 < total {
@@ -322,7 +329,10 @@ impl Detector {
             )?;
             let mut x = strip;
             for s in &self.steps {
-                x = conv_gemm(&x, &s.weight, s.k, s.stride, s.pad)?;
+                x = match &s.taps {
+                    Some(t) => t.forward(&x)?,
+                    None => conv_gemm(&x, &s.weight, s.k, s.stride, s.pad)?,
+                };
                 if s.relu {
                     x = x.relu()?;
                 }

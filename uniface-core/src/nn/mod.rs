@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 
 use crate::dlib::dnn::ConvParams;
 use crate::Result;
-use nhwc::Im2Col;
+use nhwc::{Im2Col, TapSum};
 
 /// Fold `affine(conv(x))` into one convolution: w'[o] = w[o]·γ[o], b'[o] = b[o]·γ[o] + β[o].
 pub(crate) fn fold(c: &ConvParams, affine: Option<(&[f32], &[f32])>) -> (Vec<f32>, Vec<f32>) {
@@ -64,4 +64,51 @@ pub(crate) fn conv_gemm(
     let cols = x.apply_op1_no_bwd(&im2col)?;
     let o = weight.dim(1)?;
     Ok(cols.matmul(weight)?.reshape((b, oh, ow, o))?)
+}
+
+/// A stride-1 convolution with few output channels and a large kernel, computed tap by tap:
+/// one GEMM (pixels × C)·(C × k²·O) then a shifted sum, so no k²-fold im2col copy is built.
+#[derive(Debug, Clone)]
+pub(crate) struct TapConv {
+    /// (C, k·k·O): column (ky·k + kx)·O + o.
+    weight: Tensor,
+    bias: Vec<f32>,
+    k: usize,
+    pad: usize,
+}
+
+impl TapConv {
+    pub fn new(c: &ConvParams, w: &[f32], b: &[f32], device: &Device) -> Result<Self> {
+        let (o, ci, k) = (c.out_channels, c.in_channels, c.kh);
+        let mut m = vec![0f32; ci * k * k * o];
+        for oc in 0..o {
+            for ic in 0..ci {
+                for y in 0..k {
+                    for x in 0..k {
+                        m[ic * k * k * o + (y * k + x) * o + oc] =
+                            w[((oc * ci + ic) * k + y) * k + x];
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            weight: Tensor::from_vec(m, (ci, k * k * o), device)?,
+            bias: b.to_vec(),
+            k,
+            pad: c.pad_y,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let p = x.reshape((b * h * w, c))?.matmul(&self.weight)?;
+        Ok(p.apply_op1_no_bwd(&TapSum {
+            b,
+            h,
+            w,
+            k: self.k,
+            pad: self.pad,
+            bias: self.bias.clone(),
+        })?)
+    }
 }

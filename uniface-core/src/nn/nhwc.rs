@@ -219,6 +219,69 @@ impl CustomOp2 for PaddedAdd {
     }
 }
 
+/// Second half of a stride-1 convolution done tap by tap ("kn2row"): given P = X·W with one
+/// column per (tap, output channel), sum each output pixel's taps from the shifted input
+/// positions and add the bias. Input (B·H·W, k·k·O), output (B, H', W', O).
+pub(crate) struct TapSum {
+    pub b: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub pad: usize,
+    pub bias: Vec<f32>,
+}
+
+impl CustomOp1 for TapSum {
+    fn name(&self) -> &'static str {
+        "uniface-tap-sum-nhwc"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = contiguous(s, l, self.name())?;
+        let o = self.bias.len();
+        let (b, h, w, k, pad) = (self.b, self.h, self.w, self.k, self.pad);
+        let taps = k * k * o;
+        if p.len() != b * h * w * taps {
+            candle_core::bail!(
+                "tap-sum: {} values for {b}x{h}x{w} pixels of {taps} taps",
+                p.len()
+            );
+        }
+        let (oh, ow) = (out_extent(h, k, 1, pad), out_extent(w, k, 1, pad));
+        let mut out = vec![0f32; b * oh * ow * o];
+        let fill = |(row, dst): (usize, &mut [f32])| {
+            let n = row / oh;
+            let y = row % oh;
+            for (x, px) in dst.chunks_mut(o).enumerate() {
+                px.copy_from_slice(&self.bias);
+                for ky in 0..k {
+                    let iy = (y + ky) as isize - pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let ix = (x + kx) as isize - pad as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let src =
+                            ((n * h + iy as usize) * w + ix as usize) * taps + (ky * k + kx) * o;
+                        px.iter_mut()
+                            .zip(&p[src..src + o])
+                            .for_each(|(d, v)| *d += v);
+                    }
+                }
+            }
+        };
+        if b * oh >= 16 {
+            out.par_chunks_mut(ow * o).enumerate().for_each(fill);
+        } else {
+            out.chunks_mut(ow * o).enumerate().for_each(fill);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, o))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,133 @@
+//! Real photographs of every kind, and broken inputs: sensible results, typed errors, no panic.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{models, shared_data};
+use uniface::{Error, FaceAnalyzer};
+
+fn analyzer() -> &'static FaceAnalyzer {
+    static A: OnceLock<FaceAnalyzer> = OnceLock::new();
+    A.get_or_init(|| FaceAnalyzer::new(models()).unwrap())
+}
+
+fn faces_in(name: &str, upsample: u32) -> usize {
+    let path = shared_data().join("photos").join(name);
+    let img = uniface::core::image::load_rgb(&path).unwrap();
+    let a = analyzer().clone().with_options(uniface::DetectOptions {
+        upsample,
+        ..Default::default()
+    });
+    a.analyze(&img).unwrap().len()
+}
+
+#[test]
+fn photos_give_sensible_face_counts() {
+    assert_eq!(
+        faces_in("no_face_landscape_view.jpg", 1),
+        0,
+        "landscape: no face, no error"
+    );
+    assert_eq!(
+        faces_in("group_6faces_insightface_t1.jpg", 0),
+        6,
+        "group photo"
+    );
+    assert_eq!(faces_in("two_faces_two_people.jpg", 0), 2);
+    assert_eq!(faces_in("two_faces_kit_with_rose.jpg", 1), 2);
+    assert_eq!(faces_in("small_face_obama_small.jpg", 1), 1);
+    assert_eq!(
+        faces_in("occluded_masked_face_mask2.jpg", 1),
+        1,
+        "masked face"
+    );
+}
+
+#[test]
+fn every_photo_is_analysed_without_error() {
+    let dir = shared_data().join("photos");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let img = uniface::core::image::load_rgb(&path).unwrap();
+        let faces = analyzer()
+            .clone()
+            .with_options(uniface::DetectOptions {
+                upsample: 0,
+                ..Default::default()
+            })
+            .analyze(&img)
+            .unwrap();
+        for f in &faces {
+            assert!(f.bbox.score > 0.0);
+            assert_eq!(f.chip.dimensions(), (150, 150));
+            assert!(f.embedding.iter().all(|v| v.is_finite()));
+        }
+        n += 1;
+    }
+    assert_eq!(n, 15);
+}
+
+#[test]
+fn broken_inputs_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(shared_data().join("photos/small_face_obama_small.jpg")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.jpg", Vec::new()),
+        ("truncated.jpg", good[..good.len() / 3].to_vec()),
+        (
+            "garbage.jpg",
+            b"\xff\xd8\xff\xe0 this is not really a jpeg".to_vec(),
+        ),
+        ("text.png", b"just text".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let result = std::panic::catch_unwind(|| uniface::core::image::load_rgb(&path));
+        match result {
+            Ok(Err(Error::Image { .. })) => {}
+            Ok(other) => panic!(
+                "{name}: expected an image error, got {:?}",
+                other.map(|i| i.dimensions())
+            ),
+            Err(_) => panic!("{name}: panicked"),
+        }
+    }
+    // A 54-byte BMP whose header claims 60,000 × 60,000 pixels (3.6 gigapixels).
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // file size
+    bmp.extend_from_slice(&0u32.to_le_bytes()); // reserved
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+    bmp.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend_from_slice(&60_000i32.to_le_bytes());
+    bmp.extend_from_slice(&60_000i32.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes()); // planes
+    bmp.extend_from_slice(&24u16.to_le_bytes()); // bits per pixel
+    bmp.extend_from_slice(&[0u8; 24]); // no compression, sizes, palette
+    let err = uniface::core::image::decode_rgb(&bmp).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ImageTooLarge {
+                width: 60_000,
+                height: 60_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Missing file
+    let err = uniface::core::image::load_rgb(&dir.path().join("missing.jpg")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+}
+
+#[test]
+fn tiny_and_odd_images_return_no_faces() {
+    for (w, h) in [(1, 1), (3, 200), (200, 3), (40, 40)] {
+        let img = image::RgbImage::new(w, h);
+        assert_eq!(analyzer().analyze(&img).unwrap().len(), 0, "{w}x{h}");
+    }
+}
