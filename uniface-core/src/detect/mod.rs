@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 
 use crate::dlib::dnn::{self, DnnFile, Layer, LossDetails};
 use crate::geometry::{Point, Rect};
-use crate::nn::{conv_gemm, fold, gemm_weight, TapConv};
+use crate::nn::{conv_gemm_relu_in, fold, gemm_weight_padded, TapConv};
 use crate::{Error, Result};
 
 /// A detected face: dlib's inclusive pixel box and the detector's confidence.
@@ -123,6 +123,8 @@ impl Detector {
         };
         let mut steps = Vec::new();
         let mut i = 0;
+        // Channels the previous step's output carries (widened to a multiple of 16).
+        let mut carried = 3usize;
         while i < file.layers.len() {
             let Layer::Conv(c) = &file.layers[i] else {
                 return Err(bad(format!("unexpected layer {i} in the detector")));
@@ -139,12 +141,22 @@ impl Detector {
                 i += 1;
             }
             let (w, b) = fold(c, affine);
+            if c.in_channels > carried {
+                return Err(bad(format!("layer {i} expects {} channels", c.in_channels)));
+            }
             let taps = (c.out_channels < 8 && c.stride_y == 1)
-                .then(|| TapConv::new(c, &w, &b, device))
+                .then(|| TapConv::new(c, &w, &b, carried, device))
                 .transpose()?;
+            let out = if c.out_channels > 16 {
+                c.out_channels.div_ceil(16) * 16
+            } else {
+                c.out_channels
+            };
+            let weight = gemm_weight_padded(c, &w, &b, carried, out, device)?;
+            carried = out;
             steps.push(ConvStep {
                 taps,
-                weight: gemm_weight(c, &w, &b, device)?,
+                weight,
                 k: c.kh,
                 stride: c.stride_y,
                 pad: c.pad_y,
@@ -328,14 +340,18 @@ impl Detector {
                 &self.device,
             )?;
             let mut x = strip;
+            // Each ReLU is applied by the consumer: fused into the next im2col, or explicit
+            // before the tap-wise head.
+            let mut pending_relu = false;
             for s in &self.steps {
                 x = match &s.taps {
-                    Some(t) => t.forward(&x)?,
-                    None => conv_gemm(&x, &s.weight, s.k, s.stride, s.pad)?,
+                    Some(t) => t.forward(&if pending_relu { x.relu()? } else { x })?,
+                    None => conv_gemm_relu_in(&x, &s.weight, s.k, s.stride, s.pad, pending_relu)?,
                 };
-                if s.relu {
-                    x = x.relu()?;
-                }
+                pending_relu = s.relu;
+            }
+            if pending_relu {
+                x = x.relu()?;
             }
             let (_, mh, mw, _) = x.dims4()?;
             let scores: Vec<f32> = x.flatten_all()?.to_vec1()?;

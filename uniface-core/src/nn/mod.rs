@@ -28,21 +28,35 @@ pub(crate) fn fold(c: &ConvParams, affine: Option<(&[f32], &[f32])>) -> (Vec<f32
 /// (O, C, kh, kw) weights and O biases → the (kh·kw·C + 1, O) matrix that multiplies NHWC
 /// im2col rows.
 pub(crate) fn gemm_weight(c: &ConvParams, w: &[f32], b: &[f32], device: &Device) -> Result<Tensor> {
+    gemm_weight_padded(c, w, b, c.in_channels, c.out_channels, device)
+}
+
+/// [`gemm_weight`] for an input carrying `cin ≥ C` channels (the extra ones are ignored) and
+/// an output widened to `cout ≥ O` channels (the extra ones are zero). GEMM kernels run
+/// markedly faster on widths that are multiples of 16.
+pub(crate) fn gemm_weight_padded(
+    c: &ConvParams,
+    w: &[f32],
+    b: &[f32],
+    cin: usize,
+    cout: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let (o, ci, kh, kw) = (c.out_channels, c.in_channels, c.kh, c.kw);
-    let k = kh * kw * ci;
-    let mut m = vec![0f32; (k + 1) * o];
+    let k = kh * kw * cin;
+    let mut m = vec![0f32; (k + 1) * cout];
     for oc in 0..o {
         for ic in 0..ci {
             for y in 0..kh {
                 for x in 0..kw {
-                    let row = (y * kw + x) * ci + ic;
-                    m[row * o + oc] = w[((oc * ci + ic) * kh + y) * kw + x];
+                    let row = (y * kw + x) * cin + ic;
+                    m[row * cout + oc] = w[((oc * ci + ic) * kh + y) * kw + x];
                 }
             }
         }
-        m[k * o + oc] = b[oc];
+        m[k * cout + oc] = b[oc];
     }
-    Ok(Tensor::from_vec(m, (k + 1, o), device)?)
+    Ok(Tensor::from_vec(m, (k + 1, cout), device)?)
 }
 
 /// A convolution over a (B, H, W, C) tensor with a [`gemm_weight`] matrix: (B, OH, OW, O).
@@ -53,12 +67,25 @@ pub(crate) fn conv_gemm(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
+    conv_gemm_relu_in(x, weight, k, stride, pad, false)
+}
+
+/// [`conv_gemm`] of `relu(x)` when `relu_input`, without materialising `relu(x)`.
+pub(crate) fn conv_gemm_relu_in(
+    x: &Tensor,
+    weight: &Tensor,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    relu_input: bool,
+) -> Result<Tensor> {
     let (b, h, w, _) = x.dims4()?;
     let im2col = Im2Col {
         kh: k,
         kw: k,
         stride,
         pad,
+        relu: relu_input,
     };
     let (oh, ow) = im2col.out_hw(h, w);
     let cols = x.apply_op1_no_bwd(&im2col)?;
@@ -78,9 +105,10 @@ pub(crate) struct TapConv {
 }
 
 impl TapConv {
-    pub fn new(c: &ConvParams, w: &[f32], b: &[f32], device: &Device) -> Result<Self> {
+    /// `cin ≥ C`: channels the input carries (extra ones are ignored).
+    pub fn new(c: &ConvParams, w: &[f32], b: &[f32], cin: usize, device: &Device) -> Result<Self> {
         let (o, ci, k) = (c.out_channels, c.in_channels, c.kh);
-        let mut m = vec![0f32; ci * k * k * o];
+        let mut m = vec![0f32; cin * k * k * o];
         for oc in 0..o {
             for ic in 0..ci {
                 for y in 0..k {
@@ -92,7 +120,7 @@ impl TapConv {
             }
         }
         Ok(Self {
-            weight: Tensor::from_vec(m, (ci, k * k * o), device)?,
+            weight: Tensor::from_vec(m, (cin, k * k * o), device)?,
             bias: b.to_vec(),
             k,
             pad: c.pad_y,

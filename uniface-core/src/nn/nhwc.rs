@@ -41,6 +41,18 @@ pub(crate) struct Im2Col {
     pub kw: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Apply ReLU to the input values while copying them (fuses the previous layer's ReLU).
+    pub relu: bool,
+}
+
+/// Copy `src` into `dst`, optionally through ReLU.
+#[inline]
+fn copy_values(dst: &mut [f32], src: &[f32], relu: bool) {
+    if relu {
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(0.0));
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 impl Im2Col {
@@ -79,13 +91,17 @@ impl CustomOp1 for Im2Col {
                 let ix0 = (ox * self.stride) as isize - self.pad as isize;
                 if ix0 >= 0 && ix0 as usize + self.kw <= w {
                     let start = (iy * w + ix0 as usize) * c;
-                    seg.copy_from_slice(&img[start..start + self.kw * c]);
+                    copy_values(seg, &img[start..start + self.kw * c], self.relu);
                 } else {
                     for kx in 0..self.kw {
                         let ix = ix0 + kx as isize;
                         if ix >= 0 && ix < w as isize {
                             let start = (iy * w + ix as usize) * c;
-                            seg[kx * c..(kx + 1) * c].copy_from_slice(&img[start..start + c]);
+                            copy_values(
+                                &mut seg[kx * c..(kx + 1) * c],
+                                &img[start..start + c],
+                                self.relu,
+                            );
                         }
                     }
                 }
