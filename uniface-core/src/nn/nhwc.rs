@@ -310,19 +310,22 @@ mod tests {
     #[test]
     fn im2col_pads_with_zeros_and_appends_one() {
         // 1x2x2x1 image [[1,2],[3,4]], 3x3 window, stride 1, pad 1 → 4 rows of 10.
-        let x = t(vec![1., 2., 3., 4.], (1, 2, 2, 1));
-        let cols = x
-            .apply_op1_no_bwd(&Im2Col {
-                kh: 3,
-                kw: 3,
-                stride: 1,
-                pad: 1,
-            })
-            .unwrap();
+        let x = t(vec![1., -2., 3., 4.], (1, 2, 2, 1));
+        let im2col = |relu| Im2Col {
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+            relu,
+        };
+        let cols = x.apply_op1_no_bwd(&im2col(false)).unwrap();
         let rows: Vec<Vec<f32>> = cols.to_vec2().unwrap();
         assert_eq!(rows.len(), 4);
-        assert_eq!(rows[0], vec![0., 0., 0., 0., 1., 2., 0., 3., 4., 1.]);
-        assert_eq!(rows[3], vec![1., 2., 0., 3., 4., 0., 0., 0., 0., 1.]);
+        assert_eq!(rows[0], vec![0., 0., 0., 0., 1., -2., 0., 3., 4., 1.]);
+        assert_eq!(rows[3], vec![1., -2., 0., 3., 4., 0., 0., 0., 0., 1.]);
+        // with the ReLU fused in, negative inputs become zero
+        let rows: Vec<Vec<f32>> = x.apply_op1_no_bwd(&im2col(true)).unwrap().to_vec2().unwrap();
+        assert_eq!(rows[0], vec![0., 0., 0., 0., 1., 0., 0., 3., 4., 1.]);
     }
 
     #[test]
