@@ -79,19 +79,43 @@ pub(crate) fn conv_gemm_relu_in(
     pad: usize,
     relu_input: bool,
 ) -> Result<Tensor> {
-    let (b, h, w, _) = x.dims4()?;
-    let im2col = Im2Col {
+    let (b, h, w, c) = x.dims4()?;
+    let o = weight.dim(1)?;
+    let probe = Im2Col {
         kh: k,
         kw: k,
         stride,
         pad,
         relu: relu_input,
+        rows: None,
     };
-    let (oh, ow) = im2col.out_hw(h, w);
-    let cols = x.apply_op1_no_bwd(&im2col)?;
-    let o = weight.dim(1)?;
-    Ok(cols.matmul(weight)?.reshape((b, oh, ow, o))?)
+    let (oh, ow) = probe.out_hw(h, w);
+    // Output rows per piece: keep each im2col piece near IM2COL_BYTES so it stays in cache
+    // and below the allocator's mmap threshold (no page faults on every call).
+    let row_bytes = ow * (k * k * c + 1) * 4;
+    let per_piece = (IM2COL_BYTES / row_bytes.max(1)).max(1);
+    let total = b * oh;
+    let mut pieces = Vec::with_capacity(total.div_ceil(per_piece));
+    let mut q = 0;
+    while q < total {
+        let end = (q + per_piece).min(total);
+        let cols = x.apply_op1_no_bwd(&Im2Col {
+            rows: Some((q, end)),
+            ..probe
+        })?;
+        pieces.push(cols.matmul(weight)?);
+        q = end;
+    }
+    let out = match pieces.len() {
+        0 => Tensor::zeros((0, o), weight.dtype(), weight.device())?,
+        1 => pieces.swap_remove(0),
+        _ => Tensor::cat(&pieces, 0)?,
+    };
+    Ok(out.reshape((b, oh, ow, o))?)
 }
+
+/// Target size of one im2col piece.
+const IM2COL_BYTES: usize = 4 << 20;
 
 /// A stride-1 convolution with few output channels and a large kernel, computed tap by tap:
 /// one GEMM (pixels × C)·(C × k²·O) then a shifted sum, so no k²-fold im2col copy is built.

@@ -43,6 +43,9 @@ pub(crate) struct Im2Col {
     pub pad: usize,
     /// Apply ReLU to the input values while copying them (fuses the previous layer's ReLU).
     pub relu: bool,
+    /// Only output rows `[start, end)` of the flattened (image, output row) index, so a large
+    /// convolution can run in cache-sized pieces; `None` for all.
+    pub rows: Option<(usize, usize)>,
 }
 
 /// Copy `src` into `dst`, optionally through ReLU.
@@ -74,9 +77,13 @@ impl CustomOp1 for Im2Col {
         let (b, h, w, c) = dims4(l, self.name())?;
         let (oh, ow) = self.out_hw(h, w);
         let k = self.kh * self.kw * c + 1;
-        let rows = b * oh * ow;
+        let (q0, q1) = self.rows.unwrap_or((0, b * oh));
+        let (q0, q1) = (q0.min(b * oh), q1.min(b * oh));
+        let rows = (q1 - q0) * ow;
+        let first = q0 * ow;
         let mut out = vec![0f32; rows * k];
         let fill = |(row, dst): (usize, &mut [f32])| {
+            let row = row + first;
             let n = row / (oh * ow);
             let oy = (row / ow) % oh;
             let ox = row % ow;
@@ -317,6 +324,7 @@ mod tests {
             stride: 1,
             pad: 1,
             relu,
+            rows: None,
         };
         let cols = x.apply_op1_no_bwd(&im2col(false)).unwrap();
         let rows: Vec<Vec<f32>> = cols.to_vec2().unwrap();
@@ -324,7 +332,11 @@ mod tests {
         assert_eq!(rows[0], vec![0., 0., 0., 0., 1., -2., 0., 3., 4., 1.]);
         assert_eq!(rows[3], vec![1., -2., 0., 3., 4., 0., 0., 0., 0., 1.]);
         // with the ReLU fused in, negative inputs become zero
-        let rows: Vec<Vec<f32>> = x.apply_op1_no_bwd(&im2col(true)).unwrap().to_vec2().unwrap();
+        let rows: Vec<Vec<f32>> = x
+            .apply_op1_no_bwd(&im2col(true))
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         assert_eq!(rows[0], vec![0., 0., 0., 0., 1., 0., 0., 3., 4., 1.]);
     }
 
