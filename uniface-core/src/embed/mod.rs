@@ -10,6 +10,7 @@ use std::path::Path;
 
 use ::image::RgbImage;
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 pub use resnet::{parse as parse_resnet, Backend, ResNet};
 
@@ -86,7 +87,22 @@ impl Embedder {
     }
 
     /// Embed many chips, batched through the network.
+    ///
+    /// Groups of chips run in parallel on the rayon pool (one group per thread), which scales
+    /// better than splitting each convolution's GEMM across threads.
     pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Descriptor>> {
+        let threads = rayon::current_num_threads().max(1);
+        let per = chips.len().div_ceil(threads).clamp(1, MAX_BATCH);
+        let groups: Vec<Result<Vec<Descriptor>>> =
+            chips.par_chunks(per).map(|g| self.embed_group(g)).collect();
+        let mut out = Vec::with_capacity(chips.len());
+        for g in groups {
+            out.extend(g?);
+        }
+        Ok(out)
+    }
+
+    fn embed_group(&self, chips: &[RgbImage]) -> Result<Vec<Descriptor>> {
         let mut out = Vec::with_capacity(chips.len());
         for group in chips.chunks(MAX_BATCH) {
             let mut pixels = Vec::with_capacity(group.len() * CHIP_SIZE * CHIP_SIZE * 3);
