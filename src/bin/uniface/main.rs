@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bench;
+mod demo;
 mod eval;
 mod faces;
 use serde_json::json;
@@ -30,6 +31,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole job on a fresh machine: fetch models and public-domain sample photos, detect,
+    /// enrol, identify, and write an annotated picture.
+    Demo {
+        /// Where to write the annotated picture (PNG).
+        #[arg(long, default_value = "uniface-demo.png")]
+        out: PathBuf,
+    },
     /// Fetch, verify and list the model files.
     Models {
         #[command(subcommand)]
@@ -160,6 +168,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> uniface::Result<()> {
     match cli.command {
         Command::Models { action } => models(action),
+        Command::Demo { out } => demo::run(&out),
         Command::EmbedChip {
             json,
             backend,

