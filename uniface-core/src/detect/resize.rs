@@ -56,6 +56,21 @@ enum Frac {
     Double(f64),
 }
 
+/// For each output row: (row, top source row, bottom source row, vertical fraction), with
+/// positions accumulated in double precision as dlib does.
+fn source_rows(
+    in_h: usize,
+    out_h: usize,
+    y_scale: f64,
+) -> impl Iterator<Item = (usize, usize, usize, f64)> {
+    let mut y = -y_scale;
+    (0..out_h).map(move |r| {
+        y += y_scale;
+        let top = (y.floor().max(0.0)) as usize;
+        (r, top, (top + 1).min(in_h - 1), y - top as f64)
+    })
+}
+
 fn scales(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> (f64, f64) {
     (
         (in_w as f64 - 1.0) / (out_w.max(2) - 1) as f64,
@@ -79,12 +94,7 @@ pub(crate) fn resize_plane_f32(
         return;
     }
     let (x_scale, y_scale) = scales(in_w, in_h, out_w, out_h);
-    let mut y = -y_scale;
-    for r in 0..out_h {
-        y += y_scale;
-        let top = (y.floor().max(0.0)) as usize;
-        let bottom = (top + 1).min(in_h - 1);
-        let tb = y - top as f64;
+    for (r, top, bottom, tb) in source_rows(in_h, out_h, y_scale) {
         let (rt, rb) = (&src[top * src_stride..], &src[bottom * src_stride..]);
         let out = &mut dst[r * dst_stride..r * dst_stride + out_w];
         row_positions(in_w, out_w, x_scale, |c, l, rr, frac| {
@@ -118,12 +128,7 @@ pub(crate) fn resize_rgb(
         return dst;
     }
     let (x_scale, y_scale) = scales(in_w, in_h, out_w, out_h);
-    let mut y = -y_scale;
-    for r in 0..out_h {
-        y += y_scale;
-        let top = (y.floor().max(0.0)) as usize;
-        let bottom = (top + 1).min(in_h - 1);
-        let tb = y - top as f64;
+    for (r, top, bottom, tb) in source_rows(in_h, out_h, y_scale) {
         let (rt, rb) = (&src[top * in_w * 3..], &src[bottom * in_w * 3..]);
         let out = &mut dst[r * out_w * 3..(r + 1) * out_w * 3];
         row_positions(in_w, out_w, x_scale, |c, l, rr, frac| {
