@@ -141,7 +141,11 @@ pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> RgbImage {
     // Pyramid depth → how much context the crop keeps around the rotated rectangle.
     let mut grow = 2.0;
     let mut r = d.rect.down();
-    while r.area() > chip_area {
+    // (bounded: a non-finite rectangle from bad landmarks must not loop forever)
+    for _ in 0..64 {
+        if r.area() <= chip_area {
+            break;
+        }
         r = r.down();
         grow = grow * 2.0 + 2.0;
     }
@@ -179,7 +183,7 @@ pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> RgbImage {
         b: d.rect.b - bt as f64,
     };
     let mut level: i32 = -1;
-    while rect.down().area() > chip_area {
+    while rect.down().area() > chip_area && level < 64 {
         level += 1;
         rect = rect.down();
     }
@@ -303,6 +307,18 @@ mod tests {
         let chip = extract_chip(&img, &d);
         assert_eq!(chip.get_pixel(10, 20).0[0], 10);
         assert_eq!(chip.get_pixel(10, 20).0[1], 20);
+    }
+
+    #[test]
+    fn absurd_landmarks_give_a_black_chip_not_a_hang() {
+        let img = RgbImage::from_pixel(50, 50, ::image::Rgb([9, 9, 9]));
+        for v in [f64::NAN, f64::INFINITY, 1e300, -1e300] {
+            let lm = Landmarks {
+                points: [Point::new(v, v); 5],
+            };
+            let chip = face_chip(&img, &lm, 150, 0.25);
+            assert_eq!(chip.dimensions(), (150, 150));
+        }
     }
 
     #[test]
