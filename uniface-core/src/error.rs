@@ -85,6 +85,18 @@ pub enum Error {
     #[error("buffer length mismatch: expected {expected} values, got {got}")]
     BufferLength { expected: usize, got: usize },
 
+    /// A serialised template is malformed.
+    #[error("malformed template: {message}")]
+    TemplateFormat { message: String },
+
+    /// A serialised template's checksum does not match its bytes.
+    #[error("template checksum mismatch: stored 0x{stored:08x}, computed 0x{actual:08x} (the bytes were damaged)")]
+    TemplateChecksum { stored: u32, actual: u32 },
+
+    /// Templates of different models or preprocessing cannot be compared.
+    #[error("templates come from different models or preprocessing ({left} vs {right}); re-enrol with one model")]
+    FingerprintMismatch { left: String, right: String },
+
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

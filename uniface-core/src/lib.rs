@@ -30,6 +30,7 @@ pub mod landmarks;
 pub mod model_store;
 mod nn;
 pub mod pipeline;
+pub mod template;
 
 /// The tensor library the networks run on.
 pub use candle_core as candle;

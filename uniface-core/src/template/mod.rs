@@ -1,0 +1,435 @@
+//! Face templates: a versioned, self-describing binary blob that carries a descriptor together
+//! with the contract needed to compare it (which model, which weights, which preprocessing).
+//!
+//! Byte layout (all integers little-endian; documented for C and Python users in
+//! `docs/TEMPLATE_FORMAT.md`):
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | magic `UFT\0` |
+//! | 4 | 2 | format version (1) |
+//! | 6 | 2 | flags: bit 0 = a quality score follows the vector |
+//! | 8 | 1 | length L of the model id |
+//! | 9 | L | model id, UTF-8 |
+//! | 9+L | 32 | SHA-256 of the model weights |
+//! | 41+L | 2 | preprocessing version |
+//! | 43+L | 4 | dimension D |
+//! | 47+L | 1 | element type: 0 = f32, 1 = f16, 2 = i8 |
+//! | 48+L | 4 | scale (f32): value = element × scale for i8, 1.0 otherwise |
+//! | 52+L | D·size | the vector |
+//! | … | 4 | quality score (f32, 0–100), if flag bit 0 |
+//! | end−4 | 4 | CRC-32C of every preceding byte |
+
+mod crc32c;
+
+use crate::model_store::RESNET;
+use crate::{Error, Result};
+
+pub use crc32c::crc32c;
+
+const MAGIC: [u8; 4] = *b"UFT\0";
+const VERSION: u16 = 1;
+const FLAG_QUALITY: u16 = 1;
+/// Largest dimension accepted when parsing (far above any face model).
+const MAX_DIM: usize = 1 << 16;
+
+/// What produced a descriptor: templates compare only within one fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelFingerprint {
+    pub model_id: String,
+    pub weights_sha256: [u8; 32],
+    /// Version of the detection/alignment/normalisation recipe that fed the model.
+    pub preprocessing: u16,
+}
+
+impl ModelFingerprint {
+    /// dlib's ResNet-29 as UniFace runs it (MMOD + 5-point chips of 150 px, padding 0.25).
+    pub fn dlib_resnet_v1() -> Self {
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&RESNET.sha256[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        Self {
+            model_id: RESNET.id.to_owned(),
+            weights_sha256: sha,
+            preprocessing: 1,
+        }
+    }
+}
+
+/// How the vector is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementType {
+    F32,
+    F16,
+    /// Symmetric 8-bit: value = q × scale.
+    I8,
+}
+
+impl ElementType {
+    fn code(self) -> u8 {
+        match self {
+            ElementType::F32 => 0,
+            ElementType::F16 => 1,
+            ElementType::I8 => 2,
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            ElementType::F32 => 4,
+            ElementType::F16 => 2,
+            ElementType::I8 => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Storage {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    I8 { values: Vec<i8>, scale: f32 },
+}
+
+/// A face template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    fingerprint: ModelFingerprint,
+    storage: Storage,
+    quality: Option<f32>,
+}
+
+fn format_error(message: impl Into<String>) -> Error {
+    Error::TemplateFormat {
+        message: message.into(),
+    }
+}
+
+impl Template {
+    /// A full-precision template. Every value must be finite.
+    pub fn new(fingerprint: ModelFingerprint, vector: &[f32]) -> Result<Self> {
+        if vector.is_empty() || vector.len() > MAX_DIM {
+            return Err(format_error(format!("dimension {} out of range", vector.len())));
+        }
+        if let Some(i) = vector.iter().position(|v| !v.is_finite()) {
+            return Err(format_error(format!("value {i} is not finite")));
+        }
+        if fingerprint.model_id.len() > 255 {
+            return Err(format_error("model id longer than 255 bytes"));
+        }
+        Ok(Self {
+            fingerprint,
+            storage: Storage::F32(vector.to_vec()),
+            quality: None,
+        })
+    }
+
+    /// Attach a quality score (0–100).
+    pub fn with_quality(mut self, quality: f32) -> Result<Self> {
+        if !(0.0..=100.0).contains(&quality) {
+            return Err(format_error(format!("quality {quality} outside 0–100")));
+        }
+        self.quality = Some(quality);
+        Ok(self)
+    }
+
+    /// The same template stored as `element` (f16 or symmetric i8 quantisation).
+    pub fn converted(&self, element: ElementType) -> Self {
+        let v = self.vector();
+        let storage = match element {
+            ElementType::F32 => Storage::F32(v),
+            ElementType::F16 => Storage::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
+            ElementType::I8 => {
+                let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                Storage::I8 {
+                    values: v
+                        .iter()
+                        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+                        .collect(),
+                    scale,
+                }
+            }
+        };
+        Self {
+            fingerprint: self.fingerprint.clone(),
+            storage,
+            quality: self.quality,
+        }
+    }
+
+    pub fn fingerprint(&self) -> &ModelFingerprint {
+        &self.fingerprint
+    }
+
+    pub fn quality(&self) -> Option<f32> {
+        self.quality
+    }
+
+    pub fn element_type(&self) -> ElementType {
+        match self.storage {
+            Storage::F32(_) => ElementType::F32,
+            Storage::F16(_) => ElementType::F16,
+            Storage::I8 { .. } => ElementType::I8,
+        }
+    }
+
+    pub fn dimension(&self) -> usize {
+        match &self.storage {
+            Storage::F32(v) => v.len(),
+            Storage::F16(v) => v.len(),
+            Storage::I8 { values, .. } => values.len(),
+        }
+    }
+
+    /// The vector in f32 (dequantised where stored in f16 or i8).
+    pub fn vector(&self) -> Vec<f32> {
+        match &self.storage {
+            Storage::F32(v) => v.clone(),
+            Storage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Storage::I8 { values, scale } => values.iter().map(|&q| f32::from(q) * scale).collect(),
+        }
+    }
+
+    /// Euclidean distance to another template of the same fingerprint and dimension.
+    pub fn distance(&self, other: &Template) -> Result<f32> {
+        if self.fingerprint != other.fingerprint {
+            return Err(Error::FingerprintMismatch {
+                left: self.fingerprint.model_id.clone(),
+                right: other.fingerprint.model_id.clone(),
+            });
+        }
+        if self.dimension() != other.dimension() {
+            return Err(Error::BufferLength {
+                expected: self.dimension(),
+                got: other.dimension(),
+            });
+        }
+        Ok(self
+            .vector()
+            .iter()
+            .zip(other.vector())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt())
+    }
+
+    /// Serialise (layout in the module documentation).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let id = self.fingerprint.model_id.as_bytes();
+        let mut out = Vec::with_capacity(56 + id.len() + self.dimension() * 4);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        let flags = if self.quality.is_some() { FLAG_QUALITY } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.fingerprint.weights_sha256);
+        out.extend_from_slice(&self.fingerprint.preprocessing.to_le_bytes());
+        out.extend_from_slice(&(self.dimension() as u32).to_le_bytes());
+        out.push(self.element_type().code());
+        let scale = match &self.storage {
+            Storage::I8 { scale, .. } => *scale,
+            _ => 1.0,
+        };
+        out.extend_from_slice(&scale.to_le_bytes());
+        match &self.storage {
+            Storage::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::I8 { values, .. } => out.extend(values.iter().map(|&q| q as u8)),
+        }
+        if let Some(q) = self.quality {
+            out.extend_from_slice(&q.to_le_bytes());
+        }
+        let crc = crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Parse and verify a serialised template. Any damage is a typed error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 4 + 52 {
+            return Err(format_error(format!("{} bytes is too short for a template", bytes.len())));
+        }
+        if bytes[..4] != MAGIC {
+            return Err(format_error("not a UniFace template (bad magic)"));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let actual = crc32c(body);
+        if stored != actual {
+            return Err(Error::TemplateChecksum { stored, actual });
+        }
+        let mut r = Cursor { b: body, p: 4 };
+        let version = u16::from_le_bytes(r.take::<2>()?);
+        if version != VERSION {
+            return Err(format_error(format!("unsupported template format version {version}")));
+        }
+        let flags = u16::from_le_bytes(r.take::<2>()?);
+        if flags & !FLAG_QUALITY != 0 {
+            return Err(format_error(format!("unknown flags 0x{flags:04x}")));
+        }
+        let id_len = usize::from(r.take::<1>()?[0]);
+        let model_id = std::str::from_utf8(r.slice(id_len)?)
+            .map_err(|_| format_error("model id is not UTF-8"))?
+            .to_owned();
+        let weights_sha256 = r.take::<32>()?;
+        let preprocessing = u16::from_le_bytes(r.take::<2>()?);
+        let dim = u32::from_le_bytes(r.take::<4>()?) as usize;
+        if dim == 0 || dim > MAX_DIM {
+            return Err(format_error(format!("dimension {dim} out of range")));
+        }
+        let code = r.take::<1>()?[0];
+        let scale = f32::from_le_bytes(r.take::<4>()?);
+        let element = match code {
+            0 => ElementType::F32,
+            1 => ElementType::F16,
+            2 => ElementType::I8,
+            c => return Err(format_error(format!("unknown element type {c}"))),
+        };
+        let raw = r.slice(dim * element.size())?;
+        let storage = match element {
+            ElementType::F32 => Storage::F32(
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            ElementType::F16 => Storage::F16(
+                raw.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            ElementType::I8 => {
+                if !(scale.is_finite() && scale > 0.0) {
+                    return Err(format_error(format!("invalid i8 scale {scale}")));
+                }
+                Storage::I8 {
+                    values: raw.iter().map(|&b| b as i8).collect(),
+                    scale,
+                }
+            }
+        };
+        let quality = if flags & FLAG_QUALITY != 0 {
+            Some(f32::from_le_bytes(r.take::<4>()?))
+        } else {
+            None
+        };
+        if r.p != body.len() {
+            return Err(format_error(format!("{} unexpected trailing bytes", body.len() - r.p)));
+        }
+        let t = Self {
+            fingerprint: ModelFingerprint {
+                model_id,
+                weights_sha256,
+                preprocessing,
+            },
+            storage,
+            quality,
+        };
+        if t.vector().iter().any(|v| !v.is_finite()) {
+            return Err(format_error("vector holds a non-finite value"));
+        }
+        if quality.is_some_and(|q| !(0.0..=100.0).contains(&q)) {
+            return Err(format_error("quality outside 0–100"));
+        }
+        Ok(t)
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn slice(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.p.checked_add(n).filter(|&e| e <= self.b.len());
+        let Some(end) = end else {
+            return Err(format_error("template ends early"));
+        };
+        let s = &self.b[self.p..end];
+        self.p = end;
+        Ok(s)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.slice(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Template {
+        let v: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.37).sin() * 0.2).collect();
+        Template::new(ModelFingerprint::dlib_resnet_v1(), &v).unwrap()
+    }
+
+    #[test]
+    fn every_element_type_round_trips() {
+        for element in [ElementType::F32, ElementType::F16, ElementType::I8] {
+            for quality in [None, Some(73.5)] {
+                let mut t = sample().converted(element);
+                if let Some(q) = quality {
+                    t = t.with_quality(q).unwrap();
+                }
+                let back = Template::from_bytes(&t.to_bytes()).unwrap();
+                assert_eq!(back, t, "{element:?} {quality:?}");
+                // quantisation error stays small against the full-precision vector
+                let err = sample().distance(&back).unwrap();
+                assert!(err < 0.01, "{element:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let bytes = sample().converted(ElementType::I8).to_bytes();
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(Template::from_bytes(&b).is_err(), "bit {i} flip accepted");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let valid = sample().to_bytes();
+        for round in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 700) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8 ^ i as u8).collect();
+            if round % 3 == 0 && len > 8 {
+                // start from a real header so the parser gets deeper
+                let n = len.min(valid.len());
+                buf[..n].copy_from_slice(&valid[..n]);
+                buf[(x as usize) % n] ^= 0x41;
+            }
+            let _ = Template::from_bytes(&buf);
+        }
+    }
+
+    #[test]
+    fn different_fingerprints_do_not_compare() {
+        let a = sample();
+        let mut fp = ModelFingerprint::dlib_resnet_v1();
+        fp.preprocessing = 2;
+        let b = Template::new(fp, &a.vector()).unwrap();
+        assert!(matches!(a.distance(&b), Err(Error::FingerprintMismatch { .. })));
+        assert_eq!(a.distance(&a).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn non_finite_vectors_are_refused() {
+        let fp = ModelFingerprint::dlib_resnet_v1();
+        assert!(Template::new(fp.clone(), &[1.0, f32::NAN]).is_err());
+        assert!(Template::new(fp, &[]).is_err());
+    }
+}
