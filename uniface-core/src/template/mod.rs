@@ -109,7 +109,10 @@ impl Template {
     /// A full-precision template. Every value must be finite.
     pub fn new(fingerprint: ModelFingerprint, vector: &[f32]) -> Result<Self> {
         if vector.is_empty() || vector.len() > MAX_DIM {
-            return Err(format_error(format!("dimension {} out of range", vector.len())));
+            return Err(format_error(format!(
+                "dimension {} out of range",
+                vector.len()
+            )));
         }
         if let Some(i) = vector.iter().position(|v| !v.is_finite()) {
             return Err(format_error(format!("value {i} is not finite")));
@@ -220,7 +223,11 @@ impl Template {
         let mut out = Vec::with_capacity(56 + id.len() + self.dimension() * 4);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        let flags = if self.quality.is_some() { FLAG_QUALITY } else { 0 };
+        let flags = if self.quality.is_some() {
+            FLAG_QUALITY
+        } else {
+            0
+        };
         out.extend_from_slice(&flags.to_le_bytes());
         out.push(id.len() as u8);
         out.extend_from_slice(id);
@@ -234,8 +241,12 @@ impl Template {
         };
         out.extend_from_slice(&scale.to_le_bytes());
         match &self.storage {
-            Storage::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::F16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Storage::I8 { values, .. } => out.extend(values.iter().map(|&q| q as u8)),
         }
         if let Some(q) = self.quality {
@@ -249,7 +260,10 @@ impl Template {
     /// Parse and verify a serialised template. Any damage is a typed error.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < 4 + 52 {
-            return Err(format_error(format!("{} bytes is too short for a template", bytes.len())));
+            return Err(format_error(format!(
+                "{} bytes is too short for a template",
+                bytes.len()
+            )));
         }
         if bytes[..4] != MAGIC {
             return Err(format_error("not a UniFace template (bad magic)"));
@@ -263,7 +277,9 @@ impl Template {
         let mut r = Cursor { b: body, p: 4 };
         let version = u16::from_le_bytes(r.take::<2>()?);
         if version != VERSION {
-            return Err(format_error(format!("unsupported template format version {version}")));
+            return Err(format_error(format!(
+                "unsupported template format version {version}"
+            )));
         }
         let flags = u16::from_le_bytes(r.take::<2>()?);
         if flags & !FLAG_QUALITY != 0 {
@@ -315,7 +331,10 @@ impl Template {
             None
         };
         if r.p != body.len() {
-            return Err(format_error(format!("{} unexpected trailing bytes", body.len() - r.p)));
+            return Err(format_error(format!(
+                "{} unexpected trailing bytes",
+                body.len() - r.p
+            )));
         }
         let t = Self {
             fingerprint: ModelFingerprint {
@@ -422,7 +441,10 @@ mod tests {
         let mut fp = ModelFingerprint::dlib_resnet_v1();
         fp.preprocessing = 2;
         let b = Template::new(fp, &a.vector()).unwrap();
-        assert!(matches!(a.distance(&b), Err(Error::FingerprintMismatch { .. })));
+        assert!(matches!(
+            a.distance(&b),
+            Err(Error::FingerprintMismatch { .. })
+        ));
         assert_eq!(a.distance(&a).unwrap(), 0.0);
     }
 
