@@ -53,12 +53,7 @@ fn embed_json_matches_dlib_on_a_golden_photo() {
             .map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()])
             .collect();
         assert_eq!(lm, g.landmarks.to_vec());
-        let e: Vec<f32> = f["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
+        let e = common::floats(&f["embedding"]);
         assert!(common::max_abs_diff(&e, &g.descriptor_from_image) < 1e-4);
     }
 }

@@ -80,16 +80,20 @@ fn a_manifest_with_another_hash_fails_the_cheap_load_check() {
     assert!(matches!(store.load(), Err(Error::HashMismatch { .. })));
 }
 
+fn cli_verify(home: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_uniface"))
+        .args(["models", "verify"])
+        .env("UNIFACE_HOME", home)
+        .env_remove("UNIFACE_MODEL_DIR")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn cli_verify_names_the_corrupted_file_and_fails() {
     let home = tempfile::tempdir().unwrap();
     let store = cache_copy(home.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
-        .args(["models", "verify"])
-        .env("UNIFACE_HOME", home.path())
-        .env_remove("UNIFACE_MODEL_DIR")
-        .output()
-        .unwrap();
+    let out = cli_verify(home.path());
     assert!(
         out.status.success(),
         "{}",
@@ -103,12 +107,7 @@ fn cli_verify_names_the_corrupted_file_and_fails() {
             .join("shape_predictor_5_face_landmarks.dat"),
         4242,
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
-        .args(["models", "verify"])
-        .env("UNIFACE_HOME", home.path())
-        .env_remove("UNIFACE_MODEL_DIR")
-        .output()
-        .unwrap();
+    let out = cli_verify(home.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -144,12 +143,7 @@ fn model_dir_works_without_network() {
         String::from_utf8_lossy(&out.stderr)
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let emb: Vec<f32> = line["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let emb = common::floats(&line["embedding"]);
     assert_eq!(emb.len(), 128);
     assert!(max_abs_diff(&emb, &faces[0].descriptor) <= 1e-4);
     assert_eq!(

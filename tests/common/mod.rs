@@ -133,7 +133,8 @@ pub fn golden_images() -> Vec<(PathBuf, u32, Vec<GoldenStages>)> {
     out
 }
 
-fn floats(v: &serde_json::Value) -> Vec<f32> {
+/// A JSON array of numbers as `f32`s.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array()
         .expect("array of numbers")
         .iter()
