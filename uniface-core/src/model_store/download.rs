@@ -22,7 +22,13 @@ fn network(url: &str, e: impl std::fmt::Display) -> Error {
 /// The pinned file URL is tried first; if it fails, the registry's JSON API is asked for the
 /// file with the pinned digest. `UNIFACE_MODELS_URL` overrides the URL (for a mirror).
 pub(crate) fn download_package(pkg: &RegistryPackage, dir: &Path) -> Result<PathBuf> {
-    let dest = dir.join(format!("{}.part-{}", pkg.filename, std::process::id()));
+    // Unique per call: concurrent fetches (threads or processes) never share a partial file.
+    let dest = dir.join(format!(
+        "{}.part-{}-{}",
+        pkg.filename,
+        std::process::id(),
+        super::unique()
+    ));
     if let Some(url) = std::env::var_os("UNIFACE_MODELS_URL").filter(|v| !v.is_empty()) {
         let url = url.to_string_lossy().into_owned();
         fetch_to(&url, pkg, &dest)?;

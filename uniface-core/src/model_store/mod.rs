@@ -284,11 +284,15 @@ impl ModelStore {
     }
 }
 
-fn unique() -> u128 {
-    std::time::SystemTime::now()
+/// A name component unique within this process and across processes (with the pid).
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    format!("{nanos}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn sync_dir(dir: &Path) {
