@@ -85,6 +85,14 @@ pub enum Error {
     #[error("buffer length mismatch: expected {expected} values, got {got}")]
     BufferLength { expected: usize, got: usize },
 
+    /// A vector holds NaN or infinity where finite values are required.
+    #[error("non-finite value: {what}")]
+    NonFinite { what: String },
+
+    /// An argument is outside the range the function accepts.
+    #[error("invalid argument {name}: {message}")]
+    InvalidArgument { name: &'static str, message: String },
+
     /// A serialised template is malformed.
     #[error("malformed template: {message}")]
     TemplateFormat { message: String },

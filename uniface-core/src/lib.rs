@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod align;
+pub mod calibration;
+pub mod compare;
 pub mod detect;
 pub mod dlib;
 pub mod embed;

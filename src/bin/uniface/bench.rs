@@ -143,3 +143,122 @@ fn rayon_threads() -> usize {
         .filter(|n| *n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// Bytes per second of the plainest possible read of `buf` (a vectorised wrapping sum) on the
+/// current rayon pool: the ceiling that 1:N scoring of a gallery larger than the caches can
+/// approach.
+fn read_bandwidth(buf: &[u64], runs: usize) -> uniface::Result<f64> {
+    use rayon::prelude::*;
+    let s = time(runs, || {
+        let sum = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+            .reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(sum);
+        Ok(())
+    })?;
+    Ok(std::mem::size_of_val(buf) as f64 / s)
+}
+
+/// Unit vectors from a fixed-seed generator.
+fn unit_vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32>> {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n).map(move |_| {
+        let v: Vec<f32> = (0..dim)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    })
+}
+
+/// `uniface bench compare`: 1:N scoring throughput of f32, f16 and i8 matrices, one core and
+/// all cores, against the machine's plain memory-read bandwidth measured in the same run.
+pub fn compare(templates: usize, runs: usize, json_out: bool) -> uniface::Result<()> {
+    use uniface::core::compare::{Metric, TemplateMatrix};
+    use uniface::core::template::ElementType;
+    let dim = uniface::core::embed::DESCRIPTOR_DIM;
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::InvalidArgument {
+            name: "threads",
+            message: e.to_string(),
+        })?;
+    let all_threads = rayon::current_num_threads();
+    // One buffer as large as the f32 gallery, touched before timing.
+    let read_buf: Vec<u64> = (0..templates * dim / 2).map(|i| i as u64).collect();
+    let read_one = single.install(|| read_bandwidth(&read_buf, runs))?;
+    let read_all = read_bandwidth(&read_buf, runs)?;
+    drop(read_buf);
+    let probe = unit_vectors(1, dim).next().unwrap_or_default();
+    let mut rows = Vec::new();
+    for element in [ElementType::F32, ElementType::F16, ElementType::I8] {
+        let mut m = TemplateMatrix::new(dim, element);
+        m.reserve(templates);
+        for v in unit_vectors(templates, dim) {
+            m.push(&v)?;
+        }
+        let mut out = vec![0f32; templates];
+        let metric = Metric::Euclidean;
+        let t_one = single.install(|| time(runs, || m.distances_into(&probe, metric, &mut out)))?;
+        let t_all = time(runs, || m.distances_into(&probe, metric, &mut out))?;
+        let bytes = (m.bytes_read_per_row(metric) * templates) as f64;
+        rows.push((element, bytes, t_one, t_all));
+    }
+    let gb = |b: f64| b / 1e9;
+    if json_out {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|(e, bytes, t1, ta)| {
+                json!({
+                    "element": format!("{e:?}").to_lowercase(),
+                    "bytes_per_template": bytes / templates as f64,
+                    "one_core_templates_per_s": templates as f64 / t1,
+                    "one_core_gb_per_s": gb(bytes / t1),
+                    "one_core_fraction_of_read": bytes / t1 / read_one,
+                    "all_cores_templates_per_s": templates as f64 / ta,
+                    "all_cores_gb_per_s": gb(bytes / ta),
+                    "all_cores_fraction_of_read": bytes / ta / read_all,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "templates": templates, "dim": dim, "metric": "euclidean",
+                "threads": all_threads,
+                "read_gb_per_s_one_core": gb(read_one),
+                "read_gb_per_s_all_cores": gb(read_all),
+                "results": results,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "1:N scoring, {templates} templates of {dim} values, euclidean, median of {runs} runs"
+    );
+    println!(
+        "  plain memory read: {:.1} GB/s one core, {:.1} GB/s {all_threads} threads (same run)",
+        gb(read_one),
+        gb(read_all)
+    );
+    for (e, bytes, t1, ta) in &rows {
+        println!(
+            "  {:<4} one core {:7.1} M templates/s {:5.1} GB/s ({:3.0}% of read) | {all_threads} threads {:7.1} M/s {:5.1} GB/s ({:3.0}%)",
+            format!("{e:?}").to_lowercase(),
+            templates as f64 / t1 / 1e6,
+            gb(bytes / t1),
+            100.0 * bytes / t1 / read_one,
+            templates as f64 / ta / 1e6,
+            gb(bytes / ta),
+            100.0 * bytes / ta / read_all,
+        );
+    }
+    Ok(())
+}

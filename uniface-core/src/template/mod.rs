@@ -33,6 +33,18 @@ const FLAG_QUALITY: u16 = 1;
 /// Largest dimension accepted when parsing (far above any face model).
 const MAX_DIM: usize = 1 << 16;
 
+/// Symmetric 8-bit quantisation of a vector: `(q, scale)` with `value ≈ q × scale`,
+/// `scale = max |v| / 127` (1 for an all-zero vector) and `q` rounded to nearest.
+pub fn quantize_i8(v: &[f32]) -> (Vec<i8>, f32) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let q = v
+        .iter()
+        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scale)
+}
+
 /// What produced a descriptor: templates compare only within one fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelFingerprint {
@@ -143,15 +155,8 @@ impl Template {
             ElementType::F32 => Storage::F32(v),
             ElementType::F16 => Storage::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
             ElementType::I8 => {
-                let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                Storage::I8 {
-                    values: v
-                        .iter()
-                        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
-                        .collect(),
-                    scale,
-                }
+                let (values, scale) = quantize_i8(&v);
+                Storage::I8 { values, scale }
             }
         };
         Self {
@@ -303,6 +308,12 @@ impl Template {
             2 => ElementType::I8,
             c => return Err(format_error(format!("unknown element type {c}"))),
         };
+        if element != ElementType::I8 && scale != 1.0 {
+            return Err(format_error(format!(
+                "scale must be 1.0 for {} templates, found {scale}",
+                element.name()
+            )));
+        }
         let raw = r.slice(dim * element.size())?;
         let storage = match element {
             ElementType::F32 => Storage::F32(
@@ -355,6 +366,174 @@ impl Template {
     }
 }
 
+/// The human-readable serde form (JSON, YAML, TOML): the same fields as the binary layout,
+/// without the checksum. `vector` holds the stored elements (i8 values as integers, f16
+/// values widened exactly); binary serde formats carry [`Template::to_bytes`] instead.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    format_version: u16,
+    model_id: String,
+    weights_sha256: String,
+    preprocessing: u16,
+    element_type: String,
+    scale: f32,
+    vector: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quality: Option<f32>,
+}
+
+impl ElementType {
+    fn name(self) -> &'static str {
+        match self {
+            ElementType::F32 => "f32",
+            ElementType::F16 => "f16",
+            ElementType::I8 => "i8",
+        }
+    }
+}
+
+impl From<&Template> for Wire {
+    fn from(t: &Template) -> Self {
+        let (vector, scale) = match &t.storage {
+            Storage::F32(v) => (v.clone(), 1.0),
+            Storage::F16(v) => (v.iter().map(|x| x.to_f32()).collect(), 1.0),
+            Storage::I8 { values, scale } => {
+                (values.iter().map(|&q| f32::from(q)).collect(), *scale)
+            }
+        };
+        Wire {
+            format_version: VERSION,
+            model_id: t.fingerprint.model_id.clone(),
+            weights_sha256: t
+                .fingerprint
+                .weights_sha256
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            preprocessing: t.fingerprint.preprocessing,
+            element_type: t.element_type().name().to_owned(),
+            scale,
+            vector,
+            quality: t.quality,
+        }
+    }
+}
+
+impl TryFrom<Wire> for Template {
+    type Error = Error;
+
+    fn try_from(w: Wire) -> Result<Self> {
+        if w.format_version != VERSION {
+            return Err(format_error(format!(
+                "unsupported template format version {}",
+                w.format_version
+            )));
+        }
+        let hex = w.weights_sha256.as_bytes();
+        if hex.len() != 64 || !w.weights_sha256.is_ascii() {
+            return Err(format_error("weights_sha256 must be 64 hex digits"));
+        }
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&w.weights_sha256[2 * i..2 * i + 2], 16)
+                .map_err(|_| format_error("weights_sha256 must be 64 hex digits"))?;
+        }
+        let fingerprint = ModelFingerprint {
+            model_id: w.model_id,
+            weights_sha256: sha,
+            preprocessing: w.preprocessing,
+        };
+        // Validates dimension, finiteness and the model id.
+        let mut t = Template::new(fingerprint, &w.vector)?;
+        if w.element_type != "i8" && w.scale != 1.0 {
+            return Err(format_error(format!(
+                "scale must be 1.0 for {} templates",
+                w.element_type
+            )));
+        }
+        t.storage = match w.element_type.as_str() {
+            "f32" => t.storage,
+            "f16" => {
+                let v: Vec<half::f16> = w.vector.iter().map(|&x| half::f16::from_f32(x)).collect();
+                if v.iter().zip(&w.vector).any(|(h, &x)| h.to_f32() != x) {
+                    return Err(format_error("an f16 value is not representable in f16"));
+                }
+                Storage::F16(v)
+            }
+            "i8" => {
+                if !(w.scale.is_finite() && w.scale > 0.0) {
+                    return Err(format_error(format!("invalid i8 scale {}", w.scale)));
+                }
+                if w.vector
+                    .iter()
+                    .any(|&x| x.fract() != 0.0 || !(-127.0..=127.0).contains(&x))
+                {
+                    return Err(format_error("i8 values must be integers in -127..=127"));
+                }
+                Storage::I8 {
+                    values: w.vector.iter().map(|&x| x as i8).collect(),
+                    scale: w.scale,
+                }
+            }
+            other => return Err(format_error(format!("unknown element type {other:?}"))),
+        };
+        if t.vector().iter().any(|v| !v.is_finite()) {
+            return Err(format_error("vector holds a non-finite value"));
+        }
+        match w.quality {
+            Some(q) => t.with_quality(q),
+            None => Ok(t),
+        }
+    }
+}
+
+impl serde::Serialize for Template {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            serde::Serialize::serialize(&Wire::from(self), s)
+        } else {
+            s.serialize_bytes(&self.to_bytes())
+        }
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Template;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the bytes of a UniFace template")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Template, E> {
+        Template::from_bytes(v).map_err(E::custom)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Template, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(b) = seq.next_element::<u8>()? {
+            bytes.push(b);
+        }
+        Template::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Template {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let w = <Wire as serde::Deserialize>::deserialize(d)?;
+            Template::try_from(w).map_err(serde::de::Error::custom)
+        } else {
+            d.deserialize_bytes(BytesVisitor)
+        }
+    }
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     p: usize,
@@ -403,6 +582,80 @@ mod tests {
                 assert!(err < 0.01, "{element:?}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn serde_round_trips_in_text_and_binary_formats() {
+        for element in [ElementType::F32, ElementType::F16, ElementType::I8] {
+            let t = sample().converted(element).with_quality(55.0).unwrap();
+            let json = serde_json::to_string(&t).unwrap();
+            assert!(json.contains(&format!("\"element_type\":\"{}\"", element.name())));
+            let back: Template = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, t, "{element:?}");
+            let bin = postcard::to_allocvec(&t).unwrap();
+            let back: Template = postcard::from_bytes(&bin).unwrap();
+            assert_eq!(back, t, "{element:?}");
+        }
+        // damaged or invalid input is an error, never a panic or a silent change
+        let t = sample().converted(ElementType::I8);
+        let mut bin = postcard::to_allocvec(&t).unwrap();
+        let n = bin.len();
+        bin[n / 2] ^= 4;
+        assert!(postcard::from_bytes::<Template>(&bin).is_err());
+        let json = serde_json::to_string(&t).unwrap();
+        for (from, to) in [
+            ("\"i8\"", "\"i4\""),
+            ("\"format_version\":1", "\"format_version\":9"),
+            ("\"scale\":", "\"scale\":-"),
+        ] {
+            let bad = json.replacen(from, to, 1);
+            assert!(
+                serde_json::from_str::<Template>(&bad).is_err(),
+                "{from} -> {to}"
+            );
+        }
+        let not_int = json.replacen("\"vector\":[", "\"vector\":[0.5,", 1);
+        assert!(serde_json::from_str::<Template>(&not_int).is_err());
+        let f16 = serde_json::to_string(&sample().converted(ElementType::F16)).unwrap();
+        let inexact = f16.replacen("\"vector\":[", "\"vector\":[0.1000001,", 1);
+        assert!(serde_json::from_str::<Template>(&inexact).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bodies_with_a_valid_checksum_never_panic() {
+        // Fix the CRC after mutating, so that every structural check is reached.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let valid = sample()
+            .converted(ElementType::F16)
+            .with_quality(1.0)
+            .unwrap()
+            .to_bytes();
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut b = valid[..valid.len() - 4].to_vec();
+            match x % 4 {
+                0 => b.truncate((x >> 8) as usize % b.len()),
+                1 => b.extend((0..(x >> 8) % 9).map(|i| i as u8)),
+                _ => {
+                    for k in 0..1 + (x >> 60) {
+                        let at = (x >> (8 + k)) as usize % b.len();
+                        b[at] ^= (x >> (16 + k)) as u8 | 1;
+                    }
+                }
+            }
+            let crc = crc32c(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            if let Ok(t) = Template::from_bytes(&b) {
+                // whatever parses must be a valid template that re-serialises identically
+                assert_eq!(t.to_bytes(), b);
+                assert!(t.vector().iter().all(|v| v.is_finite()));
+                accepted += 1;
+            }
+        }
+        assert!(accepted < 50_000);
     }
 
     #[test]
