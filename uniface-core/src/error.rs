@@ -85,6 +85,10 @@ pub enum Error {
     #[error("buffer length mismatch: expected {expected} values, got {got}")]
     BufferLength { expected: usize, got: usize },
 
+    /// An image that must show a face shows none.
+    #[error("no face found in {image}")]
+    NoFace { image: String },
+
     /// A vector holds NaN or infinity where finite values are required.
     #[error("non-finite value: {what}")]
     NonFinite { what: String },

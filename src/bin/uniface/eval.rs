@@ -4,7 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
-use uniface::{Error, FaceAnalyzer};
+use std::collections::HashMap;
+
+use uniface::core::calibration;
+use uniface::core::compare::Metric;
+use uniface::core::template::{ElementType, ModelFingerprint, Template};
+use uniface::{Descriptor, Error, FaceAnalyzer};
 
 pub struct Pair {
     pub a: PathBuf,
@@ -124,47 +129,18 @@ fn eer(scored: &[(f32, bool)]) -> f64 {
     best.1
 }
 
-pub fn lfw(
-    root: &Path,
-    pairs: Option<&Path>,
-    json_out: bool,
-    roc: Option<&Path>,
-    cache: Option<&Path>,
-) -> uniface::Result<()> {
-    let start = Instant::now();
-    let pairs_path = pairs
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.join("pairs.txt"));
-    let pairs = parse_pairs(root, &pairs_path)?;
-    let mut images: Vec<PathBuf> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    images.sort();
-    images.dedup();
-    let analyzer = FaceAnalyzer::from_env()?;
-    let descriptors = crate::corpus::describe_all(&analyzer, root, &images, cache)?;
-    let mut table = std::collections::HashMap::new();
-    let mut failures = Vec::new();
-    for (path, d) in images.iter().zip(descriptors) {
-        match d {
-            Some(d) => {
-                table.insert(path.clone(), d);
-            }
-            None => failures.push(path.clone()),
-        }
-    }
-    // Pairs with an image where no face was found score +inf: predicted "different".
-    let scored: Vec<(f32, bool, usize)> = pairs
-        .iter()
-        .map(|p| {
-            let d = match (table.get(&p.a), table.get(&p.b)) {
-                (Some(a), Some(b)) => uniface::euclidean_distance(a, b),
-                _ => f32::INFINITY,
-            };
-            (d, p.same, p.fold)
-        })
-        .collect();
+/// Results of the 10-fold protocol on one set of pair scores.
+struct Protocol {
+    accs: Vec<f64>,
+    thresholds: Vec<f32>,
+    mean: f64,
+    std: f64,
+    tar2: (f64, f32),
+    tar3: (f64, f32),
+    eer: f64,
+}
+
+fn protocol(scored: &[(f32, bool, usize)]) -> Protocol {
     let folds = scored.iter().map(|s| s.2).max().map_or(0, |m| m + 1);
     let mut accs = Vec::new();
     let mut thresholds = Vec::new();
@@ -184,59 +160,289 @@ pub fn lfw(
         accs.push(correct as f64 / test.len() as f64);
         thresholds.push(t);
     }
-    let mean = accs.iter().sum::<f64>() / accs.len() as f64;
-    let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len() as f64).sqrt();
+    let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
+    let std =
+        (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
     let all: Vec<(f32, bool)> = scored.iter().map(|s| (s.0, s.1)).collect();
-    let (tar2, t2) = tar_at_far(&all, 1e-2);
-    let (tar3, t3) = tar_at_far(&all, 1e-3);
-    let eer = eer(&all);
-    if let Some(path) = roc {
-        let mut ts: Vec<f32> = all.iter().map(|p| p.0).filter(|d| d.is_finite()).collect();
-        ts.sort_by(f32::total_cmp);
-        ts.dedup();
-        let mut csv = String::from("threshold,far,tar\n");
-        for t in ts {
-            let (tar, far) = rates(&all, t + 1e-6);
-            csv.push_str(&format!("{t},{far},{tar}\n"));
+    Protocol {
+        tar2: tar_at_far(&all, 1e-2),
+        tar3: tar_at_far(&all, 1e-3),
+        eer: eer(&all),
+        accs,
+        thresholds,
+        mean,
+        std,
+    }
+}
+
+/// Every descriptor stored as `element` and read back (what a gallery of such templates sees).
+fn quantised(d: &Descriptor, element: ElementType) -> uniface::Result<Descriptor> {
+    let t = Template::new(ModelFingerprint::dlib_resnet_v1(), d)?.converted(element);
+    Descriptor::try_from(t.vector().as_slice()).map_err(|_| Error::BufferLength {
+        expected: d.len(),
+        got: t.dimension(),
+    })
+}
+
+/// DET points (threshold, FMR, FNMR) over every pair of the photos: cross-identity pairs are
+/// impostors, same-identity pairs genuine (identity = the photo's folder).
+fn det_points(table: &HashMap<PathBuf, Descriptor>) -> uniface::Result<(Vec<[f64; 3]>, u64, u64)> {
+    let mut keys: Vec<&PathBuf> = table.keys().collect();
+    keys.sort();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut labels = Vec::new();
+    let mut vectors = Vec::new();
+    for k in keys {
+        let id = k
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let next = ids.len() as u32;
+        labels.push(*ids.entry(id).or_insert(next));
+        vectors.extend_from_slice(&table[k]);
+    }
+    let set = calibration::LabelledSet {
+        vectors: &vectors,
+        dim: uniface::core::embed::DESCRIPTOR_DIM,
+        labels: &labels,
+    };
+    let c = calibration::calibrate(
+        &set,
+        Metric::Euclidean,
+        &calibration::STANDARD_FMRS,
+        "",
+        "",
+        &|_| {},
+    )?;
+    let genuine = c.genuine.len() as u64;
+    let impostors = c.table.rows.first().map_or(0, |r| r.impostor_comparisons);
+    let points = c
+        .table
+        .curve
+        .iter()
+        .map(|p| {
+            let accepted = c.genuine.partition_point(|&d| d < p.threshold) as u64;
+            let fnmr = (genuine - accepted) as f64 / genuine.max(1) as f64;
+            [f64::from(p.threshold), p.fmr, fnmr]
+        })
+        .collect();
+    Ok((points, impostors, genuine))
+}
+
+fn write_det(
+    path: &Path,
+    curves: &[(ElementType, Vec<[f64; 3]>)],
+    impostors: u64,
+    genuine: u64,
+) -> uniface::Result<()> {
+    let mut csv = String::from("element,threshold,fmr,fnmr,impostor_pairs,genuine_pairs\n");
+    for (e, pts) in curves {
+        for p in pts {
+            csv.push_str(&format!(
+                "{},{},{},{},{impostors},{genuine}\n",
+                element_name(*e),
+                p[0],
+                p[1],
+                p[2]
+            ));
         }
-        std::fs::write(path, csv).map_err(|e| Error::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
+    }
+    std::fs::write(path, csv).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|(e, pts)| {
+            (
+                element_name(*e).to_owned(),
+                pts.iter().map(|p| (p[1], p[2])).collect(),
+            )
+        })
+        .collect();
+    let min_fmr = 10f64.powf((1.0 / impostors.max(1) as f64).log10().floor());
+    crate::plot::chart(
+        &path.with_extension("png"),
+        "LFW DET - EVERY PAIR OF 7701 PHOTOS",
+        crate::plot::Axis {
+            min: min_fmr,
+            max: 1.0,
+            log: true,
+            label: "FMR",
+        },
+        crate::plot::Axis {
+            min: 1e-3,
+            max: 1.0,
+            log: true,
+            label: "FNMR",
+        },
+        &series,
+    )
+}
+
+fn element_name(e: ElementType) -> &'static str {
+    match e {
+        ElementType::F32 => "f32",
+        ElementType::F16 => "f16",
+        ElementType::I8 => "i8",
+    }
+}
+
+pub fn lfw(
+    root: &Path,
+    pairs: Option<&Path>,
+    json_out: bool,
+    roc: Option<&Path>,
+    cache: Option<&Path>,
+    det: Option<&Path>,
+) -> uniface::Result<()> {
+    let start = Instant::now();
+    let pairs_path = pairs
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("pairs.txt"));
+    let pairs = parse_pairs(root, &pairs_path)?;
+    let mut images: Vec<PathBuf> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect();
+    images.sort();
+    images.dedup();
+    let analyzer = FaceAnalyzer::from_env()?;
+    let descriptors = crate::corpus::describe_all(&analyzer, root, &images, cache)?;
+    let mut table = HashMap::new();
+    let mut failures = Vec::new();
+    for (path, d) in images.iter().zip(descriptors) {
+        match d {
+            Some(d) => {
+                table.insert(path.clone(), d);
+            }
+            None => failures.push(path.clone()),
+        }
+    }
+    let mut results = Vec::new();
+    let mut det_curves = Vec::new();
+    let mut det_counts = (0, 0);
+    for element in [ElementType::F32, ElementType::F16, ElementType::I8] {
+        let table: HashMap<PathBuf, Descriptor> = table
+            .iter()
+            .map(|(k, d)| Ok((k.clone(), quantised(d, element)?)))
+            .collect::<uniface::Result<_>>()?;
+        // Pairs with an image where no face was found score +inf: predicted "different".
+        let scored: Vec<(f32, bool, usize)> = pairs
+            .iter()
+            .map(|p| {
+                let d = match (table.get(&p.a), table.get(&p.b)) {
+                    (Some(a), Some(b)) => uniface::euclidean_distance(a, b),
+                    _ => f32::INFINITY,
+                };
+                (d, p.same, p.fold)
+            })
+            .collect();
+        if element == ElementType::F32 {
+            if let Some(path) = roc {
+                write_roc(path, &scored)?;
+            }
+        }
+        if det.is_some() {
+            let (pts, imp, gen) = det_points(&table)?;
+            det_curves.push((element, pts));
+            det_counts = (imp, gen);
+        }
+        results.push((element, protocol(&scored)));
+    }
+    if let Some(path) = det {
+        write_det(path, &det_curves, det_counts.0, det_counts.1)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    let main = &results[0].1;
     if json_out {
+        let quantised: serde_json::Map<String, serde_json::Value> = results[1..]
+            .iter()
+            .map(|(e, r)| {
+                (
+                    element_name(*e).to_owned(),
+                    json!({
+                        "accuracy_mean": r.mean, "accuracy_std": r.std,
+                        "accuracy_delta_pp": 100.0 * (r.mean - main.mean),
+                        "tar_at_far_1e-3": r.tar3.0, "eer": r.eer,
+                    }),
+                )
+            })
+            .collect();
         println!(
             "{}",
             json!({
                 "pairs": pairs.len(), "images": images.len(), "failures": failures.len(),
-                "failed_images": failures, "fold_accuracy": accs, "fold_thresholds": thresholds,
-                "accuracy_mean": mean, "accuracy_std": std,
-                "tar_at_far_1e-2": tar2, "threshold_at_far_1e-2": t2,
-                "tar_at_far_1e-3": tar3, "threshold_at_far_1e-3": t3,
-                "eer": eer, "seconds": secs,
+                "failed_images": failures, "fold_accuracy": main.accs,
+                "fold_thresholds": main.thresholds,
+                "accuracy_mean": main.mean, "accuracy_std": main.std,
+                "tar_at_far_1e-2": main.tar2.0, "threshold_at_far_1e-2": main.tar2.1,
+                "tar_at_far_1e-3": main.tar3.0, "threshold_at_far_1e-3": main.tar3.1,
+                "eer": main.eer, "quantised": quantised, "seconds": secs,
             })
         );
-    } else {
-        println!(
-            "LFW View 2: {} pairs, {} images, {} without a face",
-            pairs.len(),
-            images.len(),
-            failures.len()
-        );
-        for f in &failures {
-            println!("  no face: {}", f.display());
-        }
-        for (i, (a, t)) in accs.iter().zip(&thresholds).enumerate() {
-            println!("  fold {:2}: accuracy {a:.4} at threshold {t:.4}", i + 1);
-        }
-        println!("TAR@FAR=1e-2: {tar2:.4} (threshold {t2:.4})");
-        println!("TAR@FAR=1e-3: {tar3:.4} (threshold {t3:.4})");
-        println!("EER: {eer:.4}");
-        println!("time: {secs:.1} s");
+        return Ok(());
     }
-    println!("lfw accuracy: {mean:.4} ± {std:.4}");
+    println!(
+        "LFW View 2: {} pairs, {} images, {} without a face",
+        pairs.len(),
+        images.len(),
+        failures.len()
+    );
+    for f in &failures {
+        println!("  no face: {}", f.display());
+    }
+    for (i, (a, t)) in main.accs.iter().zip(&main.thresholds).enumerate() {
+        println!("  fold {:2}: accuracy {a:.4} at threshold {t:.4}", i + 1);
+    }
+    println!(
+        "TAR@FAR=1e-2: {:.4} (threshold {:.4})",
+        main.tar2.0, main.tar2.1
+    );
+    println!(
+        "TAR@FAR=1e-3: {:.4} (threshold {:.4})",
+        main.tar3.0, main.tar3.1
+    );
+    println!("EER: {:.4}", main.eer);
+    for (e, r) in &results {
+        println!(
+            "templates as {:<3}: accuracy {:.4} ± {:.4} ({:+.2} pp vs f32), TAR@FAR=1e-3 {:.4}, EER {:.4}",
+            element_name(*e),
+            r.mean,
+            r.std,
+            100.0 * (r.mean - main.mean),
+            r.tar3.0,
+            r.eer
+        );
+    }
+    if let Some(p) = det {
+        println!(
+            "DET over every pair ({} impostor, {} genuine): {} and {}",
+            det_counts.0,
+            det_counts.1,
+            p.display(),
+            p.with_extension("png").display()
+        );
+    }
+    println!("time: {secs:.1} s");
+    println!("lfw accuracy: {:.4} ± {:.4}", main.mean, main.std);
     Ok(())
+}
+
+fn write_roc(path: &Path, scored: &[(f32, bool, usize)]) -> uniface::Result<()> {
+    let all: Vec<(f32, bool)> = scored.iter().map(|s| (s.0, s.1)).collect();
+    let mut ts: Vec<f32> = all.iter().map(|p| p.0).filter(|d| d.is_finite()).collect();
+    ts.sort_by(f32::total_cmp);
+    ts.dedup();
+    let mut csv = String::from("threshold,far,tar\n");
+    for t in ts {
+        let (tar, far) = rates(&all, t + 1e-6);
+        csv.push_str(&format!("{t},{far},{tar}\n"));
+    }
+    std::fs::write(path, csv).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: e,
+    })
 }
 
 #[cfg(test)]

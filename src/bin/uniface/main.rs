@@ -11,6 +11,8 @@ mod corpus;
 mod demo;
 mod eval;
 mod faces;
+mod plot;
+mod verify;
 use serde_json::json;
 use uniface::core::model_store::{ModelStore, FACE_RECOGNITION_MODELS, MODEL_CARDS};
 use uniface::{Backend, Embedder, Error};
@@ -82,6 +84,22 @@ enum Command {
         images: Vec<PathBuf>,
     },
     /// Measure accuracy on labelled data.
+    /// Are the faces in two photos the same person? A calibrated 1:1 decision.
+    ///
+    /// Compares the largest face of each photo. The threshold comes from the calibration table
+    /// shipped with the model (LFW, every pair of 7,701 photos) or from --calibration.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// Target false-match rate (1e-2 … 1e-6).
+        #[arg(long, default_value_t = 1e-4)]
+        fmr: f64,
+        /// A table made by `uniface calibrate --out` on your own photos.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        image_a: PathBuf,
+        image_b: PathBuf,
+    },
     Eval {
         #[command(subcommand)]
         target: EvalTarget,
@@ -137,6 +155,10 @@ enum EvalTarget {
         /// Descriptor cache file: reused when it exists, extended as photos are embedded.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Write a DET curve over every pair of the photos (f32, f16 and i8 templates) as CSV
+        /// here, and as PNG beside it.
+        #[arg(long)]
+        det: Option<PathBuf>,
     },
     /// Held-out check of calibration: thresholds from the other LFW folds, FMR measured on one.
     Calibration {
@@ -244,6 +266,7 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     json,
                     roc,
                     cache,
+                    det,
                 },
         } => eval::lfw(
             &root,
@@ -251,6 +274,7 @@ fn run(cli: Cli) -> uniface::Result<()> {
             json,
             roc.as_deref(),
             cache.as_deref(),
+            det.as_deref(),
         ),
         Command::Eval {
             target:
@@ -262,6 +286,13 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     json,
                 },
         } => calibrate::held_out(&root, pairs.as_deref(), fold, cache.as_deref(), json),
+        Command::Verify {
+            json,
+            fmr,
+            calibration,
+            image_a,
+            image_b,
+        } => verify::run(&image_a, &image_b, fmr, calibration.as_deref(), json),
         Command::Calibrate {
             root,
             json,

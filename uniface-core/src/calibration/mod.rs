@@ -3,8 +3,8 @@
 //! "Is 0.6 a match?" has no answer without the rate of false matches it buys. A
 //! [`CalibrationTable`] is measured on labelled photos: every cross-identity pair is an impostor
 //! comparison and every same-identity pair a genuine one. For each target false-match rate
-//! (FMR) the table holds the threshold at which exactly `⌊FMR × impostors⌋` impostor pairs score
-//! below it, with the counts behind the row, the false-non-match rate at that threshold, and a
+//! (FMR) the table holds the threshold at which `⌊FMR × impostors⌋` impostor pairs score below
+//! it (fewer only when distances tie at the boundary), with the counts behind the row, the false-non-match rate at that threshold, and a
 //! finer curve used to estimate the FMR of any score.
 //!
 //! The dlib ResNet ships with a table made from every pair of the 7,701 LFW photos of the
@@ -34,6 +34,10 @@ use crate::{Error, Result};
 /// The target false-match rates of a standard table.
 pub const STANDARD_FMRS: [f64; 5] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
 
+/// Fewest impostor pairs below a threshold for [`CalibrationTable::threshold_for_fmr`] to
+/// accept its FMR as a target.
+pub const MIN_FALSE_MATCHES: u64 = 10;
+
 /// Curve points per decade of FMR.
 const CURVE_STEPS_PER_DECADE: i32 = 10;
 /// Histogram resolution of the first pass (distance units per bin).
@@ -47,7 +51,8 @@ pub struct ThresholdRow {
     /// Distances below this match.
     pub threshold: f32,
     pub impostor_comparisons: u64,
-    /// Impostor pairs below the threshold (`⌊target × impostors⌋`).
+    /// Impostor pairs below the threshold: `⌊target × impostors⌋`, or fewer when distances
+    /// tie at the threshold.
     pub false_matches: u64,
     pub genuine_comparisons: u64,
     /// Genuine pairs at or above the threshold.
@@ -150,9 +155,16 @@ impl CalibrationTable {
         Ok(())
     }
 
-    /// The smallest FMR the table resolves.
+    /// The smallest FMR the table supports: at least [`MIN_FALSE_MATCHES`] impostor pairs must
+    /// lie below a threshold for its FMR to be measured rather than guessed.
     pub fn min_fmr(&self) -> f64 {
-        self.curve.first().map_or(1.0, |p| p.fmr)
+        let first = self.curve.first().map_or(1.0, |p| p.fmr);
+        match self.rows.first() {
+            Some(r) if r.impostor_comparisons > 0 => {
+                first.max(MIN_FALSE_MATCHES as f64 / r.impostor_comparisons as f64)
+            }
+            _ => first,
+        }
     }
 
     /// Threshold for a target FMR: the table row when there is one, else interpolated
@@ -174,8 +186,8 @@ impl CalibrationTable {
             return Err(invalid(
                 "fmr",
                 format!(
-                    "{fmr:e} is below {min:e}, the smallest false-match rate this calibration \
-                     ({} impostor comparisons) resolves",
+                    "{fmr:.1e} is below {min:.1e}, the smallest false-match rate this calibration \
+                     ({} impostor comparisons) supports",
                     self.rows.first().map_or(0, |r| r.impostor_comparisons)
                 ),
             ));
@@ -196,7 +208,7 @@ impl CalibrationTable {
     pub fn estimated_fmr(&self, distance: f32) -> f64 {
         let i = self.curve.partition_point(|p| p.threshold < distance);
         if i == 0 {
-            return self.min_fmr();
+            return self.curve.first().map_or(1.0, |p| p.fmr);
         }
         let Some(hi) = self.curve.get(i) else {
             return 1.0;
@@ -589,8 +601,9 @@ mod tests {
         assert!(mid < thresholds[0] && mid > thresholds[1]);
         let e = t.estimated_fmr(thresholds[1]);
         assert!(e > 0.5e-3 && e < 2e-3, "{e}");
-        // below what 178k pairs resolve
-        assert!(t.threshold_for_fmr(1e-7).is_err());
+        // 10 false matches of 178,800 pairs is the least a target may rest on
+        assert!(t.threshold_for_fmr(5e-5).is_err());
+        assert!(t.threshold_for_fmr(6e-5).is_ok());
         assert!(t.threshold_for_fmr(f64::NAN).is_err());
         let back = CalibrationTable::from_json(&t.to_json()).unwrap();
         assert_eq!(&back, t);
@@ -618,6 +631,34 @@ mod tests {
             .map(|&f| t.threshold_for_fmr(f).unwrap())
             .collect();
         assert!(ths.windows(2).all(|w| w[0] > w[1]), "{ths:?}");
+    }
+
+    #[test]
+    fn the_shipped_table_carries_its_evidence() {
+        let t = default_table().unwrap();
+        assert_eq!(t.images, 7701);
+        assert_eq!(t.identities, 4281);
+        assert!(t.method.contains("LFW") && t.method.contains("uniface calibrate"));
+        let targets: Vec<f64> = t.rows.iter().map(|r| r.target_fmr).collect();
+        assert_eq!(targets, STANDARD_FMRS);
+        let n = t.images;
+        for r in &t.rows {
+            // every pair of the photos is either impostor or genuine
+            assert_eq!(
+                r.impostor_comparisons + r.genuine_comparisons,
+                n * (n - 1) / 2
+            );
+            // at most ⌊FMR × N⌋ below the threshold; fewer only where distances tie at it
+            let allowed = (r.target_fmr * r.impostor_comparisons as f64).floor() as u64;
+            assert!(
+                r.false_matches <= allowed && r.false_matches + 3 >= allowed,
+                "{r:?}"
+            );
+            assert!(r.measured_fmr() <= r.target_fmr);
+            assert!(r.false_matches >= MIN_FALSE_MATCHES, "{r:?}");
+        }
+        // 1e-6 of 29.6 M impostor pairs is still 29 false matches
+        assert!(t.min_fmr() <= 1e-6);
     }
 
     #[test]

@@ -39,6 +39,7 @@
 
 mod kernels;
 
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::template::{quantize_i8, ElementType, ModelFingerprint, Template};
@@ -151,12 +152,25 @@ fn finite_result(d: f32, a: &[f32], b: &[f32]) -> Result<f32> {
 #[derive(Debug, Clone, PartialEq)]
 enum Rows {
     F32(Vec<f32>),
-    /// IEEE half bit patterns.
-    F16(Vec<u16>),
-    I8 {
-        values: Vec<i8>,
-        scales: Vec<f32>,
-    },
+    F16(Vec<half::f16>),
+    I8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+#[inline(always)]
+fn score_f32<'r>(
+    probe: &[f32],
+    probe_norm: f32,
+    rows: impl Iterator<Item = &'r [f32]>,
+    norms: &[f32],
+    metric: Metric,
+    out: &mut [f32],
+) {
+    for ((o, row), &n) in out.iter_mut().zip(rows).zip(norms) {
+        *o = match metric {
+            Metric::Euclidean => kernels::squared_difference(probe, row).sqrt(),
+            Metric::Cosine => cosine_from_dot(kernels::dot(probe, row), probe_norm, n),
+        };
+    }
 }
 
 /// One entry of a nearest-neighbour answer.
@@ -181,7 +195,32 @@ pub struct TemplateMatrix {
 struct Probe {
     values: Vec<f32>,
     norm: f32,
-    quantized: Option<(Vec<i8>, f32)>,
+    /// i8 matrices: the quantised probe widened to i16, and its scale.
+    quantized: Option<(Vec<i16>, f32)>,
+}
+
+fn widen_i8(q: &[i8]) -> Vec<i16> {
+    q.iter().map(|&x| i16::from(x)).collect()
+}
+
+/// One scoring task, run through [`pulp::Arch::dispatch`] so that the inlined kernels are
+/// compiled for the CPU's widest vector unit.
+struct ScoreTask<'a> {
+    matrix: &'a TemplateMatrix,
+    probe: &'a Probe,
+    metric: Metric,
+    start: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for ScoreTask<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        self.matrix
+            .score_rows_inline(self.probe, self.metric, self.start, self.out);
+    }
 }
 
 impl TemplateMatrix {
@@ -243,15 +282,23 @@ impl TemplateMatrix {
                 kernels::dot(vector, vector).sqrt()
             }
             Rows::F16(v) => {
+                if let Some(i) = vector
+                    .iter()
+                    .position(|x| x.abs() > f32::from(half::f16::MAX))
+                {
+                    return Err(Error::NonFinite {
+                        what: format!("template value {i} overflows f16"),
+                    });
+                }
                 let start = v.len();
-                v.extend(vector.iter().map(|&x| half::f16::from_f32(x).to_bits()));
+                v.extend(vector.iter().map(|&x| half::f16::from_f32(x)));
                 let mut wide = vec![0f32; self.dim];
-                kernels::widen_f16(&v[start..], &mut wide);
+                v[start..].convert_to_f32_slice(&mut wide);
                 kernels::dot(&wide, &wide).sqrt()
             }
             Rows::I8 { values, scales } => {
                 let (q, scale) = quantize_i8(vector);
-                let sq = kernels::dot_i8(&q, &q) as f32;
+                let sq = kernels::dot_i8(&widen_i8(&q), &q) as f32;
                 values.extend_from_slice(&q);
                 scales.push(scale);
                 sq.sqrt() * scale
@@ -326,7 +373,7 @@ impl TemplateMatrix {
             Rows::F32(v) => v[r].to_vec(),
             Rows::F16(v) => {
                 let mut out = vec![0f32; self.dim];
-                kernels::widen_f16(&v[r], &mut out);
+                v[r].convert_to_f32_slice(&mut out);
                 out
             }
             Rows::I8 { values, scales } => values[r]
@@ -348,11 +395,12 @@ impl TemplateMatrix {
             Rows::I8 { .. } => {
                 let (q, scale) = quantize_i8(probe);
                 let values: Vec<f32> = q.iter().map(|&x| f32::from(x) * scale).collect();
-                let norm = (kernels::dot_i8(&q, &q) as f32).sqrt() * scale;
+                let wide = widen_i8(&q);
+                let norm = (kernels::dot_i8(&wide, &q) as f32).sqrt() * scale;
                 Probe {
                     values,
                     norm,
-                    quantized: Some((q, scale)),
+                    quantized: Some((wide, scale)),
                 }
             }
             _ => Probe {
@@ -363,29 +411,34 @@ impl TemplateMatrix {
         })
     }
 
-    /// Score rows `start..start + out.len()`.
+    /// Score rows `start..start + out.len()` with the best instruction set available.
     fn score_rows(&self, p: &Probe, metric: Metric, start: usize, out: &mut [f32]) {
+        pulp::Arch::new().dispatch(ScoreTask {
+            matrix: self,
+            probe: p,
+            metric,
+            start,
+            out,
+        });
+    }
+
+    #[inline(always)]
+    fn score_rows_inline(&self, p: &Probe, metric: Metric, start: usize, out: &mut [f32]) {
         let d = self.dim;
-        let norms = &self.norms[start..start + out.len()];
-        pulp::Arch::new().dispatch(|| match &self.rows {
+        let n = out.len();
+        let norms = &self.norms[start..start + n];
+        match &self.rows {
             Rows::F32(v) => {
-                let rows = v[start * d..(start + out.len()) * d].chunks_exact(d);
-                for ((o, row), &n) in out.iter_mut().zip(rows).zip(norms) {
-                    *o = match metric {
-                        Metric::Euclidean => kernels::squared_difference(&p.values, row).sqrt(),
-                        Metric::Cosine => cosine_from_dot(kernels::dot(&p.values, row), p.norm, n),
-                    };
-                }
+                let rows = v[start * d..(start + n) * d].chunks_exact(d);
+                score_f32(&p.values, p.norm, rows, norms, metric, out);
             }
             Rows::F16(v) => {
-                let mut wide = vec![0f32; d];
-                let rows = v[start * d..(start + out.len()) * d].chunks_exact(d);
-                for ((o, row), &n) in out.iter_mut().zip(rows).zip(norms) {
-                    kernels::widen_f16(row, &mut wide);
+                let rows = v[start * d..(start + n) * d].chunks_exact(d);
+                for ((o, row), &norm) in out.iter_mut().zip(rows).zip(norms) {
                     *o = match metric {
-                        Metric::Euclidean => kernels::squared_difference(&p.values, &wide).sqrt(),
+                        Metric::Euclidean => kernels::squared_difference_f16(&p.values, row).sqrt(),
                         Metric::Cosine => {
-                            cosine_from_dot(kernels::dot(&p.values, &wide), p.norm, n)
+                            cosine_from_dot(kernels::dot_f16(&p.values, row), p.norm, norm)
                         }
                     };
                 }
@@ -394,15 +447,15 @@ impl TemplateMatrix {
                 let Some((q, sp)) = &p.quantized else {
                     return;
                 };
-                let rows = values[start * d..(start + out.len()) * d].chunks_exact(d);
-                let scales = &scales[start..start + out.len()];
-                for (((o, row), &n), &s) in out.iter_mut().zip(rows).zip(norms).zip(scales) {
+                let rows = values[start * d..(start + n) * d].chunks_exact(d);
+                let scales = &scales[start..start + n];
+                for (((o, row), &norm), &s) in out.iter_mut().zip(rows).zip(norms).zip(scales) {
                     let dot = kernels::dot_i8(q, row) as f32 * (sp * s);
-                    let squared = p.norm * p.norm + n * n - 2.0 * dot;
-                    *o = metric.combine(squared, dot, p.norm, n);
+                    let squared = p.norm * p.norm + norm * norm - 2.0 * dot;
+                    *o = metric.combine(squared, dot, p.norm, norm);
                 }
             }
-        });
+        }
     }
 
     /// Distances from `probe` to rows `start..start + out.len()`, on the calling thread.
@@ -592,6 +645,12 @@ mod tests {
             m.push(&[1.0, f32::NAN, 0.0, 0.0]),
             Err(Error::NonFinite { .. })
         ));
+        let mut h = TemplateMatrix::new(2, ElementType::F16);
+        assert!(matches!(
+            h.push(&[1.0, 70000.0]),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(h.is_empty());
         m.push(&[1.0, 0.0, 0.0, 0.0]).unwrap();
         assert!(matches!(
             m.distances(&[0.0, f32::INFINITY, 0.0, 0.0], Metric::Euclidean),
