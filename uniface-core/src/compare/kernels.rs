@@ -102,7 +102,8 @@ fn reduce(acc: [f32; LANES]) -> f32 {
 #[inline(always)]
 pub fn dot_i8(p: &[i16], q: &[i8]) -> i32 {
     // A plain integer reduction: the compiler may reorder it freely and maps it onto
-    // multiply-add instructions (pmaddwd).
+    // multiply-add instructions (pmaddwd). (Measured faster than hand-shaped lane arrays and
+    // than scoring two rows per pass.)
     p.iter()
         .zip(q)
         .map(|(&x, &y)| i32::from(x) * i32::from(y))

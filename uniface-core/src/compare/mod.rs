@@ -447,12 +447,16 @@ impl TemplateMatrix {
                 let Some((q, sp)) = &p.quantized else {
                     return;
                 };
-                let rows = values[start * d..(start + n) * d].chunks_exact(d);
+                let rows = &values[start * d..(start + n) * d];
                 let scales = &scales[start..start + n];
-                for (((o, row), &norm), &s) in out.iter_mut().zip(rows).zip(norms).zip(scales) {
-                    let dot = kernels::dot_i8(q, row) as f32 * (sp * s);
+                let finish = |dot: i32, norm: f32, s: f32| {
+                    let dot = dot as f32 * (sp * s);
                     let squared = p.norm * p.norm + norm * norm - 2.0 * dot;
-                    *o = metric.combine(squared, dot, p.norm, norm);
+                    metric.combine(squared, dot, p.norm, norm)
+                };
+                for (j, o) in out.iter_mut().enumerate() {
+                    let dot = kernels::dot_i8(q, &rows[j * d..(j + 1) * d]);
+                    *o = finish(dot, norms[j], scales[j]);
                 }
             }
         }
