@@ -21,8 +21,11 @@
 pub use uniface_core as core;
 pub use uniface_index as index;
 
+pub use uniface_core::calibration::{CalibrationTable, Decision};
+pub use uniface_core::compare::{Metric, TemplateMatrix};
 pub use uniface_core::detect::{DetectOptions, Detector, FaceBox};
 pub use uniface_core::embed::{euclidean_distance, Backend, Descriptor, Embedder};
 pub use uniface_core::landmarks::Landmarks;
 pub use uniface_core::model_store::{ModelCard, ModelSet, ModelStore};
+pub use uniface_core::template::{ElementType, ModelFingerprint, Template};
 pub use uniface_core::{Error, Face, FaceAnalyzer, Result};

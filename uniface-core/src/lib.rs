@@ -3,7 +3,9 @@
 //! The engine of UniFace, one module per pipeline stage: `image` (decoding), `detect` (MMOD
 //! CNN), `landmarks` (5-point ERT), `align` (face chips), `embed` (ResNet-29 descriptors),
 //! `pipeline` (`FaceAnalyzer`: all of them in one call), `template` (the portable template
-//! format), `model_store` (verified models from PyPI) and `dlib` (the `.dat` readers).
+//! format), `compare` (distances, similarity, 1:N scoring), `calibration` (thresholds that
+//! carry a false-match rate), `model_store` (verified models from PyPI) and `dlib` (the `.dat`
+//! readers).
 //!
 //! ```no_run
 //! use uniface_core::FaceAnalyzer;
