@@ -30,6 +30,7 @@ mod error;
 pub mod geometry;
 pub mod image;
 pub mod landmarks;
+pub mod liveness;
 pub mod model_store;
 mod nn;
 pub mod pipeline;

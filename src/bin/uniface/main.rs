@@ -11,6 +11,7 @@ mod corpus;
 mod demo;
 mod eval;
 mod faces;
+mod liveness;
 mod plot;
 mod verify;
 use serde_json::json;
@@ -99,6 +100,19 @@ enum Command {
         calibration: Option<PathBuf>,
         image_a: PathBuf,
         image_b: PathBuf,
+    },
+    /// Liveness (presentation-attack detection) of every face in each photo.
+    ///
+    /// Two MiniFASNet models (Apache-2.0, fetched from the pinned repository on first use, or
+    /// read from UNIFACE_LIVENESS_DIR) score crops of 2.7x and 4.0x the face box.
+    Liveness {
+        #[arg(long)]
+        json: bool,
+        /// Also write the 80x80 crops the models see as PNG files into this folder.
+        #[arg(long)]
+        dump_crops: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
     },
     Eval {
         #[command(subcommand)]
@@ -293,6 +307,11 @@ fn run(cli: Cli) -> uniface::Result<()> {
             image_a,
             image_b,
         } => verify::run(&image_a, &image_b, fmr, calibration.as_deref(), json),
+        Command::Liveness {
+            json,
+            dump_crops,
+            images,
+        } => liveness::run(&images, json, dump_crops.as_deref()),
         Command::Calibrate {
             root,
             json,

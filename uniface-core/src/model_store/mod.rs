@@ -19,6 +19,7 @@ mod archive;
 mod card;
 #[cfg(feature = "download")]
 mod download;
+mod liveness;
 mod samples;
 
 use std::fs;
@@ -29,6 +30,7 @@ pub use card::{
     SHAPE_PREDICTOR_5,
 };
 
+pub use liveness::{liveness_url, LIVENESS_CARDS, LIVENESS_V1SE, LIVENESS_V2};
 pub use samples::{SamplePhoto, EILEEN_COLLINS, GRACE_HOPPER, SAMPLE_PHOTOS};
 
 use crate::{Error, Result};
