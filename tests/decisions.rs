@@ -183,3 +183,56 @@ fn calibrate_counts_every_pair_of_a_labelled_folder() {
     );
     assert!((got - want).abs() < 1e-6, "{got} {want}");
 }
+
+#[test]
+fn quality_and_liveness_json_mirror_the_rust_types() {
+    let live_dir = shared_data().join("liveness/minifasnet");
+    let blur = shared_data().join("photos/quality_blurred_face_blur.jpg");
+    let spoof = shared_data().join("photos/spoof_photo_of_screen_rgb_fake.jpg");
+    let out = uniface()
+        .env("UNIFACE_LIVENESS_DIR", &live_dir)
+        .args(["quality", "--json"])
+        .arg(&blur)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(q["accepted"], false);
+    assert!(
+        q["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("blurry")),
+        "{q}"
+    );
+    let sharp = &q["quality"]["sharpness"];
+    assert!(sharp["raw"].as_f64().unwrap() >= 0.0 && sharp["scalar"].as_f64().is_some());
+    assert_eq!(q["liveness"]["per_model"].as_array().unwrap().len(), 2);
+
+    let out = uniface()
+        .env("UNIFACE_LIVENESS_DIR", &live_dir)
+        .args(["liveness", "--json"])
+        .arg(&spoof)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let face = &l["faces"][0];
+    assert_eq!(face["is_live"], false, "{l}");
+    let models: Vec<&str> = face["per_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["minifasnet-v2-2.7", "minifasnet-v1se-4.0"]);
+    assert!(face["score"].as_f64().unwrap() < 0.5);
+}

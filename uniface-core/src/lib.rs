@@ -4,7 +4,8 @@
 //! CNN), `landmarks` (5-point ERT), `align` (face chips), `embed` (ResNet-29 descriptors),
 //! `pipeline` (`FaceAnalyzer`: all of them in one call), `template` (the portable template
 //! format), `compare` (distances, similarity, 1:N scoring), `calibration` (thresholds that
-//! carry a false-match rate), `model_store` (verified models from PyPI) and `dlib` (the `.dat`
+//! carry a false-match rate), `quality` (capture quality and the enrollment gate), `liveness`
+//! (presentation-attack detection), `model_store` (verified models) and `dlib` (the `.dat`
 //! readers).
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ pub mod liveness;
 pub mod model_store;
 mod nn;
 pub mod pipeline;
+pub mod quality;
 pub mod template;
 
 /// The tensor library the networks run on.

@@ -262,3 +262,76 @@ pub fn compare(templates: usize, runs: usize, json_out: bool) -> uniface::Result
     }
     Ok(())
 }
+
+/// `uniface bench gate`: per-face cost of the quality measures, the unified score, liveness
+/// and, as the yardstick, one embedding — on one photo's largest face.
+pub fn gate(image: &std::path::Path, runs: usize, json_out: bool) -> uniface::Result<()> {
+    use uniface::core::align::{face_chip, CHIP_PADDING, CHIP_SIZE};
+    use uniface::core::liveness::LivenessDetector;
+    use uniface::core::quality;
+    let analyzer = uniface::FaceAnalyzer::from_env()?;
+    let liveness = LivenessDetector::from_store(&ModelStore::from_env()?)?;
+    let img = uniface::core::image::load_rgb(image)?;
+    let faces = analyzer.detect_landmarks(&img)?;
+    let Some((face, lm)) = faces.iter().max_by_key(|(b, _)| b.rect().area()).copied() else {
+        return Err(Error::NoFace {
+            image: image.display().to_string(),
+        });
+    };
+    let chip = face_chip(&img, &lm, CHIP_SIZE, CHIP_PADDING);
+    let t_measure = time(runs, || {
+        let c = face_chip(&img, &lm, CHIP_SIZE, CHIP_PADDING);
+        std::hint::black_box(quality::measure(&img, &face, &lm, &c, faces.len()));
+        Ok(())
+    })?;
+    let t_unified = time(runs, || {
+        quality::unified(&analyzer.embedder, &img, &lm).map(|m| {
+            std::hint::black_box(m);
+        })
+    })?;
+    let t_embed = time(runs, || {
+        analyzer
+            .embedder
+            .embed_chips(std::slice::from_ref(&chip))
+            .map(|e| {
+                std::hint::black_box(e);
+            })
+    })?;
+    let t_live = time(runs, || {
+        liveness.check(&img, &face.rect()).map(|l| {
+            std::hint::black_box(l);
+        })
+    })?;
+    let ms = |t: f64| t * 1e3;
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "image": image, "threads": rayon_threads(),
+                "quality_measures_ms": ms(t_measure), "unified_ms": ms(t_unified),
+                "one_embedding_ms": ms(t_embed), "liveness_ms": ms(t_live),
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "gate on {} ({} thread(s)), median of {runs} runs",
+        image.display(),
+        rayon_threads()
+    );
+    println!(
+        "  quality measures (chip + all measures)  {:8.3} ms",
+        ms(t_measure)
+    );
+    println!(
+        "  unified score (5 chips, 5 embeddings)   {:8.3} ms  = {:.1}x one embedding ({:.3} ms)",
+        ms(t_unified),
+        t_unified / t_embed,
+        ms(t_embed)
+    );
+    println!(
+        "  liveness (2 MiniFASNets)                {:8.3} ms",
+        ms(t_live)
+    );
+    Ok(())
+}

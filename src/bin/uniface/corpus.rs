@@ -52,17 +52,20 @@ pub fn scan_identities(root: &Path) -> uniface::Result<Vec<(String, Vec<PathBuf>
     Ok(out)
 }
 
-/// The descriptor of the face nearest the image centre; retried at upsample 2 when none is
-/// found at upsample 1. `None` when no face is found at all.
-pub fn describe(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Option<Descriptor>> {
-    let img = uniface::core::image::load_rgb(path)?;
+/// The face nearest the image centre with its landmarks and the number of faces found;
+/// detection is retried at upsample 2 when none is found at upsample 1.
+pub fn centre_face(
+    analyzer: &FaceAnalyzer,
+    img: &image::RgbImage,
+) -> uniface::Result<Option<(uniface::FaceBox, uniface::Landmarks, usize)>> {
     let (cx, cy) = (f64::from(img.width()) / 2.0, f64::from(img.height()) / 2.0);
     for upsample in [1, 2] {
         let opts = DetectOptions {
             upsample,
             ..Default::default()
         };
-        let found = analyzer.detector.detect(&img, &opts)?;
+        let found = analyzer.detector.detect(img, &opts)?;
+        let n = found.len();
         let best = found.into_iter().min_by(|a, b| {
             let d = |f: &uniface::FaceBox| {
                 let (x, y) = (
@@ -74,12 +77,24 @@ pub fn describe(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Option<
             d(a).total_cmp(&d(b))
         });
         if let Some(b) = best {
-            let lm = analyzer.landmarks.predict(&img, &b.rect());
-            let faces = analyzer.describe(&img, vec![(b, lm)])?;
-            return Ok(faces.first().map(|f| f.embedding));
+            let lm = analyzer.landmarks.predict(img, &b.rect());
+            return Ok(Some((b, lm, n)));
         }
     }
     Ok(None)
+}
+
+/// The descriptor of the face nearest the image centre ([`centre_face`]); `None` when no
+/// face is found at all.
+pub fn describe(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Option<Descriptor>> {
+    let img = uniface::core::image::load_rgb(path)?;
+    match centre_face(analyzer, &img)? {
+        Some((b, lm, _)) => {
+            let faces = analyzer.describe(&img, vec![(b, lm)])?;
+            Ok(faces.first().map(|f| f.embedding))
+        }
+        None => Ok(None),
+    }
 }
 
 fn cache_header(fp: &ModelFingerprint) -> String {
@@ -138,7 +153,7 @@ fn cache_line(key: &str, d: &Option<Descriptor>) -> String {
     }
 }
 
-fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(len as u64)
     } else {

@@ -13,6 +13,7 @@ mod eval;
 mod faces;
 mod liveness;
 mod plot;
+mod quality;
 mod verify;
 use serde_json::json;
 use uniface::core::model_store::{ModelStore, FACE_RECOGNITION_MODELS, MODEL_CARDS};
@@ -101,6 +102,21 @@ enum Command {
         image_a: PathBuf,
         image_b: PathBuf,
     },
+    /// The capture gate: quality measures with reason codes, and liveness, per photo.
+    ///
+    /// Assesses the largest face against the enrollment (default) or verification policy;
+    /// prints ACCEPTED or REFUSED with stable reason codes and every measure.
+    Quality {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "enrollment")]
+        policy: quality::PolicyArg,
+        /// Skip liveness (and its requirement).
+        #[arg(long)]
+        no_liveness: bool,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Liveness (presentation-attack detection) of every face in each photo.
     ///
     /// Two MiniFASNet models (Apache-2.0, fetched from the pinned repository on first use, or
@@ -174,6 +190,25 @@ enum EvalTarget {
         #[arg(long)]
         det: Option<PathBuf>,
     },
+    /// Error-versus-discard (ISO/IEC 29794-1) of the unified quality score on LFW, the LFW
+    /// distribution of the measures, and liveness on a sample of real faces.
+    Quality {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// Quality cache file: reused when it exists, extended as photos are assessed.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Write the EDC as CSV here, and as PNG beside it.
+        #[arg(long)]
+        edc: Option<PathBuf>,
+        /// How many photos (spread over the set) also get a liveness check.
+        #[arg(long, default_value_t = 500)]
+        liveness_sample: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Held-out check of calibration: thresholds from the other LFW folds, FMR measured on one.
     Calibration {
         #[arg(long)]
@@ -204,6 +239,15 @@ enum BenchTarget {
         #[arg(long)]
         layers: bool,
         /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-face cost of the capture gate: quality measures, unified score, liveness.
+    Gate {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
         #[arg(long)]
         json: bool,
     },
@@ -292,6 +336,24 @@ fn run(cli: Cli) -> uniface::Result<()> {
         ),
         Command::Eval {
             target:
+                EvalTarget::Quality {
+                    root,
+                    pairs,
+                    cache,
+                    edc,
+                    liveness_sample,
+                    json,
+                },
+        } => quality::eval(
+            &root,
+            pairs.as_deref(),
+            cache.as_deref(),
+            edc.as_deref(),
+            liveness_sample,
+            json,
+        ),
+        Command::Eval {
+            target:
                 EvalTarget::Calibration {
                     root,
                     pairs,
@@ -307,6 +369,12 @@ fn run(cli: Cli) -> uniface::Result<()> {
             image_a,
             image_b,
         } => verify::run(&image_a, &image_b, fmr, calibration.as_deref(), json),
+        Command::Quality {
+            json,
+            policy,
+            no_liveness,
+            images,
+        } => quality::run(&images, json, policy, no_liveness),
         Command::Liveness {
             json,
             dump_crops,
@@ -336,6 +404,9 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     json,
                 },
         } => bench::embed(batch, runs, layers, json),
+        Command::Bench {
+            target: BenchTarget::Gate { image, runs, json },
+        } => bench::gate(&image, runs, json),
         Command::Bench {
             target:
                 BenchTarget::Compare {

@@ -88,6 +88,22 @@ pub struct ChipDetails {
     pub size: u32,
 }
 
+impl ChipDetails {
+    /// The chip's corners in the image (top-left, top-right, bottom-right, bottom-left of the
+    /// chip), i.e. the rotated region it samples.
+    pub fn corners(&self) -> [Point; 4] {
+        let r = &self.rect;
+        let c = Point::new((r.l + r.r) / 2.0, (r.t + r.b) / 2.0);
+        [
+            Point::new(r.l, r.t),
+            Point::new(r.r, r.t),
+            Point::new(r.r, r.b),
+            Point::new(r.l, r.b),
+        ]
+        .map(|p| rotate(c, p, self.angle))
+    }
+}
+
 /// dlib's `get_face_chip_details` for a 5-point shape.
 pub fn chip_details(landmarks: &Landmarks, size: u32, padding: f64) -> ChipDetails {
     let s = f64::from(size);

@@ -23,7 +23,7 @@ use crate::nn::{conv_gemm_relu_in, fold, gemm_weight_padded, TapConv};
 use crate::{Error, Result};
 
 /// A detected face: dlib's inclusive pixel box and the detector's confidence.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct FaceBox {
     pub left: i64,
     pub top: i64,

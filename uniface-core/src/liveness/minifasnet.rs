@@ -25,6 +25,9 @@ pub const INPUT_SIZE: usize = 80;
 struct ConvBn {
     weight: Tensor,
     bias: Tensor,
+    /// Depthwise layers keep plain weights and bias for the direct loop (candle runs grouped
+    /// convolutions as one small convolution per channel, which is slow).
+    depthwise: Option<(Vec<f32>, Vec<f32>, usize)>,
     stride: usize,
     padding: usize,
     groups: usize,
@@ -38,13 +41,15 @@ struct Se {
 
 enum Block {
     Conv(ConvBn),
-    Bottleneck {
-        expand: ConvBn,
-        depthwise: ConvBn,
-        project: ConvBn,
-        residual: bool,
-        se: Option<Se>,
-    },
+    Bottleneck(Box<Bottleneck>),
+}
+
+struct Bottleneck {
+    expand: ConvBn,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+    se: Option<Se>,
 }
 
 /// One MiniFASNet.
@@ -122,6 +127,7 @@ impl Weights<'_> {
             .map(|(i, x)| x * scale[i / per_out])
             .collect();
         let groups = if per_group == 1 && kh > 1 { out } else { 1 };
+        let depthwise = (groups > 1 && kh == kw).then(|| (folded.clone(), shift.clone(), kh));
         let prelu = match prelu {
             Some(p) => {
                 let a = &self.get(&format!("{p}.weight"))?.values;
@@ -130,6 +136,7 @@ impl Weights<'_> {
             None => None,
         };
         Ok(ConvBn {
+            depthwise,
             weight: Tensor::from_vec(folded, (out, per_group, kh, kw), self.device)?,
             bias: Tensor::from_vec(shift, (1, out, 1, 1), self.device)?,
             stride,
@@ -171,21 +178,65 @@ impl Weights<'_> {
         } else {
             None
         };
-        Ok(Block::Bottleneck {
+        Ok(Block::Bottleneck(Box::new(Bottleneck {
             expand: self.conv_block(&format!("{p}.conv"), 1)?,
             depthwise: self.conv_block(&format!("{p}.conv_dw"), stride)?,
             project: self.linear_block(&format!("{p}.project"))?,
             residual,
             se,
-        })
+        })))
     }
+}
+
+/// Depthwise k×k convolution with bias over an `[N, C, H, W]` tensor, zero padding `pad`.
+fn depthwise(
+    x: &Tensor,
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let ho = (h + 2 * pad - k) / stride + 1;
+    let wo = (wd + 2 * pad - k) / stride + 1;
+    let input = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n * c * ho * wo];
+    for (plane, o) in out.chunks_exact_mut(ho * wo).enumerate() {
+        let ch = plane % c;
+        let src = &input[plane * h * wd..(plane + 1) * h * wd];
+        let kern = &w[ch * k * k..(ch + 1) * k * k];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut acc = bias[ch];
+                for ky in 0..k {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let row = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                    for kx in 0..k {
+                        let ix = (ox * stride + kx) as isize - pad as isize;
+                        if ix >= 0 && ix < wd as isize {
+                            acc += row[ix as usize] * kern[ky * k + kx];
+                        }
+                    }
+                }
+                o[oy * wo + ox] = acc;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (n, c, ho, wo), x.device())?)
 }
 
 impl ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x
-            .conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
-            .broadcast_add(&self.bias)?;
+        let y = match &self.depthwise {
+            Some((w, b, k)) => depthwise(x, w, b, *k, self.stride, self.padding)?,
+            None => x
+                .conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
+                .broadcast_add(&self.bias)?,
+        };
         Ok(match &self.prelu {
             Some(a) => (y.relu()? + y.minimum(0f32)?.broadcast_mul(a)?)?,
             None => y,
@@ -255,13 +306,14 @@ impl MiniFasNet {
         for b in &self.blocks {
             x = match b {
                 Block::Conv(c) => c.forward(&x)?,
-                Block::Bottleneck {
-                    expand,
-                    depthwise,
-                    project,
-                    residual,
-                    se,
-                } => {
+                Block::Bottleneck(b) => {
+                    let Bottleneck {
+                        expand,
+                        depthwise,
+                        project,
+                        residual,
+                        se,
+                    } = b.as_ref();
                     let y = project.forward(&depthwise.forward(&expand.forward(&x)?)?)?;
                     let y = match se {
                         Some(se) => {

@@ -8,8 +8,27 @@ use crate::align::{face_chip, CHIP_PADDING, CHIP_SIZE};
 use crate::detect::{DetectOptions, Detector, FaceBox};
 use crate::embed::{Descriptor, Embedder};
 use crate::landmarks::{Landmarks, ShapePredictor};
+use crate::liveness::{Liveness, LivenessDetector};
 use crate::model_store::{ModelSet, ModelStore};
-use crate::Result;
+use crate::quality::{self, Policy, QualityReport, Reason};
+use crate::{Error, Result};
+
+/// The face the gate looked at: box, landmarks, aligned chip.
+type AssessedFace = (FaceBox, Landmarks, RgbImage);
+
+/// The verdict of the enrollment/verification gate on one image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Assessment {
+    /// No reason to refuse.
+    pub accepted: bool,
+    /// Every failed check, in a stable order.
+    pub reasons: Vec<Reason>,
+    /// The face assessed (the largest), if any.
+    pub face: Option<FaceBox>,
+    pub faces_found: usize,
+    pub quality: Option<QualityReport>,
+    pub liveness: Option<Liveness>,
+}
 
 /// One analysed face.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +82,102 @@ impl FaceAnalyzer {
             .into_iter()
             .map(|b| (b, self.landmarks.predict(img, &b.rect())))
             .collect())
+    }
+
+    /// Run the quality (and, when the policy asks, liveness) gate on the largest face of `img`.
+    /// Refusals are reasons in the result, not errors; an error means the image could not be
+    /// processed (or the policy needs liveness and `liveness` is `None`).
+    pub fn assess(
+        &self,
+        img: &RgbImage,
+        policy: &Policy,
+        liveness: Option<&LivenessDetector>,
+    ) -> Result<Assessment> {
+        Ok(self.assess_inner(img, policy, liveness)?.0)
+    }
+
+    fn assess_inner(
+        &self,
+        img: &RgbImage,
+        policy: &Policy,
+        liveness: Option<&LivenessDetector>,
+    ) -> Result<(Assessment, Option<AssessedFace>)> {
+        if policy.require_live && liveness.is_none() {
+            return Err(Error::InvalidArgument {
+                name: "liveness",
+                message: "the policy requires liveness but no liveness detector was given".into(),
+            });
+        }
+        let found = self.detect_landmarks(img)?;
+        let Some((face, lm)) = found.iter().max_by_key(|(b, _)| b.rect().area()).copied() else {
+            return Ok((
+                Assessment {
+                    accepted: false,
+                    reasons: vec![Reason::NoFace],
+                    face: None,
+                    faces_found: 0,
+                    quality: None,
+                    liveness: None,
+                },
+                None,
+            ));
+        };
+        let mut reasons = Vec::new();
+        if policy.single_face && found.len() > 1 {
+            reasons.push(Reason::MultipleFaces);
+        }
+        let chip = face_chip(img, &lm, CHIP_SIZE, CHIP_PADDING);
+        let mut q = quality::measure(img, &face, &lm, &chip, found.len());
+        if policy.max_unified.is_some() {
+            q.unified = Some(quality::unified(&self.embedder, img, &lm)?);
+        }
+        reasons.extend(policy.check(&q));
+        let live = match liveness {
+            Some(d) => Some(d.check(img, &face.rect())?),
+            None => None,
+        };
+        if policy.require_live && live.as_ref().is_some_and(|l| !l.is_live) {
+            reasons.push(Reason::NotLive);
+        }
+        Ok((
+            Assessment {
+                accepted: reasons.is_empty(),
+                reasons,
+                face: Some(face),
+                faces_found: found.len(),
+                quality: Some(q),
+                liveness: live,
+            },
+            Some((face, lm, chip)),
+        ))
+    }
+
+    /// The gate, then — only when it accepts — the descriptor of the assessed face (what an
+    /// enrollment service stores).
+    pub fn assess_and_describe(
+        &self,
+        img: &RgbImage,
+        policy: &Policy,
+        liveness: Option<&LivenessDetector>,
+    ) -> Result<(Assessment, Option<Face>)> {
+        let (a, face) = self.assess_inner(img, policy, liveness)?;
+        let face = match (a.accepted, face) {
+            (true, Some((bbox, landmarks, chip))) => {
+                let embedding = self
+                    .embedder
+                    .embed_chips(std::slice::from_ref(&chip))?
+                    .into_iter()
+                    .next();
+                embedding.map(|embedding| Face {
+                    bbox,
+                    landmarks,
+                    chip,
+                    embedding,
+                })
+            }
+            _ => None,
+        };
+        Ok((a, face))
     }
 
     /// Every face of `img`, best detection first.
