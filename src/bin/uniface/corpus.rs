@@ -143,6 +143,37 @@ fn read_cache(path: &Path, header: &str) -> uniface::Result<HashMap<String, Opti
     Ok(out)
 }
 
+/// A cache file opened for appending (a fresh one starts with `header`), shared by threads.
+pub fn open_cache(
+    cache: Option<&Path>,
+    header: &str,
+    fresh: bool,
+) -> uniface::Result<Option<std::sync::Mutex<std::fs::File>>> {
+    let Some(c) = cache else { return Ok(None) };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!fresh)
+        .truncate(fresh)
+        .open(c)
+        .map_err(|e| io_error(c, e))?;
+    if fresh {
+        writeln!(f, "{header}").map_err(|e| io_error(c, e))?;
+    }
+    Ok(Some(std::sync::Mutex::new(f)))
+}
+
+/// Report per-item failures (already printed) as one error, or `Ok` when there were none.
+pub fn failures(failed: usize, total: usize, what: &str) -> uniface::Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Error::Image {
+        path: format!("{failed} of {total} images"),
+        message: format!("could not be {what}"),
+    })
+}
+
 fn cache_line(key: &str, d: &Option<Descriptor>) -> String {
     match d {
         None => format!("{key}\t-\n"),
@@ -187,23 +218,7 @@ pub fn describe_all(
         Some(c) => read_cache(c, &header)?,
         None => HashMap::new(),
     };
-    let writer = match cache {
-        Some(c) => {
-            let fresh = cached.is_empty();
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(!fresh)
-                .truncate(fresh)
-                .open(c)
-                .map_err(|e| io_error(c, e))?;
-            if fresh {
-                writeln!(f, "{header}").map_err(|e| io_error(c, e))?;
-            }
-            Some(std::sync::Mutex::new(f))
-        }
-        None => None,
-    };
+    let writer = open_cache(cache, &header, cached.is_empty())?;
     let bar = progress(images.len(), "embedding");
     let out: uniface::Result<Vec<Option<Descriptor>>> = images
         .par_iter()

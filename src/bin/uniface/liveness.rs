@@ -79,11 +79,5 @@ pub fn run(images: &[PathBuf], json_out: bool, dump: Option<&Path>) -> uniface::
             }
         }
     }
-    if failed > 0 {
-        return Err(Error::Image {
-            path: format!("{failed} of {} images", images.len()),
-            message: "could not be processed".into(),
-        });
-    }
-    Ok(())
+    crate::corpus::failures(failed, images.len(), "processed")
 }

@@ -78,13 +78,7 @@ pub fn run(
             }
         }
     }
-    if failed > 0 {
-        return Err(Error::Image {
-            path: format!("{failed} of {} images", images.len()),
-            message: "could not be assessed".into(),
-        });
-    }
-    Ok(())
+    crate::corpus::failures(failed, images.len(), "assessed")
 }
 
 /// What `eval quality` keeps per photo.
@@ -227,10 +221,9 @@ pub fn eval(
     liveness_sample: usize,
     json_out: bool,
 ) -> uniface::Result<()> {
+    use rayon::prelude::*;
     use std::collections::HashMap;
     use std::io::Write;
-
-    use rayon::prelude::*;
     use uniface::core::calibration::{self, LabelledSet};
     use uniface::core::compare::Metric;
 
@@ -271,29 +264,7 @@ pub fn eval(
             }
         }
     }
-    let writer = match cache {
-        Some(c) => {
-            let fresh = cached.is_empty();
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(!fresh)
-                .truncate(fresh)
-                .open(c)
-                .map_err(|e| Error::Io {
-                    path: c.to_owned(),
-                    source: e,
-                })?;
-            if fresh {
-                writeln!(f, "{header}").map_err(|e| Error::Io {
-                    path: c.to_owned(),
-                    source: e,
-                })?;
-            }
-            Some(std::sync::Mutex::new(f))
-        }
-        None => None,
-    };
+    let writer = crate::corpus::open_cache(cache, header, cached.is_empty())?;
     let bar = crate::corpus::progress(images.len(), "assessing");
     let rows: Vec<Option<Row>> = images
         .par_iter()
