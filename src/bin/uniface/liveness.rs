@@ -23,9 +23,17 @@ fn save_crop(dir: &Path, name: String, bgr: &[u8]) -> uniface::Result<()> {
     })
 }
 
-pub fn run(images: &[PathBuf], json_out: bool, dump: Option<&Path>) -> uniface::Result<()> {
+pub fn run(
+    images: &[PathBuf],
+    json_out: bool,
+    dump: Option<&Path>,
+    box_scale: Option<f32>,
+) -> uniface::Result<()> {
     let analyzer = FaceAnalyzer::from_env()?;
-    let detector = LivenessDetector::from_store(&ModelStore::from_env()?)?;
+    let mut detector = LivenessDetector::from_store(&ModelStore::from_env()?)?;
+    if let Some(s) = box_scale {
+        detector = detector.with_box_scale(s);
+    }
     if let Some(d) = dump {
         std::fs::create_dir_all(d).map_err(|e| Error::Io {
             path: d.to_owned(),

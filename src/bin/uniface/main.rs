@@ -127,6 +127,10 @@ enum Command {
         /// Also write the 80x80 crops the models see as PNG files into this folder.
         #[arg(long)]
         dump_crops: Option<PathBuf>,
+        /// Widen the detector's box by this factor before cropping (default: the calibrated
+        /// value, see docs/QUALITY.md).
+        #[arg(long)]
+        box_scale: Option<f32>,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -378,8 +382,9 @@ fn run(cli: Cli) -> uniface::Result<()> {
         Command::Liveness {
             json,
             dump_crops,
+            box_scale,
             images,
-        } => liveness::run(&images, json, dump_crops.as_deref()),
+        } => liveness::run(&images, json, dump_crops.as_deref(), box_scale),
         Command::Calibrate {
             root,
             json,

@@ -30,7 +30,7 @@ pub use minifasnet::{MiniFasNet, INPUT_SIZE};
 
 /// Factor that widens an MMOD box (about its centre) to the framing of the reference
 /// detector's boxes before the liveness crops are taken.
-pub const BOX_SCALE: f32 = 1.0;
+pub const BOX_SCALE: f32 = 1.2;
 
 /// Class index of a real face in the models' output.
 pub const REAL: usize = 1;
