@@ -231,8 +231,18 @@ fn depthwise(
 
 impl ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, kh, kw) = self.weight.dims4()?;
         let y = match &self.depthwise {
             Some((w, b, k)) => depthwise(x, w, b, *k, self.stride, self.padding)?,
+            // 1×1 convolution = one matrix product per image
+            None if kh == 1 && kw == 1 && self.stride == 1 && self.groups == 1 => {
+                let (n, c, h, w) = x.dims4()?;
+                let out = self.weight.dim(0)?;
+                let w2 = self.weight.reshape((1, out, c))?.broadcast_as((n, out, c))?;
+                w2.matmul(&x.reshape((n, c, h * w))?)?
+                    .reshape((n, out, h, w))?
+                    .broadcast_add(&self.bias)?
+            }
             None => x
                 .conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
                 .broadcast_add(&self.bias)?,
