@@ -218,8 +218,9 @@ pub fn chart(
             }
             last = p.or(last);
         }
-        let ly = TOP + 12 + i as i64 * 22;
-        let lx = LEFT + pw - 16 - text_width(label) - 40;
+        // legend in the lower-left corner, which DET and EDC curves leave empty
+        let ly = TOP + ph - 16 - (series.len() - i) as i64 * 22;
+        let lx = LEFT + 16;
         line(&mut img, (lx, ly + 7), (lx + 30, ly + 7), c, 3);
         text(&mut img, lx + 40, ly, label, ink);
     }

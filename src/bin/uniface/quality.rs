@@ -314,7 +314,7 @@ pub fn eval(
     let impostors = c.table.rows[0].impostor_comparisons;
     // Genuine pairs with their pair quality (min of the two photos).
     let mut genuine: Vec<(f32, f32, f32)> = Vec::new(); // (unified, sharpness, distance)
-    let mut by_label: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut by_label: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
     for (i, &l) in labels.iter().enumerate() {
         by_label.entry(l).or_default().push(i);
     }

@@ -238,7 +238,10 @@ impl ConvBn {
             None if kh == 1 && kw == 1 && self.stride == 1 && self.groups == 1 => {
                 let (n, c, h, w) = x.dims4()?;
                 let out = self.weight.dim(0)?;
-                let w2 = self.weight.reshape((1, out, c))?.broadcast_as((n, out, c))?;
+                let w2 = self
+                    .weight
+                    .reshape((1, out, c))?
+                    .broadcast_as((n, out, c))?;
                 w2.matmul(&x.reshape((n, c, h * w))?)?
                     .reshape((n, out, h, w))?
                     .broadcast_add(&self.bias)?
