@@ -1,9 +1,24 @@
 //! # uniface-index
 //!
-//! The gallery for 1:N identification. This crate currently provides its error type and the
-//! checked construction of the usearch HNSW index that shards will own; enrollment, search,
-//! persistence and the write-ahead log arrive with the gallery work.
+//! The gallery for 1:N identification: a directory of shards, each with a write-ahead log
+//! ([`wal`]), a snapshot and an in-memory template matrix; subjects own templates and opaque
+//! metadata; `identify` answers "who is this?" with ranked candidates and an open-set decision
+//! from the calibrated threshold. See [`Gallery`].
+//!
+//! Status: persistence, crash recovery, exact search, routing and merging are in place; the
+//! HNSW index per shard ([`new_l2_index`]), the change feed and the CLI are the next steps.
 #![forbid(unsafe_code)]
+
+mod gallery;
+mod shard;
+pub mod wal;
+
+pub use gallery::{
+    merge_candidates, Candidate, Gallery, GalleryOptions, Identification, Manifest, OpenReport,
+    ShardRouter,
+};
+pub use shard::Subject;
+pub use wal::Durability;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -20,6 +35,24 @@ pub enum Error {
     /// An error from `uniface-core`.
     #[error(transparent)]
     Core(#[from] uniface_core::Error),
+    /// A file could not be read or written.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A gallery file is damaged or not what it claims to be.
+    #[error("corrupt gallery file {path}: {message}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// `create` found a gallery already there.
+    #[error("a gallery already exists at {path}")]
+    Exists { path: std::path::PathBuf },
+    /// Subject ids must be non-empty.
+    #[error("subject id must not be empty")]
+    InvalidSubject,
 }
 
 /// The crate's result type.

@@ -324,6 +324,33 @@ impl TemplateMatrix {
         Ok(row)
     }
 
+    /// Remove row `i` by moving the last row into its place (O(dim)); returns the index the
+    /// moved row had (the old last row), or `None` when `i` is past the end.
+    pub fn swap_remove(&mut self, i: usize) -> Option<usize> {
+        let n = self.len();
+        if i >= n {
+            return None;
+        }
+        let d = self.dim;
+        let last = n - 1;
+        fn move_row<T: Copy>(v: &mut Vec<T>, i: usize, last: usize, d: usize) {
+            if i != last {
+                v.copy_within(last * d..(last + 1) * d, i * d);
+            }
+            v.truncate(last * d);
+        }
+        match &mut self.rows {
+            Rows::F32(v) => move_row(v, i, last, d),
+            Rows::F16(v) => move_row(v, i, last, d),
+            Rows::I8 { values, scales } => {
+                move_row(values, i, last, d);
+                scales.swap_remove(i);
+            }
+        }
+        self.norms.swap_remove(i);
+        Some(last)
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.norms.len()
@@ -632,6 +659,26 @@ mod tests {
             assert_eq!(got[0].index, 7777, "{element:?}");
             assert!(got[0].distance < 0.02, "{element:?} {}", got[0].distance);
             assert!(got[1].distance >= got[0].distance && got[2].distance >= got[1].distance);
+        }
+    }
+
+    #[test]
+    fn swap_remove_moves_the_last_row_into_the_gap() {
+        let rows = vectors(5, 16, 9);
+        for element in [ElementType::F32, ElementType::F16, ElementType::I8] {
+            let mut m = TemplateMatrix::new(16, element);
+            for r in &rows {
+                m.push(r).unwrap();
+            }
+            let before_last = m.row(4).unwrap();
+            assert_eq!(m.swap_remove(1), Some(4));
+            assert_eq!(m.len(), 4);
+            assert_eq!(m.row(1).unwrap(), before_last);
+            let d = m.distances(&rows[4], Metric::Euclidean).unwrap();
+            assert!(d[1] < 0.02, "{element:?} {d:?}");
+            assert_eq!(m.swap_remove(3), Some(3));
+            assert_eq!(m.swap_remove(3), None);
+            assert_eq!(m.len(), 3);
         }
     }
 

@@ -1,0 +1,338 @@
+//! One shard of a gallery: its templates in memory (a contiguous matrix for exact scoring),
+//! its write-ahead log, and its snapshot file.
+//!
+//! Snapshot layout (little-endian): magic `UFGS`, `u16` version 1, `u64` last sequence number
+//! covered, `u32` dimension, `u32` subject count, then per subject: name (`u32` + UTF-8),
+//! metadata (`u32` + bytes), `u32` template count, per template `u64` id + `dim` f32 values;
+//! finally the CRC-32C of everything before it. Written to a temporary file, synced, renamed
+//! over the old one, and the directory synced.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use uniface_core::compare::{Metric, Neighbor, TemplateMatrix};
+use uniface_core::template::{crc32c, ElementType};
+
+use crate::wal::{sync_dir, Durability, Op, Record, ReplayReport, Wal};
+use crate::{Error, Result};
+
+const SNAP_MAGIC: [u8; 4] = *b"UFGS";
+const SNAP_VERSION: u16 = 1;
+
+/// A subject's entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Subject {
+    pub templates: Vec<u64>,
+    pub metadata: Vec<u8>,
+}
+
+struct Entry {
+    subject: String,
+    row: usize,
+    vector: Vec<f32>,
+}
+
+/// In-memory state of a shard (everything but the log).
+pub(crate) struct State {
+    pub(crate) dim: usize,
+    pub(crate) subjects: BTreeMap<String, Subject>,
+    templates: HashMap<u64, Entry>,
+    /// Row → template id.
+    rows: Vec<u64>,
+    matrix: TemplateMatrix,
+    pub(crate) last_seq: u64,
+}
+
+impl State {
+    pub(crate) fn new(dim: usize, element: ElementType) -> Self {
+        Self {
+            dim,
+            subjects: BTreeMap::new(),
+            templates: HashMap::new(),
+            rows: Vec::new(),
+            matrix: TemplateMatrix::new(dim, element),
+            last_seq: 0,
+        }
+    }
+
+    pub(crate) fn template_count(&self) -> usize {
+        self.templates.len()
+    }
+
+    pub(crate) fn max_template_id(&self) -> Option<u64> {
+        self.templates.keys().copied().max()
+    }
+
+    pub(crate) fn contains_template(&self, id: u64) -> bool {
+        self.templates.contains_key(&id)
+    }
+
+    pub(crate) fn subject_of(&self, id: u64) -> Option<&str> {
+        self.templates.get(&id).map(|e| e.subject.as_str())
+    }
+
+    pub(crate) fn vector(&self, id: u64) -> Option<&[f32]> {
+        self.templates.get(&id).map(|e| e.vector.as_slice())
+    }
+
+    fn remove_row(&mut self, id: u64) {
+        let Some(e) = self.templates.remove(&id) else {
+            return;
+        };
+        if let Some(moved_from) = self.matrix.swap_remove(e.row) {
+            self.rows.swap_remove(e.row);
+            if moved_from != e.row {
+                let moved = self.rows[e.row];
+                if let Some(m) = self.templates.get_mut(&moved) {
+                    m.row = e.row;
+                }
+            }
+        }
+        if let Some(s) = self.subjects.get_mut(&e.subject) {
+            s.templates.retain(|&t| t != id);
+            if s.templates.is_empty() && s.metadata.is_empty() {
+                self.subjects.remove(&e.subject);
+            }
+        }
+    }
+
+    /// Apply one logged change (replay and live writes go through here).
+    pub(crate) fn apply(&mut self, rec: &Record) -> Result<()> {
+        match &rec.op {
+            Op::Enroll {
+                subject,
+                template_id,
+                vector,
+            } => {
+                if vector.len() != self.dim {
+                    return Err(Error::Dimension {
+                        expected: self.dim,
+                        got: vector.len(),
+                    });
+                }
+                self.remove_row(*template_id);
+                let row = self.matrix.push(vector)?;
+                self.rows.push(*template_id);
+                self.templates.insert(
+                    *template_id,
+                    Entry {
+                        subject: subject.clone(),
+                        row,
+                        vector: vector.clone(),
+                    },
+                );
+                self.subjects
+                    .entry(subject.clone())
+                    .or_default()
+                    .templates
+                    .push(*template_id);
+            }
+            Op::RemoveTemplate { template_id } => self.remove_row(*template_id),
+            Op::RemoveSubject { subject } => {
+                if let Some(s) = self.subjects.remove(subject) {
+                    for id in s.templates {
+                        self.remove_row(id);
+                    }
+                }
+            }
+            Op::SetMetadata { subject, metadata } => {
+                self.subjects.entry(subject.clone()).or_default().metadata = metadata.clone();
+            }
+        }
+        self.last_seq = self.last_seq.max(rec.seq);
+        Ok(())
+    }
+
+    /// The `k` nearest templates by exact scan: (template id, distance).
+    pub(crate) fn nearest(
+        &self,
+        probe: &[f32],
+        metric: Metric,
+        k: usize,
+    ) -> Result<Vec<(u64, f32)>> {
+        let found: Vec<Neighbor> = self.matrix.nearest(probe, metric, k)?;
+        Ok(found
+            .into_iter()
+            .map(|n| (self.rows[n.index], n.distance))
+            .collect())
+    }
+
+    fn snapshot_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&SNAP_MAGIC);
+        out.extend_from_slice(&SNAP_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.last_seq.to_le_bytes());
+        out.extend_from_slice(&(self.dim as u32).to_le_bytes());
+        out.extend_from_slice(&(self.subjects.len() as u32).to_le_bytes());
+        for (name, s) in &self.subjects {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(s.metadata.len() as u32).to_le_bytes());
+            out.extend_from_slice(&s.metadata);
+            out.extend_from_slice(&(s.templates.len() as u32).to_le_bytes());
+            for id in &s.templates {
+                out.extend_from_slice(&id.to_le_bytes());
+                if let Some(e) = self.templates.get(id) {
+                    e.vector
+                        .iter()
+                        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+                }
+            }
+        }
+        let crc = crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Rebuild a state from snapshot bytes.
+    fn from_snapshot(bytes: &[u8], element: ElementType, path: &Path) -> Result<Self> {
+        let bad = |m: &str| Error::Corrupt {
+            path: path.to_owned(),
+            message: m.to_owned(),
+        };
+        if bytes.len() < 26 || bytes[..4] != SNAP_MAGIC {
+            return Err(bad("not a shard snapshot"));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        if crc32c(body) != u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut at = 4usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = body.get(at..at + n).ok_or_else(|| bad("truncated"))?;
+            at += n;
+            Ok(s)
+        };
+        let u32_ = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let version = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad("header"))?);
+        if version != SNAP_VERSION {
+            return Err(bad("unsupported snapshot version"));
+        }
+        let last_seq = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("header"))?);
+        let dim = u32_(take(4)?);
+        let subjects = u32_(take(4)?);
+        let mut state = State::new(dim, element);
+        for _ in 0..subjects {
+            let n = u32_(take(4)?);
+            let name = String::from_utf8(take(n)?.to_vec()).map_err(|_| bad("subject name"))?;
+            let m = u32_(take(4)?);
+            let metadata = take(m)?.to_vec();
+            let t = u32_(take(4)?);
+            if !metadata.is_empty() {
+                state.subjects.entry(name.clone()).or_default().metadata = metadata;
+            }
+            for _ in 0..t {
+                let id = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("id"))?);
+                let raw = take(dim * 4)?;
+                let vector: Vec<f32> = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                state.apply(&Record {
+                    seq: 0,
+                    op: Op::Enroll {
+                        subject: name.clone(),
+                        template_id: id,
+                        vector,
+                    },
+                })?;
+            }
+        }
+        if at != body.len() {
+            return Err(bad("trailing bytes"));
+        }
+        state.last_seq = last_seq;
+        Ok(state)
+    }
+}
+
+/// Write `bytes` to `path` atomically and durably.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let io = |p: &Path, e| Error::Io {
+        path: p.to_owned(),
+        source: e,
+    };
+    {
+        let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    sync_dir(dir)
+}
+
+/// A shard: state behind the gallery's lock, plus its log.
+pub(crate) struct Shard {
+    pub(crate) dir: PathBuf,
+    pub(crate) wal: Wal,
+    pub(crate) state: State,
+    pub(crate) replay: ReplayReport,
+}
+
+impl Shard {
+    pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {
+        dir.join("templates.snap")
+    }
+
+    pub(crate) fn wal_path(dir: &Path) -> PathBuf {
+        dir.join("wal.log")
+    }
+
+    /// Open a shard directory: snapshot (if any), then the log records after it.
+    pub(crate) fn open(
+        dir: &Path,
+        dim: usize,
+        element: ElementType,
+        durability: Durability,
+    ) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_owned(),
+            source: e,
+        })?;
+        let snap = Self::snapshot_path(dir);
+        let mut state = match fs::read(&snap) {
+            Ok(b) => State::from_snapshot(&b, element, &snap)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::new(dim, element),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: snap,
+                    source: e,
+                })
+            }
+        };
+        if state.dim != dim {
+            return Err(Error::Dimension {
+                expected: dim,
+                got: state.dim,
+            });
+        }
+        let covered = state.last_seq;
+        let (wal, replay) = Wal::open(&Self::wal_path(dir), durability, |rec| {
+            // records a checkpoint already folded into the snapshot are skipped
+            if rec.seq > covered {
+                state.apply(&rec)?;
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            wal,
+            state,
+            replay,
+        })
+    }
+
+    /// Snapshot the state and empty the log.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        self.wal.flush()?;
+        atomic_write(
+            &Self::snapshot_path(&self.dir),
+            &self.state.snapshot_bytes(),
+        )?;
+        self.wal.truncate()
+    }
+}
