@@ -137,6 +137,22 @@ pub struct Identification {
     pub fmr: f64,
 }
 
+/// What `check` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckReport {
+    pub shards: usize,
+    pub subjects: usize,
+    pub templates: usize,
+    /// Empty when the gallery is consistent.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
 /// What `open` found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenReport {
@@ -489,6 +505,58 @@ impl Gallery {
             write_lock(s).checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Verify the manifest, every snapshot's checksum, every log record's checksum, and that each
+    /// shard's matrix, template table and subjects agree (and that subjects sit on the shard the
+    /// router assigns).
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut problems = Vec::new();
+        let path = self.dir.join("manifest.json");
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        {
+            Some(m) if m == self.manifest => {}
+            _ => {
+                problems.push("manifest.json is unreadable or differs from the open gallery".into())
+            }
+        }
+        let (mut subjects, mut templates) = (0, 0);
+        for (i, s) in self.shards.iter().enumerate() {
+            let s = read_lock(s);
+            let snap = Shard::snapshot_path(&s.dir);
+            if let Ok(bytes) = std::fs::read(&snap) {
+                if let Err(e) = crate::shard::verify_snapshot(&bytes, &snap) {
+                    problems.push(format!("shard {i}: {e}"));
+                }
+            }
+            let (_, report) = crate::wal::Wal::read_all(s.wal.path())?;
+            if let Some((at, why)) = report.stopped_at {
+                problems.push(format!("shard {i}: log damaged at byte {at}: {why}"));
+            }
+            problems.extend(
+                s.state
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("shard {i}: {p}")),
+            );
+            for name in s.state.subjects.keys() {
+                if self.router.shard_of(name) != i {
+                    problems.push(format!(
+                        "shard {i}: subject {name} belongs on another shard"
+                    ));
+                }
+            }
+            subjects += s.state.subjects.len();
+            templates += s.state.template_count();
+        }
+        Ok(CheckReport {
+            shards: self.shards.len(),
+            subjects,
+            templates,
+            problems,
+        })
     }
 
     /// Make every log durable now (for `Async` and `Group` modes).

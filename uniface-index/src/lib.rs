@@ -14,8 +14,8 @@ mod shard;
 pub mod wal;
 
 pub use gallery::{
-    merge_candidates, Candidate, Gallery, GalleryOptions, Identification, Manifest, OpenReport,
-    ShardRouter,
+    merge_candidates, Candidate, CheckReport, Gallery, GalleryOptions, Identification, Manifest,
+    OpenReport, ShardRouter,
 };
 pub use shard::Subject;
 pub use wal::Durability;

@@ -145,6 +145,42 @@ impl State {
         Ok(())
     }
 
+    /// Internal consistency: matrix rows, the template table and the subjects agree.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.matrix.len() != self.templates.len() || self.rows.len() != self.templates.len() {
+            p.push(format!(
+                "{} matrix rows, {} row ids, {} templates",
+                self.matrix.len(),
+                self.rows.len(),
+                self.templates.len()
+            ));
+        }
+        for (row, id) in self.rows.iter().enumerate() {
+            match self.templates.get(id) {
+                Some(e) if e.row == row => {}
+                _ => p.push(format!("row {row} points at template {id} inconsistently")),
+            }
+        }
+        let listed: usize = self.subjects.values().map(|s| s.templates.len()).sum();
+        if listed != self.templates.len() {
+            p.push(format!(
+                "subjects list {listed} templates, the table has {}",
+                self.templates.len()
+            ));
+        }
+        for (id, e) in &self.templates {
+            if !self
+                .subjects
+                .get(&e.subject)
+                .is_some_and(|s| s.templates.contains(id))
+            {
+                p.push(format!("template {id} is not listed under {}", e.subject));
+            }
+        }
+        p
+    }
+
     /// The `k` nearest templates by exact scan: (template id, distance).
     pub(crate) fn nearest(
         &self,
@@ -246,6 +282,11 @@ impl State {
         state.last_seq = last_seq;
         Ok(state)
     }
+}
+
+/// Check a snapshot file's framing and checksum.
+pub(crate) fn verify_snapshot(bytes: &[u8], path: &Path) -> Result<()> {
+    State::from_snapshot(bytes, ElementType::F32, path).map(|_| ())
 }
 
 /// Write `bytes` to `path` atomically and durably.
