@@ -137,6 +137,13 @@ pub struct Identification {
     pub fmr: f64,
 }
 
+/// One change of the feed: a log record and the shard it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub shard: usize,
+    pub record: Record,
+}
+
 /// What `check` found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckReport {
@@ -505,6 +512,85 @@ impl Gallery {
             write_lock(s).checkpoint()?;
         }
         Ok(())
+    }
+
+    /// The last sequence number applied on each shard (a replica's position in the feed).
+    pub fn positions(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| read_lock(s).state.last_seq)
+            .collect()
+    }
+
+    /// The change feed: every change after `since[shard]` on each shard, in order, read from
+    /// the logs. Sequence numbers are per shard and increase by one per change. When a
+    /// checkpoint has already folded changes the caller still needs into a snapshot, the answer
+    /// is [`Error::Compacted`]: the replica must start again from a copy of the gallery.
+    pub fn changes_since(&self, since: &[u64]) -> Result<Vec<Change>> {
+        if since.len() != self.shards.len() {
+            return Err(Error::ShardCount {
+                expected: self.shards.len(),
+                got: since.len(),
+            });
+        }
+        let mut out = Vec::new();
+        for (i, (s, &from)) in self.shards.iter().zip(since).enumerate() {
+            let s = read_lock(s);
+            if from >= s.state.last_seq {
+                continue;
+            }
+            let (records, _) = crate::wal::Wal::read_all(s.wal.path())?;
+            let first = records.first().map(|r| r.seq);
+            if first.is_none_or(|f| f > from + 1) {
+                return Err(Error::Compacted {
+                    shard: i,
+                    since: from,
+                    available_from: first.unwrap_or(s.state.last_seq + 1),
+                });
+            }
+            out.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.seq > from && r.seq <= s.state.last_seq)
+                    .map(|record| Change { shard: i, record }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Apply a feed from another gallery with the same manifest (a replica catching up).
+    /// Changes already applied are skipped, so a feed may be applied twice; a gap in the
+    /// sequence is an error. Returns how many changes were applied.
+    pub fn apply_changes(&self, changes: &[Change]) -> Result<usize> {
+        let mut applied = 0;
+        for c in changes {
+            let shard = self.shards.get(c.shard).ok_or(Error::ShardCount {
+                expected: self.shards.len(),
+                got: c.shard + 1,
+            })?;
+            let seq = {
+                let mut s = write_lock(shard);
+                if c.record.seq <= s.state.last_seq {
+                    continue;
+                }
+                if c.record.seq != s.state.last_seq + 1 {
+                    return Err(Error::Compacted {
+                        shard: c.shard,
+                        since: s.state.last_seq,
+                        available_from: c.record.seq,
+                    });
+                }
+                if let Op::Enroll { template_id, .. } = &c.record.op {
+                    self.next_id.fetch_max(template_id + 1, Ordering::SeqCst);
+                }
+                s.wal.write(std::slice::from_ref(&c.record))?;
+                s.state.apply(&c.record)?;
+                c.record.seq
+            };
+            read_lock(shard).wal.commit(seq)?;
+            applied += 1;
+        }
+        Ok(applied)
     }
 
     /// Verify the manifest, every snapshot's checksum, every log record's checksum, and that each

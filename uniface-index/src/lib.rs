@@ -14,8 +14,8 @@ mod shard;
 pub mod wal;
 
 pub use gallery::{
-    merge_candidates, Candidate, CheckReport, Gallery, GalleryOptions, Identification, Manifest,
-    OpenReport, ShardRouter,
+    merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions, Identification,
+    Manifest, OpenReport, ShardRouter,
 };
 pub use shard::Subject;
 pub use wal::Durability;
@@ -50,6 +50,17 @@ pub enum Error {
     /// `create` found a gallery already there.
     #[error("a gallery already exists at {path}")]
     Exists { path: std::path::PathBuf },
+    /// The change feed no longer holds changes the caller needs (a checkpoint folded them into
+    /// a snapshot), or a feed has a gap.
+    #[error("shard {shard}: changes after {since} are needed but the log starts at {available_from}; copy the gallery and follow the feed from there")]
+    Compacted {
+        shard: usize,
+        since: u64,
+        available_from: u64,
+    },
+    /// Positions or changes for another number of shards.
+    #[error("the gallery has {expected} shards, the request names {got}")]
+    ShardCount { expected: usize, got: usize },
     /// Subject ids must be non-empty.
     #[error("subject id must not be empty")]
     InvalidSubject,

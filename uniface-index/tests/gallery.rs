@@ -280,3 +280,54 @@ fn routing_is_stable() {
         "{counts:?}"
     );
 }
+
+#[test]
+fn the_change_feed_replays_into_a_replica_that_answers_identically() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let primary = Gallery::create(a.path(), &options(3)).unwrap();
+    let replica = Gallery::create(b.path(), &options(3)).unwrap();
+    for id in 0..30 {
+        primary.enroll(&format!("p{id}"), &template(id, 0)).unwrap();
+    }
+    primary.update_metadata("p2", b"m").unwrap();
+    primary.remove_subject("p5").unwrap();
+    let feed = primary.changes_since(&replica.positions()).unwrap();
+    assert_eq!(feed.len(), 32);
+    assert_eq!(replica.apply_changes(&feed).unwrap(), 32);
+    assert_eq!(
+        replica.apply_changes(&feed).unwrap(),
+        0,
+        "a repeated feed is a no-op"
+    );
+    // more changes later: the replica catches up incrementally
+    for id in 30..40 {
+        primary.enroll(&format!("p{id}"), &template(id, 0)).unwrap();
+    }
+    let removed = primary.get("p7").unwrap().templates[0];
+    primary.remove_template(removed).unwrap();
+    let feed = primary.changes_since(&replica.positions()).unwrap();
+    assert_eq!(feed.len(), 11);
+    replica.apply_changes(&feed).unwrap();
+    assert_eq!(replica.positions(), primary.positions());
+    assert_eq!(replica.list(), primary.list());
+    for probe in 0..45 {
+        let p = template(probe, 3);
+        assert_eq!(
+            replica.identify(&p, 3, 1e-3).unwrap(),
+            primary.identify(&p, 3, 1e-3).unwrap()
+        );
+    }
+    // the replica survives a reopen and keeps following
+    drop(replica);
+    let replica = open(b.path());
+    assert_eq!(replica.positions(), primary.positions());
+    // after a checkpoint the old changes are gone: a stale position is told so
+    primary.checkpoint().unwrap();
+    let err = primary.changes_since(&vec![0; 3]).unwrap_err();
+    assert!(err.to_string().contains("copy the gallery"), "{err}");
+    assert!(primary
+        .changes_since(&primary.positions())
+        .unwrap()
+        .is_empty());
+}
