@@ -324,7 +324,7 @@ fn the_change_feed_replays_into_a_replica_that_answers_identically() {
     assert_eq!(replica.positions(), primary.positions());
     // after a checkpoint the old changes are gone: a stale position is told so
     primary.checkpoint().unwrap();
-    let err = primary.changes_since(&vec![0; 3]).unwrap_err();
+    let err = primary.changes_since(&[0; 3]).unwrap_err();
     assert!(err.to_string().contains("copy the gallery"), "{err}");
     assert!(primary
         .changes_since(&primary.positions())
