@@ -11,6 +11,8 @@ mod corpus;
 mod demo;
 mod eval;
 mod faces;
+mod gallery;
+mod identification;
 mod liveness;
 mod plot;
 mod quality;
@@ -134,6 +136,15 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// A persistent 1:N gallery: create, enroll, identify, verify, remove, stats, check.
+    Gallery {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: gallery::GalleryAction,
+    },
     Eval {
         #[command(subcommand)]
         target: EvalTarget,
@@ -210,6 +221,21 @@ enum EvalTarget {
         /// How many photos (spread over the set) also get a liveness check.
         #[arg(long, default_value_t = 500)]
         liveness_sample: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open-set 1:N identification through an on-disk gallery: rank-1 rate and FNIR at FPIR.
+    ///
+    /// LIST is tab-separated with the header `role identity path`; roles are `gallery`
+    /// (enrolled), `mated` (probe of an enrolled identity) and `nonmated` (probe of someone not
+    /// enrolled); paths are relative to ROOT.
+    Identification {
+        #[arg(long)]
+        list: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        cache: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -358,6 +384,15 @@ fn run(cli: Cli) -> uniface::Result<()> {
         ),
         Command::Eval {
             target:
+                EvalTarget::Identification {
+                    list,
+                    root,
+                    cache,
+                    json,
+                },
+        } => identification::run(&list, &root, cache.as_deref(), json),
+        Command::Eval {
+            target:
                 EvalTarget::Calibration {
                     root,
                     pairs,
@@ -366,6 +401,11 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     json,
                 },
         } => calibrate::held_out(&root, pairs.as_deref(), fold, cache.as_deref(), json),
+        Command::Gallery {
+            gallery: dir,
+            json,
+            action,
+        } => gallery::run(&dir, action, json),
         Command::Verify {
             json,
             fmr,

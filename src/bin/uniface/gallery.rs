@@ -1,0 +1,237 @@
+//! `uniface gallery`: a persistent 1:N gallery on disk (`uniface-index`).
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use rayon::prelude::*;
+use serde_json::json;
+use uniface::core::template::{ModelFingerprint, Template};
+use uniface::index::{Durability, Gallery, GalleryOptions};
+use uniface::{Error, FaceAnalyzer};
+
+#[derive(Subcommand)]
+pub enum GalleryAction {
+    /// Create an empty gallery.
+    Create {
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+    },
+    /// Enroll the largest face of each photo for SUBJECT, or a folder per subject.
+    Enroll {
+        /// A folder holding one sub-folder of photos per subject.
+        #[arg(long, conflicts_with_all = ["subject", "images"])]
+        from_dir: Option<PathBuf>,
+        subject: Option<String>,
+        images: Vec<PathBuf>,
+    },
+    /// Who is in this photo? Ranked subjects and the known/unknown decision.
+    Identify {
+        image: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        fmr: f64,
+    },
+    /// Is this photo SUBJECT?
+    Verify {
+        subject: String,
+        image: PathBuf,
+        #[arg(long, default_value_t = 1e-4)]
+        fmr: f64,
+    },
+    /// Remove a subject (erased from disk at the next checkpoint) or one template.
+    Remove {
+        #[arg(long, conflicts_with = "template")]
+        subject: Option<String>,
+        #[arg(long)]
+        template: Option<u64>,
+    },
+    /// Counts per shard.
+    Stats,
+    /// Verify checksums and consistency.
+    Check,
+    /// Fold the logs into snapshots.
+    Checkpoint,
+}
+
+fn index_error(e: uniface::index::Error) -> Error {
+    Error::InvalidArgument {
+        name: "gallery",
+        message: e.to_string(),
+    }
+}
+
+fn open(dir: &Path) -> uniface::Result<Gallery> {
+    Gallery::open(dir, &ModelFingerprint::dlib_resnet_v1(), Durability::Group)
+        .map(|(g, _)| g)
+        .map_err(index_error)
+}
+
+fn largest(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Template> {
+    let img = uniface::core::image::load_rgb(path)?;
+    let face = analyzer
+        .analyze(&img)?
+        .into_iter()
+        .max_by_key(|f| f.bbox.rect().area())
+        .ok_or_else(|| Error::NoFace {
+            image: path.display().to_string(),
+        })?;
+    Template::new(ModelFingerprint::dlib_resnet_v1(), &face.embedding)
+}
+
+pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result<()> {
+    match action {
+        GalleryAction::Create { shards } => {
+            Gallery::create(
+                dir,
+                &GalleryOptions {
+                    shards,
+                    ..Default::default()
+                },
+            )
+            .map_err(index_error)?;
+            println!("created {} with {shards} shard(s)", dir.display());
+        }
+        GalleryAction::Enroll {
+            from_dir,
+            subject,
+            images,
+        } => {
+            let g = open(dir)?;
+            let analyzer = FaceAnalyzer::from_env()?;
+            let work: Vec<(String, PathBuf)> = match (from_dir, subject) {
+                (Some(root), _) => crate::corpus::scan_identities(&root)?
+                    .into_iter()
+                    .flat_map(|(s, ps)| ps.into_iter().map(move |p| (s.clone(), p)))
+                    .collect(),
+                (None, Some(s)) => images.into_iter().map(|p| (s.clone(), p)).collect(),
+                (None, None) => {
+                    return Err(Error::InvalidArgument {
+                        name: "enroll",
+                        message: "give SUBJECT IMAGE... or --from-dir DIR".into(),
+                    })
+                }
+            };
+            let bar = crate::corpus::progress(work.len(), "enrolling");
+            let results: Vec<(String, PathBuf, uniface::Result<u64>)> = work
+                .into_par_iter()
+                .map(|(s, p)| {
+                    let r =
+                        largest(&analyzer, &p).and_then(|t| g.enroll(&s, &t).map_err(index_error));
+                    bar.inc(1);
+                    (s, p, r)
+                })
+                .collect();
+            bar.finish_and_clear();
+            let mut failed = 0;
+            for (s, p, r) in &results {
+                match r {
+                    Ok(id) if json_out => {
+                        println!("{}", json!({"subject": s, "image": p, "template_id": id}))
+                    }
+                    Ok(id) => println!("{s}: template {id} from {}", p.display()),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", p.display());
+                    }
+                }
+            }
+            crate::corpus::failures(failed, results.len(), "enrolled")?;
+        }
+        GalleryAction::Identify { image, k, fmr } => {
+            let g = open(dir)?;
+            let t = largest(&FaceAnalyzer::from_env()?, &image)?;
+            let r = g.identify(&t, k, fmr).map_err(index_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                match &r.known {
+                    Some(s) => println!("known: {s}"),
+                    None => println!("unknown"),
+                }
+                for c in &r.candidates {
+                    println!(
+                        "  {:<30} distance {:.4} similarity {:.3}",
+                        c.subject, c.distance, c.similarity
+                    );
+                }
+                println!("threshold {:.4} for FMR {:.0e}", r.threshold, r.fmr);
+            }
+        }
+        GalleryAction::Verify {
+            subject,
+            image,
+            fmr,
+        } => {
+            let g = open(dir)?;
+            let t = largest(&FaceAnalyzer::from_env()?, &image)?;
+            match g.verify(&subject, &t, fmr).map_err(index_error)? {
+                Some(d) if json_out => println!(
+                    "{}",
+                    json!({"subject": subject, "distance": d.distance, "similarity": d.similarity,
+                        "threshold": d.threshold, "fmr": d.target_fmr, "match": d.is_match})
+                ),
+                Some(d) => println!(
+                    "{}: distance {:.4}, threshold {:.4}",
+                    if d.is_match { "MATCH" } else { "NO MATCH" },
+                    d.distance,
+                    d.threshold
+                ),
+                None => {
+                    return Err(Error::InvalidArgument {
+                        name: "subject",
+                        message: format!("{subject} is not enrolled"),
+                    })
+                }
+            }
+        }
+        GalleryAction::Remove { subject, template } => {
+            let g = open(dir)?;
+            let n = match (subject, template) {
+                (Some(s), _) => g.remove_subject(&s).map_err(index_error)?,
+                (None, Some(t)) => usize::from(g.remove_template(t).map_err(index_error)?),
+                (None, None) => {
+                    return Err(Error::InvalidArgument {
+                        name: "remove",
+                        message: "give --subject or --template".into(),
+                    })
+                }
+            };
+            g.flush().map_err(index_error)?;
+            println!("removed {n} template(s)");
+        }
+        GalleryAction::Stats | GalleryAction::Check => {
+            let g = open(dir)?;
+            let r = g.check().map_err(index_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "{} shard(s), {} subjects, {} templates: {}",
+                    r.shards,
+                    r.subjects,
+                    r.templates,
+                    if r.is_clean() {
+                        "consistent"
+                    } else {
+                        "PROBLEMS"
+                    }
+                );
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+            }
+            if !r.is_clean() {
+                return Err(Error::InvalidArgument {
+                    name: "gallery",
+                    message: format!("{} problem(s)", r.problems.len()),
+                });
+            }
+        }
+        GalleryAction::Checkpoint => {
+            open(dir)?.checkpoint().map_err(index_error)?;
+            println!("checkpoint written");
+        }
+    }
+    Ok(())
+}
