@@ -309,7 +309,8 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// A shard: state behind the gallery's lock, plus its log.
 pub(crate) struct Shard {
     pub(crate) dir: PathBuf,
-    pub(crate) wal: Wal,
+    /// Shared so that writers can wait for durability without holding the shard lock.
+    pub(crate) wal: std::sync::Arc<Wal>,
     pub(crate) state: State,
     pub(crate) replay: ReplayReport,
 }
@@ -361,7 +362,7 @@ impl Shard {
         })?;
         Ok(Self {
             dir: dir.to_owned(),
-            wal,
+            wal: std::sync::Arc::new(wal),
             state,
             replay,
         })

@@ -331,3 +331,26 @@ fn the_change_feed_replays_into_a_replica_that_answers_identically() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn bulk_enrollment_is_durable_and_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(2)).unwrap();
+    let ts: Vec<Template> = (0..100).map(|i| template(i, 0)).collect();
+    let names: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
+    let items: Vec<(&str, &Template)> = names.iter().map(String::as_str).zip(&ts).collect();
+    let ids = g.enroll_many(&items).unwrap();
+    assert_eq!(ids.len(), 100);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+    drop(g);
+    let g = open(dir.path());
+    assert_eq!(g.len(), 100);
+    assert_eq!(
+        g.identify(&template(42, 5), 1, 1e-4)
+            .unwrap()
+            .known
+            .as_deref(),
+        Some("b42")
+    );
+    assert!(g.check().unwrap().is_clean());
+}

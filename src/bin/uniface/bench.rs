@@ -335,3 +335,143 @@ pub fn gate(image: &std::path::Path, runs: usize, json_out: bool) -> uniface::Re
     );
     Ok(())
 }
+
+/// `uniface bench gallery`: durable enrollment per durability mode, exact identification
+/// latency with one and two shards, open (recovery) time and bytes per template — synthetic
+/// face-like templates (identity centres on the sphere, 4 noisy samples each).
+pub fn gallery(templates: usize, queries: usize, json_out: bool) -> uniface::Result<()> {
+    use uniface::core::template::{ModelFingerprint, Template};
+    use uniface::index::{Durability, Gallery, GalleryOptions};
+    let ie = |e: uniface::index::Error| Error::InvalidArgument {
+        name: "gallery",
+        message: e.to_string(),
+    };
+    let fp = ModelFingerprint::dlib_resnet_v1();
+    let dim = uniface::core::embed::DESCRIPTOR_DIM;
+    let centres: Vec<Vec<f32>> = unit_vectors(templates / 4 + 1, dim).collect();
+    let noise: Vec<Vec<f32>> = unit_vectors(templates + queries + 7, dim).skip(7).collect();
+    let sample = |identity: usize, k: usize| -> uniface::Result<Template> {
+        let v: Vec<f32> = centres[identity]
+            .iter()
+            .zip(&noise[k % noise.len()])
+            .map(|(c, n)| c + 0.55 * n)
+            .collect();
+        Template::new(fp.clone(), &v)
+    };
+    let tmp = tempfile::tempdir().map_err(|e| Error::Io {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    // durable enrollment rate per mode (one thread; Group also with 4 threads)
+    let mut enroll_rates = Vec::new();
+    // (mode, threads, templates, batch size)
+    for (mode, threads, n, batch) in [
+        (Durability::Sync, 1, 2_000.min(templates), 1),
+        (Durability::Group, 4, 8_000.min(templates), 1),
+        (Durability::Group, 1, 50_000.min(templates), 256),
+        (Durability::Async, 1, 50_000.min(templates), 1),
+    ] {
+        let dir = tmp.path().join(format!("{mode:?}-{threads}"));
+        let g = Gallery::create(
+            &dir,
+            &GalleryOptions {
+                durability: mode,
+                ..Default::default()
+            },
+        )
+        .map_err(ie)?;
+        let ts: Vec<Template> = (0..n)
+            .map(|i| sample(i / 4, i))
+            .collect::<uniface::Result<_>>()?;
+        let start = Instant::now();
+        let names: Vec<String> = (0..n).map(|i| format!("s{}", i / 4)).collect();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (g, ts, names) = (&g, &ts, &names);
+                s.spawn(move || {
+                    let mine: Vec<(&str, &Template)> = (t..n)
+                        .step_by(threads)
+                        .map(|i| (names[i].as_str(), &ts[i]))
+                        .collect();
+                    for chunk in mine.chunks(batch) {
+                        let _ = g.enroll_many(chunk);
+                    }
+                });
+            }
+        });
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let syncs = g.len();
+        let _ = syncs;
+        enroll_rates.push((format!("{mode:?}").to_lowercase(), threads, batch, rate));
+    }
+    // a gallery of `templates`, with 1 and 2 shards
+    let mut search = Vec::new();
+    for shards in [1usize, 2] {
+        let dir = tmp.path().join(format!("search-{shards}"));
+        let g = Gallery::create(
+            &dir,
+            &GalleryOptions {
+                shards,
+                durability: Durability::Async,
+                ..Default::default()
+            },
+        )
+        .map_err(ie)?;
+        for i in 0..templates {
+            g.enroll(&format!("s{}", i / 4), &sample(i / 4, i)?)
+                .map_err(ie)?;
+        }
+        g.checkpoint().map_err(ie)?;
+        let bytes: u64 = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        drop(g);
+        let start = Instant::now();
+        let (g, _) = Gallery::open(&dir, &fp, Durability::Async).map_err(ie)?;
+        let open_s = start.elapsed().as_secs_f64();
+        let probes: Vec<(usize, Template)> = (0..queries)
+            .map(|q| {
+                let id = (q * 7919) % centres.len().max(1);
+                sample(id, templates + q).map(|t| (id, t))
+            })
+            .collect::<uniface::Result<_>>()?;
+        let mut lat = Vec::new();
+        let mut top1 = 0;
+        for (id, p) in &probes {
+            let start = Instant::now();
+            let r = g.identify(p, 1, 1e-3).map_err(ie)?;
+            lat.push(start.elapsed().as_secs_f64());
+            top1 += usize::from(
+                r.candidates
+                    .first()
+                    .is_some_and(|c| c.subject == format!("s{id}")),
+            );
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] * 1e3;
+        search.push(json!({
+            "shards": shards, "templates": templates, "queries": queries,
+            "identity_top1": top1 as f64 / queries.max(1) as f64,
+            "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
+            "qps_one_caller": 1.0 / (lat.iter().sum::<f64>() / lat.len() as f64),
+            "open_seconds": open_s, "bytes_per_template": bytes as f64 / templates as f64,
+        }));
+    }
+    let enroll: Vec<_> = enroll_rates
+        .iter()
+        .map(|(m, t, b, r)| json!({"durability": m, "threads": t, "batch": b, "enrolls_per_s": r}))
+        .collect();
+    let out = json!({"enroll": enroll, "identify_exact": search, "rayon_threads": rayon_threads()});
+    if json_out {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(())
+}

@@ -272,6 +272,16 @@ enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
+    /// Gallery: durable enroll rate per durability mode, exact identify latency (1 vs 2
+    /// shards), open time, bytes per template.
+    Gallery {
+        #[arg(long, default_value_t = 100_000)]
+        templates: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-face cost of the capture gate: quality measures, unified score, liveness.
     Gate {
         #[arg(long)]
@@ -449,6 +459,14 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     json,
                 },
         } => bench::embed(batch, runs, layers, json),
+        Command::Bench {
+            target:
+                BenchTarget::Gallery {
+                    templates,
+                    queries,
+                    json,
+                },
+        } => bench::gallery(templates, queries, json),
         Command::Bench {
             target: BenchTarget::Gate { image, runs, json },
         } => bench::gate(&image, runs, json),
