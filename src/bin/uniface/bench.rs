@@ -400,8 +400,6 @@ pub fn gallery(templates: usize, queries: usize, json_out: bool) -> uniface::Res
             }
         });
         let rate = n as f64 / start.elapsed().as_secs_f64();
-        let syncs = g.len();
-        let _ = syncs;
         enroll_rates.push((format!("{mode:?}").to_lowercase(), threads, batch, rate));
     }
     // a gallery of `templates`, with 1 and 2 shards
