@@ -176,6 +176,7 @@ pub struct Gallery {
     shards: Vec<RwLock<Shard>>,
     next_id: AtomicU64,
     calibration: CalibrationTable,
+    indexing: std::sync::Mutex<()>,
 }
 
 fn shard_dir(dir: &Path, i: usize) -> PathBuf {
@@ -281,6 +282,7 @@ impl Gallery {
                 shards: shards.into_iter().map(RwLock::new).collect(),
                 next_id: AtomicU64::new(next),
                 calibration,
+                indexing: std::sync::Mutex::new(()),
             },
             report,
         ))
@@ -653,7 +655,9 @@ impl Gallery {
             let s = read_lock(s);
             let snap = Shard::snapshot_path(&s.dir);
             if let Ok(bytes) = std::fs::read(&snap) {
-                if let Err(e) = crate::shard::verify_snapshot(&bytes, &snap) {
+                if let Err(e) =
+                    crate::shard::verify_snapshot(&bytes, &snap, self.manifest.dimension)
+                {
                     problems.push(format!("shard {i}: {e}"));
                 }
             }
@@ -683,6 +687,39 @@ impl Gallery {
             templates,
             problems,
         })
+    }
+
+    /// Move up to `max_per_shard` pending templates of each shard into its HNSW graph; returns
+    /// how many were indexed. Until then they are found by exact scan, so enrollment never
+    /// waits for the graph: a host calls this from a background thread (see
+    /// [`Gallery::pending`]). Searches continue while it runs.
+    pub fn index_pending(&self, max_per_shard: usize) -> Result<usize> {
+        let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = 0;
+        for shard in &self.shards {
+            let batch = write_lock(shard).state.take_pending(max_per_shard)?;
+            if batch.is_empty() {
+                continue;
+            }
+            {
+                let s = read_lock(shard);
+                for (id, v) in &batch {
+                    s.state.hnsw.add(*id, v)?;
+                }
+            }
+            let ids: Vec<u64> = batch.iter().map(|b| b.0).collect();
+            write_lock(shard).state.finish_indexing(&ids)?;
+            done += ids.len();
+        }
+        Ok(done)
+    }
+
+    /// Templates enrolled but not yet in a graph.
+    pub fn pending(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| read_lock(s).state.pending.len())
+            .sum()
     }
 
     /// Make every log durable now (for `Async` and `Group` modes).

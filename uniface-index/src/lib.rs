@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod gallery;
+mod hnsw;
 mod shard;
 pub mod wal;
 
@@ -17,7 +18,7 @@ pub use gallery::{
     merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions, Identification,
     Manifest, OpenReport, ShardRouter,
 };
-pub use shard::Subject;
+pub use shard::{Subject, EXACT_SCAN_LIMIT};
 pub use wal::Durability;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};

@@ -354,3 +354,51 @@ fn bulk_enrollment_is_durable_and_searchable() {
     );
     assert!(g.check().unwrap().is_clean());
 }
+
+#[test]
+fn a_large_shard_searches_through_the_graph_and_its_pending_buffer() {
+    let n = uniface_index::EXACT_SCAN_LIMIT + 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(
+        dir.path(),
+        &GalleryOptions {
+            durability: Durability::Async,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
+    let ts: Vec<Template> = (0..n as u64).map(|i| template(i, 0)).collect();
+    let items: Vec<(&str, &Template)> = names.iter().map(String::as_str).zip(&ts).collect();
+    g.enroll_many(&items).unwrap();
+    assert_eq!(g.pending(), n);
+    // index most of them; the rest stay pending and must still be found
+    let indexed = g.index_pending(n - 500).unwrap();
+    assert_eq!(indexed, n - 500);
+    assert_eq!(g.pending(), 500);
+    let mut hits = 0;
+    for id in (0..n as u64).step_by(97) {
+        let r = g.identify(&template(id, 4), 1, 1e-3).unwrap();
+        hits += usize::from(r.candidates[0].subject == format!("g{id}"));
+    }
+    let probes = (0..n).step_by(97).count();
+    assert!(hits * 100 >= probes * 99, "{hits}/{probes}");
+    // removals reach the graph; a checkpoint saves it; a reopen uses it
+    g.remove_subject("g0").unwrap();
+    g.checkpoint().unwrap();
+    drop(g);
+    let g = open(dir.path());
+    // the removal dropped the graph at the checkpoint (erasure); everything is pending again
+    assert_eq!(g.pending(), n - 1);
+    assert!(dir.path().join("shard-000/hnsw.usearch").exists());
+    assert_eq!(g.index_pending(n).unwrap(), n - 1);
+    g.checkpoint().unwrap();
+    drop(g);
+    let g = open(dir.path());
+    assert_eq!(g.pending(), 0, "a clean graph is reloaded as is");
+    let r = g.identify(&template(0, 4), 3, 1e-3).unwrap();
+    assert!(r.candidates.iter().all(|c| c.subject != "g0"), "{r:?}");
+    let r = g.identify(&template(12345, 4), 1, 1e-3).unwrap();
+    assert_eq!(r.candidates[0].subject, "g12345");
+    assert!(g.check().unwrap().is_clean());
+}
