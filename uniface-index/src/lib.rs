@@ -91,6 +91,25 @@ impl Default for HnswParams {
     }
 }
 
+/// Create an empty squared-L2 HNSW index storing f16, with room for `capacity` vectors (the
+/// configuration the gallery's shards use; a raw baseline for benchmarks).
+pub fn new_f16_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
+    let options = IndexOptions {
+        dimensions: params.dimensions,
+        metric: MetricKind::L2sq,
+        quantization: ScalarKind::F16,
+        connectivity: params.connectivity,
+        expansion_add: params.expansion_add,
+        expansion_search: params.expansion_search,
+        multi: false,
+    };
+    let index = usearch::new_index(&options).map_err(|e| Error::Usearch(e.to_string()))?;
+    index
+        .reserve(capacity)
+        .map_err(|e| Error::Usearch(e.to_string()))?;
+    Ok(index)
+}
+
 /// Create an empty Euclidean (squared L2) f32 HNSW index with room for `capacity` vectors.
 pub fn new_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
     let options = IndexOptions {

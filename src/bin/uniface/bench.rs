@@ -419,6 +419,9 @@ pub fn gallery(templates: usize, queries: usize, json_out: bool) -> uniface::Res
             g.enroll(&format!("s{}", i / 4), &sample(i / 4, i)?)
                 .map_err(ie)?;
         }
+        let start = Instant::now();
+        let indexed = g.index_pending(usize::MAX).map_err(ie)?;
+        let index_rate = indexed as f64 / start.elapsed().as_secs_f64();
         g.checkpoint().map_err(ie)?;
         let bytes: u64 = std::fs::read_dir(&dir)
             .map(|d| {
@@ -459,7 +462,40 @@ pub fn gallery(templates: usize, queries: usize, json_out: bool) -> uniface::Res
             "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
             "qps_one_caller": 1.0 / (lat.iter().sum::<f64>() / lat.len() as f64),
             "open_seconds": open_s, "bytes_per_template": bytes as f64 / templates as f64,
+            "graph_inserts_per_s": index_rate,
+            "search": if templates > uniface::index::EXACT_SCAN_LIMIT * shards { "hnsw" } else { "exact" },
         }));
+        // raw usearch on the same templates and probes, same parameters (the baseline)
+        if shards == 1 {
+            let params = uniface::index::HnswParams::default();
+            let raw = uniface::index::new_f16_l2_index(&params, templates).map_err(ie)?;
+            let start = Instant::now();
+            for i in 0..templates {
+                raw.add(i as u64, &sample(i / 4, i)?.vector())
+                    .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+            }
+            let raw_rate = templates as f64 / start.elapsed().as_secs_f64();
+            let mut lat = Vec::new();
+            let mut top1 = 0;
+            for (id, p) in &probes {
+                let v = p.vector();
+                let start = Instant::now();
+                let m = raw
+                    .search(&v, 1)
+                    .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+                lat.push(start.elapsed().as_secs_f64());
+                top1 += usize::from(m.keys.first().is_some_and(|&k| k as usize / 4 == *id));
+            }
+            lat.sort_by(f64::total_cmp);
+            let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] * 1e3;
+            search.push(json!({
+                "baseline": "raw usearch f16 l2sq, M=16, ef_add=128, ef_search=64",
+                "identity_top1": top1 as f64 / queries.max(1) as f64,
+                "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
+                "qps_one_caller": 1.0 / (lat.iter().sum::<f64>() / lat.len() as f64),
+                "inserts_per_s": raw_rate,
+            }));
+        }
     }
     let enroll: Vec<_> = enroll_rates
         .iter()
