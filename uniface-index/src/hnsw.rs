@@ -109,15 +109,14 @@ impl Hnsw {
             return Ok(Vec::new());
         }
         // (expansion_search is fixed at creation: changing it here would race with other
-        // searches)
-        let found = self
-            .index
-            .filtered_search(probe, k, keep)
-            .map_err(usearch)?;
+        // searches.) A plain search with the filter applied afterwards: a predicate evaluated
+        // on every visited node costs more than the rare id it rejects.
+        let found = self.index.search(probe, k).map_err(usearch)?;
         Ok(found
             .keys
             .into_iter()
             .zip(found.distances)
+            .filter(|(id, _)| keep(*id))
             .map(|(id, d)| (id, d.max(0.0).sqrt()))
             .collect())
     }
