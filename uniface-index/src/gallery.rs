@@ -523,6 +523,19 @@ impl Gallery {
         })
     }
 
+    /// [`Gallery::identify`] for many probes, in parallel on the rayon pool.
+    pub fn identify_batch(
+        &self,
+        probes: &[Template],
+        k: usize,
+        fmr: f64,
+    ) -> Result<Vec<Identification>> {
+        probes
+            .par_iter()
+            .map(|p| self.identify(p, k, fmr))
+            .collect()
+    }
+
     /// 1:1 against a claimed subject: the decision for its closest template.
     pub fn verify(
         &self,

@@ -402,3 +402,17 @@ fn a_large_shard_searches_through_the_graph_and_its_pending_buffer() {
     assert_eq!(r.candidates[0].subject, "g12345");
     assert!(g.check().unwrap().is_clean());
 }
+
+#[test]
+fn batch_identification_equals_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(2)).unwrap();
+    for id in 0..50 {
+        g.enroll(&format!("q{id}"), &template(id, 0)).unwrap();
+    }
+    let probes: Vec<Template> = (0..60).map(|i| template(i, 2)).collect();
+    let batch = g.identify_batch(&probes, 3, 1e-3).unwrap();
+    for (p, b) in probes.iter().zip(&batch) {
+        assert_eq!(&g.identify(p, 3, 1e-3).unwrap(), b);
+    }
+}

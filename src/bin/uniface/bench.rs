@@ -456,7 +456,27 @@ pub fn gallery(templates: usize, queries: usize, json_out: bool) -> uniface::Res
         }
         lat.sort_by(f64::total_cmp);
         let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] * 1e3;
+        // batch identify: one thread, then the whole pool
+        let batch: Vec<Template> = probes.iter().map(|p| p.1.clone()).collect();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| Error::InvalidArgument {
+                name: "threads",
+                message: e.to_string(),
+            })?;
+        let t1 = one.install(|| {
+            time(3, || {
+                g.identify_batch(&batch, 1, 1e-3).map(|_| ()).map_err(ie)
+            })
+        })?;
+        let tn = time(3, || {
+            g.identify_batch(&batch, 1, 1e-3).map(|_| ()).map_err(ie)
+        })?;
         search.push(json!({
+            "batch_qps_one_thread": batch.len() as f64 / t1,
+            "batch_qps_all_threads": batch.len() as f64 / tn,
+            "batch_speedup": t1 / tn,
             "shards": shards, "templates": templates, "queries": queries,
             "identity_top1": top1 as f64 / queries.max(1) as f64,
             "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
