@@ -98,7 +98,8 @@ fn crop_box(rect: &Rect, scale: f32, src_w: u32, src_h: u32) -> (i64, i64, i64, 
     (l as i64, t as i64, r as i64, b as i64)
 }
 
-/// The 80×80 BGR crop (row-major bytes) the models see: the region of [`crop_box`] resized
+/// The 80×80 BGR crop (row-major bytes) the models see: the reference's crop box (`scale`
+/// times the face box about its centre, shrunk to fit and shifted inside the image) resized
 /// with bilinear interpolation (pixel centres aligned, edge pixels clamped).
 pub fn crop_bgr(img: &RgbImage, rect: &Rect, scale: f32) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();

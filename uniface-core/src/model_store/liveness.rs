@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::archive::hash_file;
-use super::card::{ModelCard, RegistryPackage};
+use super::card::ModelCard;
 use super::{Location, ModelStore};
 use crate::{Error, Result};
 
@@ -105,7 +105,7 @@ impl ModelStore {
 fn fetch(card: &ModelCard, dir: &std::path::Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let url = liveness_url(card);
-    let pkg = RegistryPackage {
+    let pkg = super::card::RegistryPackage {
         name: "Silent-Face-Anti-Spoofing",
         version: COMMIT,
         filename: card.file,
