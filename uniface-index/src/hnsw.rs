@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use usearch::{Index, ScalarKind};
 
 use crate::{Error, HnswParams, Result};
 
@@ -30,16 +30,7 @@ pub(crate) struct Hnsw {
 
 impl Hnsw {
     pub(crate) fn new(params: &HnswParams) -> Result<Self> {
-        let options = IndexOptions {
-            dimensions: params.dimensions,
-            metric: MetricKind::L2sq,
-            quantization: ScalarKind::F16,
-            connectivity: params.connectivity,
-            expansion_add: params.expansion_add,
-            expansion_search: params.expansion_search,
-            multi: false,
-        };
-        let index = Index::new(&options).map_err(usearch)?;
+        let index = Index::new(&crate::l2_options(params, ScalarKind::F16)).map_err(usearch)?;
         index
             .reserve_capacity_and_threads(1024, thread_contexts())
             .map_err(usearch)?;

@@ -91,41 +91,37 @@ impl Default for HnswParams {
     }
 }
 
-/// Create an empty squared-L2 HNSW index storing f16, with room for `capacity` vectors (the
-/// configuration the gallery's shards use; a raw baseline for benchmarks).
-pub fn new_f16_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
-    let options = IndexOptions {
+/// Options of a squared-L2 HNSW index storing `quantization`.
+pub(crate) fn l2_options(params: &HnswParams, quantization: ScalarKind) -> IndexOptions {
+    IndexOptions {
         dimensions: params.dimensions,
         metric: MetricKind::L2sq,
-        quantization: ScalarKind::F16,
+        quantization,
         connectivity: params.connectivity,
         expansion_add: params.expansion_add,
         expansion_search: params.expansion_search,
         multi: false,
-    };
-    let index = usearch::new_index(&options).map_err(|e| Error::Usearch(e.to_string()))?;
+    }
+}
+
+fn new_reserved(params: &HnswParams, quantization: ScalarKind, capacity: usize) -> Result<Index> {
+    let index = usearch::new_index(&l2_options(params, quantization))
+        .map_err(|e| Error::Usearch(e.to_string()))?;
     index
         .reserve(capacity)
         .map_err(|e| Error::Usearch(e.to_string()))?;
     Ok(index)
 }
 
+/// Create an empty squared-L2 HNSW index storing f16, with room for `capacity` vectors (the
+/// configuration the gallery's shards use; a raw baseline for benchmarks).
+pub fn new_f16_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
+    new_reserved(params, ScalarKind::F16, capacity)
+}
+
 /// Create an empty Euclidean (squared L2) f32 HNSW index with room for `capacity` vectors.
 pub fn new_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
-    let options = IndexOptions {
-        dimensions: params.dimensions,
-        metric: MetricKind::L2sq,
-        quantization: ScalarKind::F32,
-        connectivity: params.connectivity,
-        expansion_add: params.expansion_add,
-        expansion_search: params.expansion_search,
-        multi: false,
-    };
-    let index = usearch::new_index(&options).map_err(|e| Error::Usearch(e.to_string()))?;
-    index
-        .reserve(capacity)
-        .map_err(|e| Error::Usearch(e.to_string()))?;
-    Ok(index)
+    new_reserved(params, ScalarKind::F32, capacity)
 }
 
 #[cfg(test)]
