@@ -58,6 +58,26 @@ fn create_enroll_identify_remove_and_check() {
     let c: Value = serde_json::from_str(&ok(uniface(&g).args(["--json", "check"]))).unwrap();
     assert_eq!(c["templates"], 3);
     assert!(c["problems"].as_array().unwrap().is_empty());
+    // an FPIR target is converted for the gallery's size (3 templates)
+    let r: Value = serde_json::from_str(&ok(uniface(&g)
+        .args(["--json", "identify", "--fpir", "1e-2"])
+        .arg(&probe)))
+    .unwrap();
+    assert_eq!(r["fpir"], 1e-2, "{r}");
+    let fmr = r["fmr"].as_f64().unwrap();
+    assert!((fmr - (1.0 - 0.99f64.powf(1.0 / 3.0))).abs() < 1e-9, "{r}");
+    assert_eq!(r["known"], "Abel_Pacheco", "{r}");
+    // rebuild with other graph parameters: recorded in the manifest, same answers
+    ok(uniface(&g).args(["rebuild", "--connectivity", "8", "--graph", "f16"]));
+    let st: Value = serde_json::from_str(&ok(uniface(&g).args(["--json", "stats"]))).unwrap();
+    assert_eq!(st["hnsw"]["connectivity"], 8, "{st}");
+    assert_eq!(st["hnsw"]["graph"], "f16", "{st}");
+    assert_eq!(st["pending"], 0, "{st}");
+    let r: Value = serde_json::from_str(&ok(uniface(&g)
+        .args(["--json", "identify", "--fmr", "1e-3"])
+        .arg(&probe)))
+    .unwrap();
+    assert_eq!(r["known"], "Abel_Pacheco", "{r}");
     ok(uniface(&g).args(["remove", "--subject", "Abel_Pacheco"]));
     ok(uniface(&g).arg("checkpoint"));
     let r: Value = serde_json::from_str(&ok(uniface(&g)

@@ -1,39 +1,662 @@
-//! C API for UniFace (`libuniface_capi.so` / `.a`, header `include/uniface.h`).
+//! C API for UniFace: `libuniface.so` / `libuniface.a` and the generated `include/uniface.h`.
 //!
-//! This first slice defines the status codes and the version query; handles for the analyzer,
-//! templates and galleries follow. Every function is safe to call from any thread.
+//! Conventions (the header repeats them on each item):
+//! - Every fallible function returns a [`uf_status`]; outputs are written only on success.
+//!   After a failure, [`uf_last_error_message`] returns a description (per thread).
+//! - Objects are opaque handles made by `uf_*_new`/`_open`/… and released by the matching
+//!   `uf_*_free`; `uf_*_free(NULL)` does nothing. Freeing a handle twice is undefined
+//!   behaviour (as with `free`): set your pointer to NULL after freeing it.
+//! - NULL for a required pointer gives `UF_STATUS_NULL_PARAMETER`; a Rust panic never crosses
+//!   the boundary: it is caught and reported as `UF_STATUS_PANIC`.
+//! - Strings are NUL-terminated UTF-8.
 
-use std::ffi::c_char;
+#![allow(non_camel_case_types)]
+// Every `extern "C"` function checks its pointers for NULL and documents the rest of its
+// contract in the header; clippy's per-function `# Safety` sections would repeat that.
+#![allow(clippy::missing_safety_doc)]
 
-/// Result of every fallible function. Values are explicit and never reused.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum uf_status {
-    UF_STATUS_OK = 0,
-    UF_STATUS_NULL_PARAMETER = 1,
-    UF_STATUS_PANIC = 2,
-    UF_STATUS_INVALID_ARGUMENT = 3,
-    UF_STATUS_IO = 4,
-    UF_STATUS_MODEL = 5,
-}
+mod boundary;
+mod gallery;
 
-/// The library version as a static NUL-terminated string (e.g. "0.1.0"). Thread-safe.
+use std::ffi::{c_char, CStr};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use uniface_core::image::{self, PixelFormat};
+use uniface_core::liveness::LivenessDetector;
+use uniface_core::model_store::ModelStore;
+use uniface_core::quality::Policy;
+use uniface_core::template::{ModelFingerprint, Template};
+
+pub use boundary::{uf_last_error_message, uf_status, uf_status_str};
+use boundary::{Failure, Outcome};
+pub use gallery::*;
+
+/// Values in an embedding.
+pub const UF_EMBEDDING_DIM: usize = 128;
+const _: () = assert!(UF_EMBEDDING_DIM == uniface_core::embed::DESCRIPTOR_DIM);
+/// Values in a landmark array: 5 points × (x, y).
+pub const UF_LANDMARK_VALUES: usize = 10;
+/// Most reason codes an assessment reports.
+pub const UF_MAX_REASONS: usize = 16;
+
+/// The library version as a static NUL-terminated string (e.g. "0.1.0"); equal to
+/// `UF_VERSION_STRING`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn uf_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// A static NUL-terminated description of a status code. Thread-safe.
+/// Trigger an internal panic inside the library (a diagnostic for integrators' test suites):
+/// always returns `UF_STATUS_PANIC`, showing that no panic crosses the C boundary.
 #[no_mangle]
-pub extern "C" fn uf_status_str(status: uf_status) -> *const c_char {
-    let s: &'static str = match status {
-        uf_status::UF_STATUS_OK => "ok\0",
-        uf_status::UF_STATUS_NULL_PARAMETER => "a required pointer argument was NULL\0",
-        uf_status::UF_STATUS_PANIC => "internal error (a panic was caught at the API boundary)\0",
-        uf_status::UF_STATUS_INVALID_ARGUMENT => "invalid argument\0",
-        uf_status::UF_STATUS_IO => "I/O error\0",
-        uf_status::UF_STATUS_MODEL => "model file missing, corrupt or unreadable\0",
+pub extern "C" fn uf_debug_trigger_panic() -> uf_status {
+    boundary::run(|| -> Outcome<()> { panic!("uf_debug_trigger_panic was called") })
+}
+
+/// Layout of a raw pixel buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum uf_pixel_format {
+    UF_PIXEL_RGB = 0,
+    UF_PIXEL_BGR = 1,
+    UF_PIXEL_RGBA = 2,
+    UF_PIXEL_BGRA = 3,
+    UF_PIXEL_GRAY = 4,
+}
+
+/// Which capture policy an assessment applies.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum uf_policy {
+    /// Strict: frontal, sharp, well exposed, one face, live.
+    UF_POLICY_ENROLLMENT = 0,
+    /// Tolerant: what a verification probe needs.
+    UF_POLICY_VERIFICATION = 1,
+}
+
+/// A face box in pixels with the detector's score.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct uf_box {
+    pub left: i64,
+    pub top: i64,
+    pub right: i64,
+    pub bottom: i64,
+    pub score: f32,
+}
+
+/// A calibrated 1:1 decision.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct uf_decision {
+    /// Euclidean distance between the descriptors.
+    pub distance: f32,
+    /// `1 - distance / 2`, in [0, 1].
+    pub similarity: f32,
+    /// Threshold for the target false-match rate.
+    pub threshold: f32,
+    pub target_fmr: f64,
+    /// `distance < threshold`.
+    pub is_match: bool,
+    /// False-match rate of a threshold placed at this distance.
+    pub estimated_fmr: f64,
+}
+
+impl From<uniface_core::calibration::Decision> for uf_decision {
+    fn from(d: uniface_core::calibration::Decision) -> Self {
+        Self {
+            distance: d.distance,
+            similarity: d.similarity,
+            threshold: d.threshold,
+            target_fmr: d.target_fmr,
+            is_match: d.is_match,
+            estimated_fmr: d.estimated_fmr,
+        }
+    }
+}
+
+/// The capture gate's verdict on the largest face of an image.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct uf_assessment {
+    pub accepted: bool,
+    pub faces_found: usize,
+    /// Number of valid entries in `reasons`.
+    pub reason_count: usize,
+    /// Stable reason codes (1 no face, 2 multiple faces, 3 too small, 4 cut off, 5 yaw,
+    /// 6 pitch, 7 roll, 8 blurry, 9 too dark, 10 too bright, 11 underexposed, 12 overexposed,
+    /// 13 low dynamic range, 14 low unified quality, 15 not live).
+    pub reasons: [u16; UF_MAX_REASONS],
+    /// The face assessed (zero when none).
+    pub face: uf_box,
+    /// Head pose in degrees, sharpness (variance of the Laplacian), and the 0-100 scalar of
+    /// the sharpness measure; zero when no face was found.
+    pub yaw: f32,
+    pub pitch: f32,
+    pub roll: f32,
+    pub sharpness: f32,
+    pub inter_eye_distance: f32,
+    /// Whether liveness was checked, and its result.
+    pub liveness_checked: bool,
+    pub liveness_score: f32,
+    pub is_live: bool,
+}
+
+/// Detector, landmarks and embedder. Thread-safe: one analyzer may be used from many threads
+/// at once.
+pub struct uf_analyzer {
+    inner: uniface_core::FaceAnalyzer,
+    store: ModelStore,
+    liveness: OnceLock<LivenessDetector>,
+    liveness_init: Mutex<()>,
+}
+
+impl uf_analyzer {
+    fn liveness(&self) -> uniface_core::Result<&LivenessDetector> {
+        if let Some(d) = self.liveness.get() {
+            return Ok(d);
+        }
+        let _one = self.liveness_init.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = self.liveness.get() {
+            return Ok(d);
+        }
+        let d = LivenessDetector::from_store(&self.store)?;
+        Ok(self.liveness.get_or_init(|| d))
+    }
+}
+
+/// The faces found in one image, best detection first. Immutable: safe to read from many
+/// threads.
+pub struct uf_faces {
+    faces: Vec<uniface_core::Face>,
+}
+
+/// A stored face descriptor (vector, model fingerprint, checksummed binary form). Immutable:
+/// safe to share between threads.
+pub struct uf_template {
+    pub(crate) inner: Template,
+}
+
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &'static str) -> Outcome<&'a str> {
+    if p.is_null() {
+        return Err(Failure::Null(name));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| Failure::invalid(format!("{name} is not valid UTF-8")))
+}
+
+pub(crate) unsafe fn out_arg<'a, T>(p: *mut T, name: &'static str) -> Outcome<&'a mut T> {
+    p.as_mut().ok_or(Failure::Null(name))
+}
+
+pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, name: &'static str) -> Outcome<&'a T> {
+    p.as_ref().ok_or(Failure::Null(name))
+}
+
+unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &'static str) -> Outcome<&'a [u8]> {
+    if p.is_null() {
+        return Err(Failure::Null(name));
+    }
+    Ok(std::slice::from_raw_parts(p, len))
+}
+
+fn boxed<T>(v: T) -> *mut T {
+    Box::into_raw(Box::new(v))
+}
+
+/// Create an analyzer. `models_dir`: a folder holding dlib's three model files (never
+/// downloads), or NULL for the default store (`UNIFACE_MODEL_DIR`, else the cache under
+/// `UNIFACE_HOME`, downloaded and SHA-256-verified on first use). On success `*out` holds a
+/// handle to release with `uf_analyzer_free`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_new(
+    models_dir: *const c_char,
+    out: *mut *mut uf_analyzer,
+) -> uf_status {
+    boundary::run(|| {
+        let out = out_arg(out, "out")?;
+        let store = if models_dir.is_null() {
+            ModelStore::from_env()?
+        } else {
+            ModelStore::offline(PathBuf::from(str_arg(models_dir, "models_dir")?))
+        };
+        let set = store.ensure()?;
+        let inner = uniface_core::FaceAnalyzer::new(&set)?;
+        *out = boxed(uf_analyzer {
+            inner,
+            store,
+            liveness: OnceLock::new(),
+            liveness_init: Mutex::new(()),
+        });
+        Ok(())
+    })
+}
+
+/// Release an analyzer (NULL: no-op). Not while another thread uses it.
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_free(analyzer: *mut uf_analyzer) {
+    if !analyzer.is_null() {
+        drop(Box::from_raw(analyzer));
+    }
+}
+
+fn analyze(a: &uf_analyzer, img: &image::RgbImage, out: &mut *mut uf_faces) -> Outcome<()> {
+    let faces = a.inner.analyze(img)?;
+    *out = boxed(uf_faces { faces });
+    Ok(())
+}
+
+/// Detect, align and embed every face of an image file (JPEG, PNG, WebP, BMP, GIF, TIFF; EXIF
+/// orientation applied). `*out` receives a `uf_faces` to release with `uf_faces_free` (it may
+/// hold zero faces).
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_analyze_file(
+    analyzer: *const uf_analyzer,
+    path: *const c_char,
+    out: *mut *mut uf_faces,
+) -> uf_status {
+    boundary::run(|| {
+        let a = ref_arg(analyzer, "analyzer")?;
+        let path = str_arg(path, "path")?;
+        let out = out_arg(out, "out")?;
+        analyze(a, &image::load_rgb(std::path::Path::new(path))?, out)
+    })
+}
+
+/// As `uf_analyzer_analyze_file`, from an encoded image in memory (`len` bytes).
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_analyze_encoded(
+    analyzer: *const uf_analyzer,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut uf_faces,
+) -> uf_status {
+    boundary::run(|| {
+        let a = ref_arg(analyzer, "analyzer")?;
+        let bytes = bytes_arg(data, len, "data")?;
+        let out = out_arg(out, "out")?;
+        analyze(a, &image::decode_rgb(bytes)?, out)
+    })
+}
+
+/// As `uf_analyzer_analyze_file`, from raw pixels: `height` rows of `stride` bytes, each
+/// starting with `width` pixels in `format`. `len` is the buffer's size in bytes (checked).
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
+    analyzer: *const uf_analyzer,
+    pixels: *const u8,
+    len: usize,
+    width: u32,
+    height: u32,
+    stride: usize,
+    format: uf_pixel_format,
+    out: *mut *mut uf_faces,
+) -> uf_status {
+    boundary::run(|| {
+        let a = ref_arg(analyzer, "analyzer")?;
+        let data = bytes_arg(pixels, len, "pixels")?;
+        let out = out_arg(out, "out")?;
+        if width == 0 || height == 0 {
+            return Err(Failure::invalid("width and height must be positive"));
+        }
+        let format = match format {
+            uf_pixel_format::UF_PIXEL_RGB => PixelFormat::Rgb,
+            uf_pixel_format::UF_PIXEL_BGR => PixelFormat::Bgr,
+            uf_pixel_format::UF_PIXEL_RGBA => PixelFormat::Rgba,
+            uf_pixel_format::UF_PIXEL_BGRA => PixelFormat::Bgra,
+            uf_pixel_format::UF_PIXEL_GRAY => PixelFormat::Gray,
+        };
+        let img = image::from_raw(data, width as usize, height as usize, stride, format)?;
+        analyze(a, &img, out)
+    })
+}
+
+/// Run the capture gate (quality measures, and liveness for the enrollment policy) on the
+/// largest face of an image file. Refusals are reasons in `*out`, not errors.
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_assess_file(
+    analyzer: *const uf_analyzer,
+    path: *const c_char,
+    policy: uf_policy,
+    out: *mut uf_assessment,
+) -> uf_status {
+    boundary::run(|| {
+        let a = ref_arg(analyzer, "analyzer")?;
+        let path = str_arg(path, "path")?;
+        let out = out_arg(out, "out")?;
+        let img = image::load_rgb(std::path::Path::new(path))?;
+        let policy = match policy {
+            uf_policy::UF_POLICY_ENROLLMENT => Policy::enrollment(),
+            uf_policy::UF_POLICY_VERIFICATION => Policy::verification(),
+        };
+        let live = if policy.require_live {
+            Some(a.liveness()?)
+        } else {
+            None
+        };
+        let r = a.inner.assess(&img, &policy, live)?;
+        let mut v = uf_assessment {
+            accepted: r.accepted,
+            faces_found: r.faces_found,
+            reason_count: r.reasons.len().min(UF_MAX_REASONS),
+            ..Default::default()
+        };
+        for (slot, reason) in v.reasons.iter_mut().zip(&r.reasons) {
+            *slot = reason.code();
+        }
+        if let Some(f) = r.face {
+            v.face = face_box(&f);
+        }
+        if let Some(q) = &r.quality {
+            v.yaw = q.yaw.raw;
+            v.pitch = q.pitch.raw;
+            v.roll = q.roll.raw;
+            v.sharpness = q.sharpness.raw;
+            v.inter_eye_distance = q.inter_eye_distance.raw;
+        }
+        if let Some(l) = &r.liveness {
+            v.liveness_checked = true;
+            v.liveness_score = l.score;
+            v.is_live = l.is_live;
+        }
+        *out = v;
+        Ok(())
+    })
+}
+
+/// Liveness of the largest face of an image file: `*score` in [0, 1] (mean "real"
+/// probability of the two MiniFASNet models) and `*is_live`. `UF_STATUS_NO_FACE` when there
+/// is no face.
+#[no_mangle]
+pub unsafe extern "C" fn uf_analyzer_liveness_file(
+    analyzer: *const uf_analyzer,
+    path: *const c_char,
+    score: *mut f32,
+    is_live: *mut bool,
+) -> uf_status {
+    boundary::run(|| {
+        let a = ref_arg(analyzer, "analyzer")?;
+        let path = str_arg(path, "path")?;
+        let score = out_arg(score, "score")?;
+        let is_live = out_arg(is_live, "is_live")?;
+        let img = image::load_rgb(std::path::Path::new(path))?;
+        let faces = a.inner.detect(&img)?;
+        let face = faces
+            .iter()
+            .max_by_key(|f| f.rect().area())
+            .ok_or_else(|| uniface_core::Error::NoFace {
+                image: path.to_owned(),
+            })?;
+        let l = a.liveness()?.check(&img, &face.rect())?;
+        *score = l.score;
+        *is_live = l.is_live;
+        Ok(())
+    })
+}
+
+fn face_box(b: &uniface_core::detect::FaceBox) -> uf_box {
+    uf_box {
+        left: b.left,
+        top: b.top,
+        right: b.right,
+        bottom: b.bottom,
+        score: b.score,
+    }
+}
+
+/// Number of faces (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn uf_faces_count(faces: *const uf_faces) -> usize {
+    faces.as_ref().map_or(0, |f| f.faces.len())
+}
+
+unsafe fn face_at<'a>(faces: *const uf_faces, index: usize) -> Outcome<&'a uniface_core::Face> {
+    let f = ref_arg(faces, "faces")?;
+    f.faces.get(index).ok_or_else(|| {
+        Failure::invalid(format!(
+            "face index {index} out of range ({} faces)",
+            f.faces.len()
+        ))
+    })
+}
+
+/// Box and score of face `index`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_faces_box(
+    faces: *const uf_faces,
+    index: usize,
+    out: *mut uf_box,
+) -> uf_status {
+    boundary::run(|| {
+        let f = face_at(faces, index)?;
+        *out_arg(out, "out")? = face_box(&f.bbox);
+        Ok(())
+    })
+}
+
+/// The 5 landmarks of face `index` as x0, y0, …, x4, y4 into `out` (`len` ≥
+/// `UF_LANDMARK_VALUES`, else `UF_STATUS_BUFFER_TOO_SMALL`).
+#[no_mangle]
+pub unsafe extern "C" fn uf_faces_landmarks(
+    faces: *const uf_faces,
+    index: usize,
+    out: *mut f32,
+    len: usize,
+) -> uf_status {
+    boundary::run(|| {
+        let f = face_at(faces, index)?;
+        if out.is_null() {
+            return Err(Failure::Null("out"));
+        }
+        if len < UF_LANDMARK_VALUES {
+            return Err(Failure::TooSmall {
+                needed: UF_LANDMARK_VALUES,
+                got: len,
+            });
+        }
+        let dst = std::slice::from_raw_parts_mut(out, UF_LANDMARK_VALUES);
+        for (pair, p) in dst.chunks_exact_mut(2).zip(&f.landmarks.points) {
+            pair[0] = p.x as f32;
+            pair[1] = p.y as f32;
+        }
+        Ok(())
+    })
+}
+
+/// Copy the embedding of face `index` into `out` (`len` ≥ `UF_EMBEDDING_DIM` floats, else
+/// `UF_STATUS_BUFFER_TOO_SMALL`).
+#[no_mangle]
+pub unsafe extern "C" fn uf_faces_embedding(
+    faces: *const uf_faces,
+    index: usize,
+    out: *mut f32,
+    len: usize,
+) -> uf_status {
+    boundary::run(|| {
+        let f = face_at(faces, index)?;
+        if out.is_null() {
+            return Err(Failure::Null("out"));
+        }
+        if len < UF_EMBEDDING_DIM {
+            return Err(Failure::TooSmall {
+                needed: UF_EMBEDDING_DIM,
+                got: len,
+            });
+        }
+        std::slice::from_raw_parts_mut(out, UF_EMBEDDING_DIM).copy_from_slice(&f.embedding);
+        Ok(())
+    })
+}
+
+/// A template of face `index` (release with `uf_template_free`).
+#[no_mangle]
+pub unsafe extern "C" fn uf_faces_template(
+    faces: *const uf_faces,
+    index: usize,
+    out: *mut *mut uf_template,
+) -> uf_status {
+    boundary::run(|| {
+        let f = face_at(faces, index)?;
+        let out = out_arg(out, "out")?;
+        let inner = Template::new(ModelFingerprint::dlib_resnet_v1(), &f.embedding)?;
+        *out = boxed(uf_template { inner });
+        Ok(())
+    })
+}
+
+/// Release a face list (NULL: no-op).
+#[no_mangle]
+pub unsafe extern "C" fn uf_faces_free(faces: *mut uf_faces) {
+    if !faces.is_null() {
+        drop(Box::from_raw(faces));
+    }
+}
+
+/// A template of the default model from `len` floats: `UF_STATUS_INVALID_ARGUMENT` unless
+/// `len` is `UF_EMBEDDING_DIM`, `UF_STATUS_TEMPLATE` when a value is not finite.
+#[no_mangle]
+pub unsafe extern "C" fn uf_template_from_embedding(
+    embedding: *const f32,
+    len: usize,
+    out: *mut *mut uf_template,
+) -> uf_status {
+    boundary::run(|| {
+        if embedding.is_null() {
+            return Err(Failure::Null("embedding"));
+        }
+        let out = out_arg(out, "out")?;
+        if len != UF_EMBEDDING_DIM {
+            return Err(Failure::invalid(format!(
+                "embeddings of the default model have {UF_EMBEDDING_DIM} values, got {len}"
+            )));
+        }
+        let v = std::slice::from_raw_parts(embedding, len);
+        let inner = Template::new(ModelFingerprint::dlib_resnet_v1(), v)?;
+        *out = boxed(uf_template { inner });
+        Ok(())
+    })
+}
+
+/// Serialize into `buf` (`len` bytes). `*needed` (if not NULL) always receives the size;
+/// when `len` is smaller the result is `UF_STATUS_BUFFER_TOO_SMALL` and nothing is written.
+/// Call with `buf = NULL, len = 0` to ask for the size.
+#[no_mangle]
+pub unsafe extern "C" fn uf_template_serialize(
+    template: *const uf_template,
+    buf: *mut u8,
+    len: usize,
+    needed: *mut usize,
+) -> uf_status {
+    boundary::run(|| {
+        let t = ref_arg(template, "template")?;
+        let bytes = t.inner.to_bytes();
+        if let Some(n) = needed.as_mut() {
+            *n = bytes.len();
+        }
+        if len < bytes.len() {
+            return Err(Failure::TooSmall {
+                needed: bytes.len(),
+                got: len,
+            });
+        }
+        if buf.is_null() {
+            return Err(Failure::Null("buf"));
+        }
+        std::slice::from_raw_parts_mut(buf, bytes.len()).copy_from_slice(&bytes);
+        Ok(())
+    })
+}
+
+/// Parse a serialized template (checksum, version and values verified).
+#[no_mangle]
+pub unsafe extern "C" fn uf_template_deserialize(
+    data: *const u8,
+    len: usize,
+    out: *mut *mut uf_template,
+) -> uf_status {
+    boundary::run(|| {
+        let bytes = bytes_arg(data, len, "data")?;
+        let out = out_arg(out, "out")?;
+        let inner = Template::from_bytes(bytes)?;
+        *out = boxed(uf_template { inner });
+        Ok(())
+    })
+}
+
+/// Copy a template's vector (as f32) into `out` (`len` ≥ `UF_EMBEDDING_DIM`).
+#[no_mangle]
+pub unsafe extern "C" fn uf_template_vector(
+    template: *const uf_template,
+    out: *mut f32,
+    len: usize,
+) -> uf_status {
+    boundary::run(|| {
+        let t = ref_arg(template, "template")?;
+        let v = t.inner.vector();
+        if out.is_null() {
+            return Err(Failure::Null("out"));
+        }
+        if len < v.len() {
+            return Err(Failure::TooSmall {
+                needed: v.len(),
+                got: len,
+            });
+        }
+        std::slice::from_raw_parts_mut(out, v.len()).copy_from_slice(&v);
+        Ok(())
+    })
+}
+
+/// Release a template (NULL: no-op).
+#[no_mangle]
+pub unsafe extern "C" fn uf_template_free(template: *mut uf_template) {
+    if !template.is_null() {
+        drop(Box::from_raw(template));
+    }
+}
+
+/// Are `a` and `b` the same person at target false-match rate `fmr` (e.g. 1e-4)? The
+/// threshold comes from the shipped calibration.
+#[no_mangle]
+pub unsafe extern "C" fn uf_verify(
+    a: *const uf_template,
+    b: *const uf_template,
+    fmr: f64,
+    out: *mut uf_decision,
+) -> uf_status {
+    boundary::run(|| {
+        let a = ref_arg(a, "a")?;
+        let b = ref_arg(b, "b")?;
+        let out = out_arg(out, "out")?;
+        let d = a.inner.distance(&b.inner)?;
+        *out = uniface_core::calibration::decide(d, fmr)?.into();
+        Ok(())
+    })
+}
+
+/// The quality measures' reason name for a code from `uf_assessment.reasons` (static string;
+/// "unknown" for other values).
+#[no_mangle]
+pub extern "C" fn uf_reason_str(code: u16) -> *const c_char {
+    let s: &'static str = match code {
+        1 => "no_face\0",
+        2 => "multiple_faces\0",
+        3 => "face_too_small\0",
+        4 => "face_cut_off\0",
+        5 => "yaw_too_large\0",
+        6 => "pitch_too_large\0",
+        7 => "roll_too_large\0",
+        8 => "blurry\0",
+        9 => "too_dark\0",
+        10 => "too_bright\0",
+        11 => "underexposed\0",
+        12 => "overexposed\0",
+        13 => "low_dynamic_range\0",
+        14 => "low_unified_quality\0",
+        15 => "not_live\0",
+        _ => "unknown\0",
     };
     s.as_ptr().cast()
 }
@@ -48,6 +671,34 @@ mod tests {
         // SAFETY: uf_version returns a pointer to a static NUL-terminated string.
         let v = unsafe { CStr::from_ptr(uf_version()) };
         assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn reason_names_match_the_core_codes() {
+        use uniface_core::quality::Reason;
+        for r in [
+            Reason::NoFace,
+            Reason::Blurry,
+            Reason::NotLive,
+            Reason::FaceCutOff,
+        ] {
+            // SAFETY: static NUL-terminated strings.
+            let s = unsafe { CStr::from_ptr(uf_reason_str(r.code())) };
+            assert_eq!(s.to_str().unwrap(), r.name());
+        }
+    }
+
+    #[test]
+    fn a_panic_is_caught_and_reported() {
+        assert_eq!(uf_debug_trigger_panic(), uf_status::UF_STATUS_PANIC);
+        let mut buf = [0 as c_char; 256];
+        let mut needed = 0usize;
+        // SAFETY: buf is 256 bytes, needed is a valid pointer.
+        let s = unsafe { uf_last_error_message(buf.as_mut_ptr(), buf.len(), &mut needed) };
+        assert_eq!(s, uf_status::UF_STATUS_OK);
+        // SAFETY: written NUL-terminated on success.
+        let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+        assert!(msg.contains("uf_debug_trigger_panic"), "{msg}");
     }
 
     #[test]

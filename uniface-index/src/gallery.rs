@@ -11,12 +11,14 @@
 //! An enrollment is written to its shard's log, made durable as the [`Durability`] mode says,
 //! and applied in memory before `enroll` returns: acknowledged means durable and searchable.
 //! `checkpoint` folds the logs into snapshots and empties them; after it, removed subjects are
-//! gone from every file (erasure). Search is an exact scan of each shard's contiguous matrix,
-//! fanned out over the shards with rayon.
+//! gone from every file (erasure). Search takes candidates from each shard's HNSW graph (plus an
+//! exact scan of templates not yet in it; small shards are scanned exactly), re-scores them in
+//! f32 and fans out over the shards with rayon.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -26,7 +28,7 @@ use uniface_core::template::{ElementType, ModelFingerprint, Template};
 
 use crate::shard::{atomic_write, Shard, Subject};
 use crate::wal::{Durability, Op, Record, ReplayReport};
-use crate::{Error, Result};
+use crate::{Error, HnswParams, Result};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -42,6 +44,10 @@ pub struct Manifest {
     /// Storage of the search matrices (templates are always kept in f32 as well).
     pub element: String,
     pub shards: usize,
+    /// The shards' graph parameters (galleries written before this field existed get the
+    /// defaults).
+    #[serde(default)]
+    pub hnsw: HnswParams,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -53,6 +59,24 @@ impl Manifest {
         self.model_id == f.model_id
             && self.weights_sha256 == hex(&f.weights_sha256)
             && self.preprocessing == f.preprocessing
+    }
+
+    /// The fingerprint the manifest names (`None` when its hash is not 64 hex digits).
+    fn fingerprint(&self) -> Option<ModelFingerprint> {
+        let hex = self.weights_sha256.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
+            *b = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(ModelFingerprint {
+            model_id: self.model_id.clone(),
+            weights_sha256: sha,
+            preprocessing: self.preprocessing,
+        })
     }
 
     fn element(&self) -> Result<ElementType> {
@@ -77,6 +101,8 @@ pub struct GalleryOptions {
     /// Storage of the search matrices: f32, or f16/i8 (the f32 vectors are kept for re-ranking).
     pub element: ElementType,
     pub durability: Durability,
+    /// Graph parameters (`dimensions` is taken from `dimension`).
+    pub hnsw: HnswParams,
 }
 
 impl Default for GalleryOptions {
@@ -87,7 +113,47 @@ impl Default for GalleryOptions {
             shards: 1,
             element: ElementType::F32,
             durability: Durability::Sync,
+            hnsw: HnswParams::default(),
         }
+    }
+}
+
+/// How to open a gallery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    pub durability: Durability,
+    /// Memory-map the saved graphs read-only (usearch `view`) instead of reading them in:
+    /// opening a large gallery is then nearly free and read-only replicas on one machine share
+    /// the pages. The first insertion into a shard's graph reads it into memory.
+    pub view: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            view: false,
+        }
+    }
+}
+
+/// The open-set rule: how strict the "known" decision of [`Gallery::identify`] is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OpenSet {
+    /// A target false-match rate per comparison (the calibration table's own unit).
+    Fmr(f64),
+    /// A target false-positive identification rate: the chance that a probe of someone not
+    /// enrolled is declared known. The gallery converts it to a per-comparison rate for its
+    /// current size `n` (templates searched): FMR = 1 − (1 − FPIR)^(1/n), which assumes
+    /// independent comparisons; several templates of one subject are correlated, so the
+    /// measured FPIR is at or below the target (`docs/ACCURACY.md`). Targets the calibration
+    /// cannot resolve at this size are refused with an error rather than guessed.
+    Fpir(f64),
+}
+
+impl From<f64> for OpenSet {
+    fn from(fmr: f64) -> Self {
+        Self::Fmr(fmr)
     }
 }
 
@@ -135,6 +201,8 @@ pub struct Identification {
     pub threshold: f32,
     /// Target false-match rate of the threshold (per comparison).
     pub fmr: f64,
+    /// The target false-positive identification rate, when the rule was [`OpenSet::Fpir`].
+    pub fpir: Option<f64>,
 }
 
 /// One change of the feed: a log record and the shard it belongs to.
@@ -171,12 +239,16 @@ pub struct OpenReport {
 /// writer per shard at a time).
 pub struct Gallery {
     dir: PathBuf,
-    manifest: Manifest,
+    manifest: RwLock<Manifest>,
     router: ShardRouter,
     shards: Vec<RwLock<Shard>>,
     next_id: AtomicU64,
     calibration: CalibrationTable,
-    indexing: std::sync::Mutex<()>,
+    indexing: Mutex<()>,
+    /// Fixed at open: copied out of the manifest for the hot paths.
+    fingerprint: ModelFingerprint,
+    dimension: usize,
+    metric: Metric,
 }
 
 fn shard_dir(dir: &Path, i: usize) -> PathBuf {
@@ -216,13 +288,17 @@ impl Gallery {
             }
             .into(),
             shards: options.shards.max(1),
+            hnsw: HnswParams {
+                dimensions: options.dimension,
+                ..options.hnsw
+            },
         };
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        atomic_write(&path, &json)?;
-        Ok(Self::open_with(dir, manifest, options.durability)?.0)
+        write_manifest(dir, &manifest)?;
+        let open = OpenOptions {
+            durability: options.durability,
+            view: false,
+        };
+        Ok(Self::open_with(dir, manifest, &open)?.0)
     }
 
     /// Open an existing gallery, refusing one made with another model than `expected`.
@@ -231,12 +307,25 @@ impl Gallery {
         expected: &ModelFingerprint,
         durability: Durability,
     ) -> Result<(Self, OpenReport)> {
+        let options = OpenOptions {
+            durability,
+            view: false,
+        };
+        Self::open_with_options(dir, expected, &options)
+    }
+
+    /// [`Gallery::open`] with more options (e.g. memory-mapped graphs).
+    pub fn open_with_options(
+        dir: &Path,
+        expected: &ModelFingerprint,
+        options: &OpenOptions,
+    ) -> Result<(Self, OpenReport)> {
         let path = dir.join("manifest.json");
         let text = std::fs::read(&path).map_err(|e| Error::Io {
             path: path.clone(),
             source: e,
         })?;
-        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+        let mut manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -252,18 +341,31 @@ impl Gallery {
                 right: expected.model_id.clone(),
             }));
         }
-        Self::open_with(dir, manifest, durability)
+        manifest.hnsw.dimensions = manifest.dimension;
+        Self::open_with(dir, manifest, options)
     }
 
     fn open_with(
         dir: &Path,
         manifest: Manifest,
-        durability: Durability,
+        options: &OpenOptions,
     ) -> Result<(Self, OpenReport)> {
         let element = manifest.element()?;
+        let fingerprint = manifest.fingerprint().ok_or_else(|| Error::Corrupt {
+            path: dir.join("manifest.json"),
+            message: "weights_sha256 is not 64 hex digits".into(),
+        })?;
         let shards: Vec<Shard> = (0..manifest.shards)
             .into_par_iter()
-            .map(|i| Shard::open(&shard_dir(dir, i), manifest.dimension, element, durability))
+            .map(|i| {
+                Shard::open(
+                    &shard_dir(dir, i),
+                    element,
+                    &manifest.hnsw,
+                    options.durability,
+                    options.view,
+                )
+            })
             .collect::<Result<_>>()?;
         let next = shards
             .iter()
@@ -278,11 +380,14 @@ impl Gallery {
             Self {
                 dir: dir.to_owned(),
                 router: ShardRouter::new(manifest.shards),
-                manifest,
+                dimension: manifest.dimension,
+                metric: manifest.metric,
+                fingerprint,
+                manifest: RwLock::new(manifest),
                 shards: shards.into_iter().map(RwLock::new).collect(),
                 next_id: AtomicU64::new(next),
                 calibration,
-                indexing: std::sync::Mutex::new(()),
+                indexing: Mutex::new(()),
             },
             report,
         ))
@@ -292,8 +397,13 @@ impl Gallery {
         &self.dir
     }
 
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+    /// The manifest as it is now (graph parameters change with `rebuild`).
+    pub fn manifest(&self) -> Manifest {
+        read_lock(&self.manifest).clone()
+    }
+
+    fn fingerprint_matches(&self, f: &ModelFingerprint) -> bool {
+        *f == self.fingerprint
     }
 
     pub fn router(&self) -> ShardRouter {
@@ -306,16 +416,16 @@ impl Gallery {
     }
 
     fn check_template(&self, t: &Template) -> Result<Vec<f32>> {
-        if !self.manifest.fingerprint_matches(t.fingerprint()) {
+        if !self.fingerprint_matches(t.fingerprint()) {
             return Err(Error::Core(uniface_core::Error::FingerprintMismatch {
-                left: self.manifest.model_id.clone(),
+                left: self.fingerprint.model_id.clone(),
                 right: t.fingerprint().model_id.clone(),
             }));
         }
         let v = t.vector();
-        if v.len() != self.manifest.dimension {
+        if v.len() != self.dimension {
             return Err(Error::Dimension {
-                expected: self.manifest.dimension,
+                expected: self.dimension,
                 got: v.len(),
             });
         }
@@ -477,39 +587,35 @@ impl Gallery {
         self.len() == 0
     }
 
-    /// Who is this? The `k` best subjects (exact scan of every shard, best template per
-    /// subject, re-scored in f32), and the open-set decision at false-match rate `fmr`.
-    pub fn identify(&self, probe: &Template, k: usize, fmr: f64) -> Result<Identification> {
+    /// Who is this? The `k` best subjects (candidates from every shard, re-scored exactly in
+    /// f32, best template per subject) and the open-set decision: `open_set` is a per-comparison
+    /// FMR (a plain `f64`) or an [`OpenSet::Fpir`] target.
+    pub fn identify(
+        &self,
+        probe: &Template,
+        k: usize,
+        open_set: impl Into<OpenSet>,
+    ) -> Result<Identification> {
         let v = self.check_template(probe)?;
+        let (fmr, fpir) = match open_set.into() {
+            OpenSet::Fmr(f) => (f, None),
+            OpenSet::Fpir(f) => (self.fmr_for_fpir(f)?, Some(f)),
+        };
         let threshold = self.calibration.threshold_for_fmr(fmr)?;
-        let metric = self.manifest.metric;
         // oversample so that one subject's several templates cannot crowd others out
-        let per_shard = (k * 4).max(16);
-        let mut found: Vec<Candidate> = self
-            .shards
-            .par_iter()
-            .map(|s| -> Result<Vec<Candidate>> {
-                let s = read_lock(s);
-                let mut out = Vec::new();
-                for (id, _) in s.state.nearest(&v, metric, per_shard)? {
-                    let (Some(subject), Some(exact)) = (s.state.subject_of(id), s.state.vector(id))
-                    else {
-                        continue;
-                    };
-                    let d = uniface_core::compare::distance(metric, &v, exact)?;
-                    out.push(Candidate {
-                        subject: subject.to_owned(),
-                        template_id: id,
-                        distance: d,
-                        similarity: metric.similarity(d),
-                    });
-                }
-                Ok(out)
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let per_shard = (k * 4).max(8);
+        let mut found = if self.shards.len() == 1 {
+            // no hand-off to the thread pool for a single shard: it costs more than it saves
+            self.search_shard(&self.shards[0], &v, k, per_shard)?
+        } else {
+            self.shards
+                .par_iter()
+                .map(|s| self.search_shard(s, &v, k, per_shard))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect()
+        };
         let candidates = merge_candidates(&mut found, k);
         let known = candidates
             .first()
@@ -520,7 +626,55 @@ impl Gallery {
             known,
             threshold,
             fmr,
+            fpir,
         })
+    }
+
+    /// One shard's best `k` subjects for `v` from `per_shard` candidates, re-scored exactly.
+    fn search_shard(
+        &self,
+        shard: &RwLock<Shard>,
+        v: &[f32],
+        k: usize,
+        per_shard: usize,
+    ) -> Result<Vec<Candidate>> {
+        let s = read_lock(shard);
+        let mut scored: Vec<(f32, u64, &str)> = Vec::with_capacity(per_shard * 2);
+        for (id, _) in s.state.nearest(v, self.metric, per_shard)? {
+            if let Some((subject, exact)) = s.state.entry(id) {
+                let d = uniface_core::compare::distance(self.metric, v, exact)?;
+                scored.push((d, id, subject));
+            }
+        }
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.cmp(b.2)));
+        let mut out: Vec<Candidate> = Vec::with_capacity(k);
+        for (d, id, subject) in scored {
+            if out.len() == k {
+                break;
+            }
+            if out.iter().all(|c| c.subject != subject) {
+                out.push(Candidate {
+                    subject: subject.to_owned(),
+                    template_id: id,
+                    distance: d,
+                    similarity: self.metric.similarity(d),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The per-comparison false-match rate that gives a false-positive identification rate of
+    /// `fpir` over the templates enrolled now (see [`OpenSet::Fpir`]).
+    pub fn fmr_for_fpir(&self, fpir: f64) -> Result<f64> {
+        if !(fpir > 0.0 && fpir < 1.0) {
+            return Err(Error::Core(uniface_core::Error::InvalidArgument {
+                name: "fpir",
+                message: format!("must lie in (0, 1), got {fpir}"),
+            }));
+        }
+        let n = self.len().max(1) as f64;
+        Ok(-((-fpir).ln_1p() / n).exp_m1())
     }
 
     /// [`Gallery::identify`] for many probes, in parallel on the rayon pool.
@@ -528,11 +682,12 @@ impl Gallery {
         &self,
         probes: &[Template],
         k: usize,
-        fmr: f64,
+        open_set: impl Into<OpenSet>,
     ) -> Result<Vec<Identification>> {
+        let open_set = open_set.into();
         probes
             .par_iter()
-            .map(|p| self.identify(p, k, fmr))
+            .map(|p| self.identify(p, k, open_set))
             .collect()
     }
 
@@ -551,7 +706,7 @@ impl Gallery {
         let mut best: Option<f32> = None;
         for id in &entry.templates {
             if let Some(t) = s.state.vector(*id) {
-                let d = uniface_core::compare::distance(self.manifest.metric, &v, t)?;
+                let d = uniface_core::compare::distance(self.metric, &v, t)?;
                 best = Some(best.map_or(d, |b: f32| b.min(d)));
             }
         }
@@ -658,19 +813,20 @@ impl Gallery {
             .ok()
             .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         {
-            Some(m) if m == self.manifest => {}
-            _ => {
-                problems.push("manifest.json is unreadable or differs from the open gallery".into())
+            Some(mut m) => {
+                m.hnsw.dimensions = m.dimension;
+                if m != *read_lock(&self.manifest) {
+                    problems.push("manifest.json differs from the open gallery".into());
+                }
             }
+            None => problems.push("manifest.json is unreadable".into()),
         }
         let (mut subjects, mut templates) = (0, 0);
         for (i, s) in self.shards.iter().enumerate() {
             let s = read_lock(s);
             let snap = Shard::snapshot_path(&s.dir);
             if let Ok(bytes) = std::fs::read(&snap) {
-                if let Err(e) =
-                    crate::shard::verify_snapshot(&bytes, &snap, self.manifest.dimension)
-                {
+                if let Err(e) = crate::shard::verify_snapshot(&bytes, &snap, self.dimension) {
                     problems.push(format!("shard {i}: {e}"));
                 }
             }
@@ -702,10 +858,11 @@ impl Gallery {
         })
     }
 
-    /// Move up to `max_per_shard` pending templates of each shard into its HNSW graph; returns
-    /// how many were indexed. Until then they are found by exact scan, so enrollment never
-    /// waits for the graph: a host calls this from a background thread (see
-    /// [`Gallery::pending`]). Searches continue while it runs.
+    /// Move up to `max_per_shard` pending templates of each shard into its HNSW graph (in
+    /// parallel on the rayon pool); returns how many were indexed. Until then they are found
+    /// by exact scan, so enrollment never waits for the graph: [`Gallery::spawn_indexer`] runs
+    /// this in the background, or a host calls it itself. Searches continue while it runs;
+    /// writers to a shard wait for the batch being inserted into it.
     pub fn index_pending(&self, max_per_shard: usize) -> Result<usize> {
         let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = 0;
@@ -716,15 +873,107 @@ impl Gallery {
             }
             {
                 let s = read_lock(shard);
-                for (id, v) in &batch {
-                    s.state.hnsw.add(*id, v)?;
-                }
+                batch
+                    .par_iter()
+                    .try_for_each(|(id, v)| s.state.hnsw.add(*id, v))?;
             }
             let ids: Vec<u64> = batch.iter().map(|b| b.0).collect();
             write_lock(shard).state.finish_indexing(&ids)?;
             done += ids.len();
         }
         Ok(done)
+    }
+
+    /// Build every shard's graph again from the template store with new parameters (e.g. a
+    /// larger `connectivity`, or another graph storage), then checkpoint. Each new graph is
+    /// built beside the old one, so searches and enrollments go on meanwhile; templates
+    /// enrolled during the build are pending in the new graph. Returns the templates indexed.
+    pub fn rebuild(&self, params: HnswParams) -> Result<usize> {
+        let params = HnswParams {
+            dimensions: self.dimension,
+            ..params
+        };
+        if params.connectivity < 2 || params.expansion_add == 0 || params.expansion_search == 0 {
+            return Err(Error::Core(uniface_core::Error::InvalidArgument {
+                name: "hnsw",
+                message: format!("connectivity must be ≥ 2 and expansions ≥ 1, got {params:?}"),
+            }));
+        }
+        let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = 0;
+        for shard in &self.shards {
+            let all = read_lock(shard).state.all_vectors();
+            let mut graph = crate::hnsw::Hnsw::new(&params)?;
+            graph.reserve(all.len())?;
+            all.par_iter().try_for_each(|(id, v)| graph.add(*id, v))?;
+            let ids: Vec<u64> = all.into_iter().map(|(id, _)| id).collect();
+            write_lock(shard).state.install_graph(graph, &ids)?;
+            done += ids.len();
+        }
+        {
+            let mut m = write_lock(&self.manifest);
+            m.hnsw = params;
+            write_manifest(&self.dir, &m)?;
+        }
+        self.checkpoint()?;
+        Ok(done)
+    }
+
+    /// Change the graphs' search expansion ("ef": more candidates, higher recall, slower) and
+    /// record it in the manifest.
+    pub fn set_expansion_search(&self, ef: usize) -> Result<()> {
+        if ef == 0 {
+            return Err(Error::Core(uniface_core::Error::InvalidArgument {
+                name: "expansion_search",
+                message: "must be at least 1".into(),
+            }));
+        }
+        let mut m = write_lock(&self.manifest);
+        for shard in &self.shards {
+            write_lock(shard).state.hnsw.set_expansion_search(ef);
+        }
+        m.hnsw.expansion_search = ef;
+        write_manifest(&self.dir, &m)
+    }
+
+    /// Start a background thread that moves pending templates into the graphs in batches of
+    /// `batch` per shard, sleeping `idle` when there is nothing to do. It stops when the
+    /// returned [`Indexer`] is dropped (or [`Indexer::stop`]ped) or the gallery is dropped.
+    pub fn spawn_indexer(self: &Arc<Self>, batch: usize, idle: Duration) -> Indexer {
+        let gallery: Weak<Self> = Arc::downgrade(self);
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_error = Arc::new(Mutex::new(None));
+        let indexed = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, last_error, indexed) = (stop.clone(), last_error.clone(), indexed.clone());
+            std::thread::Builder::new()
+                .name("uniface-indexer".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let Some(g) = gallery.upgrade() else { break };
+                        let result = g.index_pending(batch.max(1));
+                        drop(g);
+                        match result {
+                            Ok(0) => std::thread::park_timeout(idle),
+                            Ok(n) => {
+                                indexed.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                *last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(e.to_string());
+                                std::thread::park_timeout(idle);
+                            }
+                        }
+                    }
+                })
+                .ok()
+        };
+        Indexer {
+            stop,
+            thread,
+            last_error,
+            indexed,
+        }
     }
 
     /// Templates enrolled but not yet in a graph.
@@ -742,6 +991,64 @@ impl Gallery {
         }
         Ok(())
     }
+}
+
+/// The handle of a background indexer ([`Gallery::spawn_indexer`]); dropping it stops the
+/// thread (after the batch in progress).
+pub struct Indexer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    last_error: Arc<Mutex<Option<String>>>,
+    indexed: Arc<AtomicU64>,
+}
+
+impl Indexer {
+    /// Whether the thread is running (it could not be spawned, or it stopped because the
+    /// gallery was dropped, when not).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Templates it has moved into graphs so far.
+    pub fn indexed(&self) -> u64 {
+        self.indexed.load(Ordering::Relaxed)
+    }
+
+    /// The last error `index_pending` returned (the thread keeps trying).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stop and wait for the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join("manifest.json");
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    atomic_write(&path, &json)
 }
 
 /// Merge candidates gathered from several shards (local or remote): best distance per subject,

@@ -1,5 +1,5 @@
-//! A shard's approximate-nearest-neighbour graph: usearch HNSW over f16 copies of the
-//! templates (squared Euclidean), keyed by template id. Candidates it returns are re-scored
+//! A shard's approximate-nearest-neighbour graph: usearch HNSW over quantised (i8 by default)
+//! copies of the templates (squared Euclidean), keyed by template id. Candidates it returns are re-scored
 //! exactly from the f32 vectors, so its quantisation never reaches a decision.
 //!
 //! usearch facts this wrapper relies on (`../shared/reference/index.md`): `add` needs capacity
@@ -8,9 +8,9 @@
 //! `reserve`, `load` and `save` must not run concurrently with `add`/`search` (callers hold the
 //! shard's write lock for them); `expansion_search` is not stored in the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use usearch::{Index, ScalarKind};
+use usearch::Index;
 
 use crate::{Error, HnswParams, Result};
 
@@ -26,23 +26,43 @@ fn thread_contexts() -> usize {
 
 pub(crate) struct Hnsw {
     index: Index,
+    /// Set while the graph is a read-only memory map of this file (`view`): the first
+    /// insertion loads it into memory.
+    viewed: Option<PathBuf>,
+    params: HnswParams,
 }
 
 impl Hnsw {
     pub(crate) fn new(params: &HnswParams) -> Result<Self> {
-        let index = Index::new(&crate::l2_options(params, ScalarKind::F16)).map_err(usearch)?;
+        let index = Index::new(&crate::l2_options(params)).map_err(usearch)?;
         index
             .reserve_capacity_and_threads(1024, thread_contexts())
             .map_err(usearch)?;
-        Ok(Self { index })
+        Ok(Self {
+            index,
+            viewed: None,
+            params: *params,
+        })
     }
 
-    /// Load a saved graph (or start empty when there is none).
-    pub(crate) fn open(path: &Path, params: &HnswParams) -> Result<Self> {
+    pub(crate) fn params(&self) -> &HnswParams {
+        &self.params
+    }
+
+    /// Load a saved graph (or start empty when there is none); with `view`, memory-map it
+    /// read-only instead of reading it in (opening is then nearly free and pages are shared
+    /// with other processes viewing the same file).
+    pub(crate) fn open(path: &Path, params: &HnswParams, view: bool) -> Result<Self> {
         if !path.exists() {
             return Self::new(params);
         }
-        let index = Index::restore(&path.to_string_lossy()).map_err(|e| Error::Corrupt {
+        let name = path.to_string_lossy();
+        let restored = if view {
+            Index::restore_view(&name)
+        } else {
+            Index::restore(&name)
+        };
+        let index = restored.map_err(|e| Error::Corrupt {
             path: path.to_owned(),
             message: format!("HNSW graph: {e}"),
         })?;
@@ -52,12 +72,27 @@ impl Hnsw {
                 got: index.dimensions(),
             });
         }
-        let capacity = index.capacity().max(index.size() + 1024);
+        let capacity = if view {
+            index.size()
+        } else {
+            index.capacity().max(index.size() + 1024)
+        };
         index
             .reserve_capacity_and_threads(capacity, thread_contexts())
             .map_err(usearch)?;
         index.change_expansion_search(params.expansion_search);
-        Ok(Self { index })
+        index.change_expansion_add(params.expansion_add);
+        Ok(Self {
+            index,
+            viewed: view.then(|| path.to_owned()),
+            params: *params,
+        })
+    }
+
+    /// Change the search expansion (exclusive access: usearch reads it without a lock).
+    pub(crate) fn set_expansion_search(&mut self, ef: usize) {
+        self.params.expansion_search = ef;
+        self.index.change_expansion_search(ef);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -68,8 +103,12 @@ impl Hnsw {
         self.index.contains(id)
     }
 
-    /// Make room for `additional` more vectors (exclusive access required).
+    /// Make room for `additional` more vectors (exclusive access required). A viewed graph is
+    /// read into memory first.
     pub(crate) fn reserve(&mut self, additional: usize) -> Result<()> {
+        if let Some(path) = self.viewed.take() {
+            *self = Self::open(&path, &self.params, false)?;
+        }
         let need = self.index.size() + additional;
         if need > self.index.capacity() {
             let cap = need.max(self.index.capacity() * 2);
@@ -84,11 +123,15 @@ impl Hnsw {
         self.index.add(id, vector).map_err(usearch)
     }
 
-    pub(crate) fn remove(&self, id: u64) -> Result<()> {
+    pub(crate) fn remove(&mut self, id: u64) -> Result<()> {
+        if let Some(path) = self.viewed.take() {
+            *self = Self::open(&path, &self.params, false)?;
+        }
         self.index.remove(id).map(|_| ()).map_err(usearch)
     }
 
-    /// Up to `k` candidates whose ids pass `keep` (ids of removed templates can linger in a
+    /// Up to `k` candidates whose ids pass `keep`, with approximate Euclidean distances in the
+    /// templates' units (ids of removed templates can linger in a
     /// graph restored from an older checkpoint; the filter hides them).
     pub(crate) fn search(
         &self,
@@ -103,12 +146,19 @@ impl Hnsw {
         // searches.) A plain search with the filter applied afterwards: a predicate evaluated
         // on every visited node costs more than the rare id it rejects.
         let found = self.index.search(probe, k).map_err(usearch)?;
+        // usearch reports i8 distances in its integer units (each value × 127)
+        // (the file's own storage decides: a restored graph may predate the manifest's)
+        let scale = if self.index.scalar_kind() == usearch::ScalarKind::I8 {
+            1.0 / 127.0
+        } else {
+            1.0
+        };
         Ok(found
             .keys
             .into_iter()
             .zip(found.distances)
             .filter(|(id, _)| keep(*id))
-            .map(|(id, d)| (id, d.max(0.0).sqrt()))
+            .map(|(id, d)| (id, d.max(0.0).sqrt() * scale))
             .collect())
     }
 

@@ -5,8 +5,10 @@
 //! metadata; `identify` answers "who is this?" with ranked candidates and an open-set decision
 //! from the calibrated threshold. See [`Gallery`].
 //!
-//! Status: persistence, crash recovery, exact search, routing and merging are in place; the
-//! HNSW index per shard ([`new_l2_index`]), the change feed and the CLI are the next steps.
+//! Each shard keeps an HNSW graph (usearch, [`HnswParams`]) over quantised copies of its
+//! templates and re-scores the graph's candidates exactly from the f32 templates; templates not
+//! yet in the graph are scanned exactly. Layout, recovery, erasure and the change feed:
+//! `docs/GALLERY.md`.
 #![forbid(unsafe_code)]
 
 mod gallery;
@@ -16,11 +18,15 @@ pub mod wal;
 
 pub use gallery::{
     merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions, Identification,
-    Manifest, OpenReport, ShardRouter,
+    Indexer, Manifest, OpenOptions, OpenReport, OpenSet, ShardRouter,
 };
 pub use shard::{Subject, EXACT_SCAN_LIMIT};
+/// The usearch crate this gallery is built on (for raw baselines and direct use).
+pub use usearch;
 pub use wal::Durability;
 
+use serde::{Deserialize, Serialize};
+use uniface_core::template::ElementType;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 /// Errors of `uniface-index`.
@@ -70,14 +76,24 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// HNSW parameters of a shard index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// HNSW parameters of a shard's graph (stored in the manifest; change them with
+/// [`Gallery::rebuild`], or only the search expansion with [`Gallery::set_expansion_search`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HnswParams {
     pub dimensions: usize,
-    /// Graph degree (usearch `connectivity`).
+    /// Graph degree (usearch `connectivity`, "M").
     pub connectivity: usize,
+    /// Candidate list while inserting ("ef_construction").
     pub expansion_add: usize,
+    /// Candidate list while searching ("ef"); raised to the number of candidates asked for.
     pub expansion_search: usize,
+    /// How the graph stores vectors. Candidates are always re-scored from the f32 templates,
+    /// so the graph's quantisation only changes which candidates are found, not their scores;
+    /// i8 is the fastest and, after re-scoring, as accurate as f16/f32 on face templates
+    /// (`docs/PERFORMANCE.md`).
+    #[serde(with = "element_name")]
+    pub graph: ElementType,
 }
 
 impl Default for HnswParams {
@@ -87,16 +103,57 @@ impl Default for HnswParams {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 64,
+            graph: ElementType::I8,
         }
     }
 }
 
-/// Options of a squared-L2 HNSW index storing `quantization`.
-pub(crate) fn l2_options(params: &HnswParams, quantization: ScalarKind) -> IndexOptions {
+/// Element types by their names in the manifest ("f32", "f16", "i8").
+pub(crate) mod element_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uniface_core::template::ElementType;
+
+    pub(crate) fn name(e: ElementType) -> &'static str {
+        match e {
+            ElementType::F32 => "f32",
+            ElementType::F16 => "f16",
+            ElementType::I8 => "i8",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<ElementType> {
+        match s {
+            "f32" => Some(ElementType::F32),
+            "f16" => Some(ElementType::F16),
+            "i8" => Some(ElementType::I8),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(e: &ElementType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*e))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ElementType, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown element type {s:?}")))
+    }
+}
+
+fn scalar_kind(e: ElementType) -> ScalarKind {
+    match e {
+        ElementType::F32 => ScalarKind::F32,
+        ElementType::F16 => ScalarKind::F16,
+        ElementType::I8 => ScalarKind::I8,
+    }
+}
+
+/// Options of a squared-L2 HNSW index with `params`.
+pub(crate) fn l2_options(params: &HnswParams) -> IndexOptions {
     IndexOptions {
         dimensions: params.dimensions,
         metric: MetricKind::L2sq,
-        quantization,
+        quantization: scalar_kind(params.graph),
         connectivity: params.connectivity,
         expansion_add: params.expansion_add,
         expansion_search: params.expansion_search,
@@ -104,24 +161,15 @@ pub(crate) fn l2_options(params: &HnswParams, quantization: ScalarKind) -> Index
     }
 }
 
-fn new_reserved(params: &HnswParams, quantization: ScalarKind, capacity: usize) -> Result<Index> {
-    let index = usearch::new_index(&l2_options(params, quantization))
-        .map_err(|e| Error::Usearch(e.to_string()))?;
+/// Create an empty squared-L2 usearch index with `params` (the configuration a gallery's
+/// shards use) and room for `capacity` vectors: the raw baseline of the benchmarks.
+pub fn new_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
+    let index =
+        usearch::new_index(&l2_options(params)).map_err(|e| Error::Usearch(e.to_string()))?;
     index
         .reserve(capacity)
         .map_err(|e| Error::Usearch(e.to_string()))?;
     Ok(index)
-}
-
-/// Create an empty squared-L2 HNSW index storing f16, with room for `capacity` vectors (the
-/// configuration the gallery's shards use; a raw baseline for benchmarks).
-pub fn new_f16_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
-    new_reserved(params, ScalarKind::F16, capacity)
-}
-
-/// Create an empty Euclidean (squared L2) f32 HNSW index with room for `capacity` vectors.
-pub fn new_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
-    new_reserved(params, ScalarKind::F32, capacity)
 }
 
 #[cfg(test)]
@@ -132,6 +180,7 @@ mod tests {
     fn nearest_neighbour_is_found() {
         let params = HnswParams {
             dimensions: 4,
+            graph: ElementType::F32,
             ..Default::default()
         };
         let index = new_l2_index(&params, 8).unwrap();

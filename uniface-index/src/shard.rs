@@ -7,8 +7,9 @@
 //! finally the CRC-32C of everything before it. Written to a temporary file, synced, renamed
 //! over the old one, and the directory synced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,30 @@ pub const EXACT_SCAN_LIMIT: usize = 20_000;
 const SNAP_MAGIC: [u8; 4] = *b"UFGS";
 const SNAP_VERSION: u16 = 1;
 
+/// Hashes template ids (already unique integers) with one multiplication instead of SipHash:
+/// the id lookups of every search candidate are on the query path.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+
 /// A subject's entry.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Subject {
@@ -44,14 +69,15 @@ struct Entry {
 pub(crate) struct State {
     pub(crate) dim: usize,
     pub(crate) subjects: BTreeMap<String, Subject>,
-    templates: HashMap<u64, Entry>,
+    templates: IdMap<Entry>,
     /// Row → template id.
     rows: Vec<u64>,
     matrix: TemplateMatrix,
     pub(crate) last_seq: u64,
     /// The graph, and the templates enrolled but not yet in it (scanned exactly).
     pub(crate) hnsw: Hnsw,
-    pub(crate) pending: std::collections::HashSet<u64>,
+    /// Ordered, so that the indexer takes the oldest first.
+    pub(crate) pending: BTreeSet<u64>,
     /// Templates removed from the graph since it was built (usearch keeps their bytes).
     tombstones: usize,
 }
@@ -61,7 +87,7 @@ impl State {
         Self {
             dim,
             subjects: BTreeMap::new(),
-            templates: HashMap::new(),
+            templates: IdMap::default(),
             rows: Vec::new(),
             matrix: TemplateMatrix::new(dim, element),
             last_seq: 0,
@@ -73,12 +99,8 @@ impl State {
 
     /// Start a new, empty graph with every template pending (the old graph's file keeps the
     /// bytes of removed templates, so erasure must not write it again).
-    fn reset_graph(&mut self) -> Result<()> {
-        let params = HnswParams {
-            dimensions: self.dim,
-            ..Default::default()
-        };
-        self.hnsw = Hnsw::new(&params)?;
+    pub(crate) fn reset_graph(&mut self, params: &HnswParams) -> Result<()> {
+        self.hnsw = Hnsw::new(params)?;
         self.pending = self.templates.keys().copied().collect();
         self.tombstones = 0;
         Ok(())
@@ -96,8 +118,11 @@ impl State {
         self.templates.contains_key(&id)
     }
 
-    pub(crate) fn subject_of(&self, id: u64) -> Option<&str> {
-        self.templates.get(&id).map(|e| e.subject.as_str())
+    /// A template's subject and f32 vector.
+    pub(crate) fn entry(&self, id: u64) -> Option<(&str, &[f32])> {
+        self.templates
+            .get(&id)
+            .map(|e| (e.subject.as_str(), e.vector.as_slice()))
     }
 
     pub(crate) fn vector(&self, id: u64) -> Option<&[f32]> {
@@ -229,15 +254,20 @@ impl State {
                 .map(|n| (self.rows[n.index], n.distance))
                 .collect());
         }
-        let mut out = self.hnsw.search(probe, k, |id| {
-            self.templates.contains_key(&id) && !self.pending.contains(&id)
-        })?;
-        for id in &self.pending {
-            if let Some(e) = self.templates.get(id) {
-                out.push((
-                    *id,
-                    uniface_core::compare::distance(metric, probe, &e.vector)?,
-                ));
+        // (ids no longer enrolled, which a graph restored from an older checkpoint can hold,
+        // are dropped by the caller's look-up of each candidate's f32 vector)
+        let none_pending = self.pending.is_empty();
+        let mut out = self
+            .hnsw
+            .search(probe, k, |id| none_pending || !self.pending.contains(&id))?;
+        if !none_pending {
+            for id in &self.pending {
+                if let Some(e) = self.templates.get(id) {
+                    out.push((
+                        *id,
+                        uniface_core::compare::distance(metric, probe, &e.vector)?,
+                    ));
+                }
             }
         }
         out.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -248,6 +278,8 @@ impl State {
     /// Up to `max` pending templates with their vectors, after making room for them in the
     /// graph (exclusive access).
     pub(crate) fn take_pending(&mut self, max: usize) -> Result<Vec<(u64, Vec<f32>)>> {
+        // oldest first: the graph's nodes then lie in enrollment order, so a subject's
+        // templates (usually enrolled together) are neighbours in memory as well
         let batch: Vec<(u64, Vec<f32>)> = self
             .pending
             .iter()
@@ -256,6 +288,39 @@ impl State {
             .collect();
         self.hnsw.reserve(batch.len())?;
         Ok(batch)
+    }
+
+    /// Every template with its vector (a rebuild's input).
+    pub(crate) fn all_vectors(&self) -> Vec<(u64, Vec<f32>)> {
+        let mut all: Vec<(u64, Vec<f32>)> = self
+            .templates
+            .iter()
+            .map(|(id, e)| (*id, e.vector.clone()))
+            .collect();
+        all.sort_unstable_by_key(|a| a.0);
+        all
+    }
+
+    /// Replace the graph with one built from `ids`: what was removed meanwhile comes out of
+    /// it, what was enrolled meanwhile is pending (exclusive access).
+    pub(crate) fn install_graph(&mut self, mut graph: Hnsw, ids: &[u64]) -> Result<()> {
+        let mut tombstones = 0;
+        for id in ids {
+            if !self.templates.contains_key(id) {
+                graph.remove(*id)?;
+                tombstones += 1;
+            }
+        }
+        let built: IdSet = ids.iter().copied().collect();
+        self.pending = self
+            .templates
+            .keys()
+            .copied()
+            .filter(|id| !built.contains(id))
+            .collect();
+        self.hnsw = graph;
+        self.tombstones = tombstones;
+        Ok(())
     }
 
     /// After a batch was added to the graph: mark what is still enrolled as indexed, and take
@@ -412,24 +477,22 @@ impl Shard {
     /// Open a shard directory: snapshot (if any), then the log records after it.
     pub(crate) fn open(
         dir: &Path,
-        dim: usize,
         element: ElementType,
+        params: &HnswParams,
         durability: Durability,
+        view: bool,
     ) -> Result<Self> {
+        let dim = params.dimensions;
         fs::create_dir_all(dir).map_err(|e| Error::Io {
             path: dir.to_owned(),
             source: e,
         })?;
         let snap = Self::snapshot_path(dir);
-        let params = HnswParams {
-            dimensions: dim,
-            ..Default::default()
-        };
         let mut state = match fs::read(&snap) {
             Ok(b) => {
-                let mut st = State::from_snapshot(&b, element, &snap, Hnsw::new(&params)?)?;
+                let mut st = State::from_snapshot(&b, element, &snap, Hnsw::new(params)?)?;
                 // the graph saved with the snapshot: what it holds is indexed, the rest pending
-                st.hnsw = Hnsw::open(&Self::hnsw_path(dir), &params)?;
+                st.hnsw = Hnsw::open(&Self::hnsw_path(dir), params, view)?;
                 let indexed: Vec<u64> = st
                     .pending
                     .iter()
@@ -442,7 +505,7 @@ impl Shard {
                 st
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                State::new(dim, element, Hnsw::new(&params)?)
+                State::new(dim, element, Hnsw::new(params)?)
             }
             Err(e) => {
                 return Err(Error::Io {
@@ -487,7 +550,8 @@ impl Shard {
         if self.state.tombstones > 0 {
             // removed templates must leave every file: drop the graph, re-index from the
             // snapshot's templates (pending meanwhile, so searches stay exact)
-            self.state.reset_graph()?;
+            let params = *self.state.hnsw.params();
+            self.state.reset_graph(&params)?;
         }
         self.state.hnsw.save(&Self::hnsw_path(&self.dir))?;
         self.wal.truncate()

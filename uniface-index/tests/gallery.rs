@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-use uniface_core::template::{ModelFingerprint, Template};
-use uniface_index::{Durability, Gallery, GalleryOptions, ShardRouter};
+use uniface_core::template::{ElementType, ModelFingerprint, Template};
+use uniface_index::{
+    Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet, ShardRouter,
+};
 
 fn unit(seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -415,4 +417,176 @@ fn batch_identification_equals_one_by_one() {
     for (p, b) in probes.iter().zip(&batch) {
         assert_eq!(&g.identify(p, 3, 1e-3).unwrap(), b);
     }
+}
+
+/// A gallery above the exact-scan limit, its graph built and checkpointed.
+fn large_gallery(dir: &Path, n: usize) -> Gallery {
+    let g = Gallery::create(
+        dir,
+        &GalleryOptions {
+            durability: Durability::Async,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
+    let ts: Vec<Template> = (0..n as u64).map(|i| template(i, 0)).collect();
+    let items: Vec<(&str, &Template)> = names.iter().map(String::as_str).zip(&ts).collect();
+    g.enroll_many(&items).unwrap();
+    assert_eq!(g.index_pending(usize::MAX).unwrap(), n);
+    g.checkpoint().unwrap();
+    g
+}
+
+fn hit_rate(g: &Gallery, n: usize) -> f64 {
+    let ids: Vec<u64> = (0..n as u64).step_by(211).collect();
+    let hits = ids
+        .iter()
+        .filter(|&&id| {
+            let r = g.identify(&template(id, 4), 1, 1e-3).unwrap();
+            r.candidates[0].subject == format!("g{id}")
+        })
+        .count();
+    hits as f64 / ids.len() as f64
+}
+
+#[test]
+fn memory_mapped_graphs_search_then_turn_writable_and_rebuild_changes_parameters() {
+    let n = uniface_index::EXACT_SCAN_LIMIT + 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    drop(large_gallery(dir.path(), n));
+    let fp = ModelFingerprint::dlib_resnet_v1();
+    let view = OpenOptions {
+        durability: Durability::Async,
+        view: true,
+    };
+    let (g, _) = Gallery::open_with_options(dir.path(), &fp, &view).unwrap();
+    assert_eq!(g.pending(), 0, "the mapped graph holds every template");
+    assert!(hit_rate(&g, n) >= 0.99);
+    // a new enrollment is found at once (pending, scanned exactly), then indexed: the first
+    // insertion reads the mapped graph into memory
+    g.enroll("newcomer", &template(777_777, 0)).unwrap();
+    assert_eq!(g.pending(), 1);
+    let r = g.identify(&template(777_777, 3), 1, 1e-3).unwrap();
+    assert_eq!(r.known.as_deref(), Some("newcomer"));
+    assert_eq!(g.index_pending(10).unwrap(), 1);
+    assert_eq!(g.pending(), 0);
+    let r = g.identify(&template(777_777, 3), 1, 1e-3).unwrap();
+    assert_eq!(r.known.as_deref(), Some("newcomer"));
+    // removing through a mapped graph works too (after a fresh view)
+    g.checkpoint().unwrap();
+    drop(g);
+    let (g, _) = Gallery::open_with_options(dir.path(), &fp, &view).unwrap();
+    assert_eq!(g.remove_subject("g5").unwrap(), 1);
+    let r = g.identify(&template(5, 4), 3, 1e-3).unwrap();
+    assert!(r.candidates.iter().all(|c| c.subject != "g5"), "{r:?}");
+
+    // rebuild with other parameters: recorded in the manifest, searches unchanged, and the
+    // new graph is what a reopen loads
+    let params = HnswParams {
+        connectivity: 24,
+        expansion_add: 96,
+        graph: ElementType::F16,
+        ..Default::default()
+    };
+    assert_eq!(g.rebuild(params).unwrap(), n, "n + the newcomer − g5");
+    assert_eq!(g.manifest().hnsw.connectivity, 24);
+    assert_eq!(g.pending(), 0);
+    assert!(hit_rate(&g, n) >= 0.99);
+    g.set_expansion_search(40).unwrap();
+    assert!(g
+        .rebuild(HnswParams {
+            connectivity: 1,
+            ..params
+        })
+        .is_err());
+    drop(g);
+    let g = open(dir.path());
+    let m = g.manifest();
+    assert_eq!(
+        (m.hnsw.connectivity, m.hnsw.expansion_search, m.hnsw.graph),
+        (24, 40, ElementType::F16)
+    );
+    assert_eq!(g.pending(), 0, "the rebuilt graph was saved");
+    assert!(hit_rate(&g, n) >= 0.99);
+    assert!(g.check().unwrap().is_clean());
+}
+
+#[test]
+fn the_background_indexer_drains_pending_templates_while_searches_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = std::sync::Arc::new(
+        Gallery::create(
+            dir.path(),
+            &GalleryOptions {
+                durability: Durability::Group,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let indexer = g.spawn_indexer(64, std::time::Duration::from_millis(5));
+    assert!(indexer.is_running());
+    let n = 3_000u64;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for id in 0..n {
+                g.enroll(&format!("b{id}"), &template(id, 0)).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for id in 0..200 {
+                // every acknowledged enrollment is searchable whatever the indexer is doing
+                let _ = g.identify(&template(id, 2), 1, 1e-3).unwrap();
+            }
+        });
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while g.pending() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(g.pending(), 0);
+    assert_eq!(indexer.indexed(), n);
+    assert_eq!(indexer.last_error(), None);
+    indexer.stop();
+    let r = g.identify(&template(1234, 3), 1, 1e-3).unwrap();
+    assert_eq!(r.known.as_deref(), Some("b1234"));
+    // the indexer holds the gallery weakly: dropping the gallery ends it
+    let indexer = g.spawn_indexer(64, std::time::Duration::from_millis(5));
+    drop(g);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while indexer.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!indexer.is_running());
+}
+
+#[test]
+fn fpir_targets_become_per_comparison_rates_for_the_gallery_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(2)).unwrap();
+    for id in 0..100 {
+        g.enroll(&format!("f{id}"), &template(id, 0)).unwrap();
+    }
+    let fmr = g.fmr_for_fpir(1e-2).unwrap();
+    // 1 − (1 − 0.01)^(1/100)
+    assert!((fmr - 1.004_983_08e-4).abs() < 1e-11, "{fmr}");
+    let r = g.identify(&template(7, 3), 1, OpenSet::Fpir(1e-2)).unwrap();
+    assert_eq!(r.fpir, Some(1e-2));
+    assert_eq!(r.fmr, fmr);
+    let expected = uniface_core::calibration::threshold_for_fmr(fmr).unwrap();
+    assert_eq!(r.threshold, expected);
+    assert_eq!(r.known.as_deref(), Some("f7"));
+    // a larger gallery needs a stricter threshold for the same FPIR
+    let before = r.threshold;
+    for id in 100..1_000 {
+        g.enroll(&format!("f{id}"), &template(id, 0)).unwrap();
+    }
+    let r = g.identify(&template(7, 3), 1, OpenSet::Fpir(1e-2)).unwrap();
+    assert!(r.threshold < before, "{} vs {before}", r.threshold);
+    for bad in [0.0, 1.0, -0.1, f64::NAN] {
+        assert!(g.fmr_for_fpir(bad).is_err(), "{bad}");
+    }
+    // a target the calibration cannot resolve at this size is refused, not guessed
+    assert!(g.identify(&template(7, 3), 1, OpenSet::Fpir(1e-9)).is_err());
 }

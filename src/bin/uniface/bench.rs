@@ -12,7 +12,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median seconds of `runs` calls after one warm-up call.
-fn time(runs: usize, mut f: impl FnMut() -> uniface::Result<()>) -> uniface::Result<f64> {
+pub(crate) fn time(
+    runs: usize,
+    mut f: impl FnMut() -> uniface::Result<()>,
+) -> uniface::Result<f64> {
     f()?;
     let mut t = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
@@ -136,7 +139,7 @@ pub fn embed(batch: usize, runs: usize, layers: bool, json_out: bool) -> uniface
     Ok(())
 }
 
-fn rayon_threads() -> usize {
+pub(crate) fn rayon_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -161,7 +164,7 @@ fn read_bandwidth(buf: &[u64], runs: usize) -> uniface::Result<f64> {
 }
 
 /// Unit vectors from a fixed-seed generator.
-fn unit_vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32>> {
+pub(crate) fn unit_vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32>> {
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     (0..n).map(move |_| {
         let v: Vec<f32> = (0..dim)
@@ -333,199 +336,5 @@ pub fn gate(image: &std::path::Path, runs: usize, json_out: bool) -> uniface::Re
         "  liveness (2 MiniFASNets)                {:8.3} ms",
         ms(t_live)
     );
-    Ok(())
-}
-
-/// `uniface bench gallery`: durable enrollment per durability mode, exact identification
-/// latency with one and two shards, open (recovery) time and bytes per template — synthetic
-/// face-like templates (identity centres on the sphere, 4 noisy samples each).
-pub fn gallery(templates: usize, queries: usize, json_out: bool) -> uniface::Result<()> {
-    use uniface::core::template::{ModelFingerprint, Template};
-    use uniface::index::{Durability, Gallery, GalleryOptions};
-    let ie = |e: uniface::index::Error| Error::InvalidArgument {
-        name: "gallery",
-        message: e.to_string(),
-    };
-    let fp = ModelFingerprint::dlib_resnet_v1();
-    let dim = uniface::core::embed::DESCRIPTOR_DIM;
-    let centres: Vec<Vec<f32>> = unit_vectors(templates / 4 + 1, dim).collect();
-    let noise: Vec<Vec<f32>> = unit_vectors(templates + queries + 7, dim).skip(7).collect();
-    let sample = |identity: usize, k: usize| -> uniface::Result<Template> {
-        let v: Vec<f32> = centres[identity]
-            .iter()
-            .zip(&noise[k % noise.len()])
-            .map(|(c, n)| c + 0.55 * n)
-            .collect();
-        Template::new(fp.clone(), &v)
-    };
-    let tmp = tempfile::tempdir().map_err(|e| Error::Io {
-        path: std::env::temp_dir(),
-        source: e,
-    })?;
-    // durable enrollment rate per mode (one thread; Group also with 4 threads)
-    let mut enroll_rates = Vec::new();
-    // (mode, threads, templates, batch size)
-    for (mode, threads, n, batch) in [
-        (Durability::Sync, 1, 2_000.min(templates), 1),
-        (Durability::Group, 4, 8_000.min(templates), 1),
-        (Durability::Group, 1, 50_000.min(templates), 256),
-        (Durability::Async, 1, 50_000.min(templates), 1),
-    ] {
-        let dir = tmp.path().join(format!("{mode:?}-{threads}"));
-        let g = Gallery::create(
-            &dir,
-            &GalleryOptions {
-                durability: mode,
-                ..Default::default()
-            },
-        )
-        .map_err(ie)?;
-        let ts: Vec<Template> = (0..n)
-            .map(|i| sample(i / 4, i))
-            .collect::<uniface::Result<_>>()?;
-        let start = Instant::now();
-        let names: Vec<String> = (0..n).map(|i| format!("s{}", i / 4)).collect();
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                let (g, ts, names) = (&g, &ts, &names);
-                s.spawn(move || {
-                    let mine: Vec<(&str, &Template)> = (t..n)
-                        .step_by(threads)
-                        .map(|i| (names[i].as_str(), &ts[i]))
-                        .collect();
-                    for chunk in mine.chunks(batch) {
-                        let _ = g.enroll_many(chunk);
-                    }
-                });
-            }
-        });
-        let rate = n as f64 / start.elapsed().as_secs_f64();
-        enroll_rates.push((format!("{mode:?}").to_lowercase(), threads, batch, rate));
-    }
-    // a gallery of `templates`, with 1 and 2 shards
-    let mut search = Vec::new();
-    for shards in [1usize, 2] {
-        let dir = tmp.path().join(format!("search-{shards}"));
-        let g = Gallery::create(
-            &dir,
-            &GalleryOptions {
-                shards,
-                durability: Durability::Async,
-                ..Default::default()
-            },
-        )
-        .map_err(ie)?;
-        for i in 0..templates {
-            g.enroll(&format!("s{}", i / 4), &sample(i / 4, i)?)
-                .map_err(ie)?;
-        }
-        let start = Instant::now();
-        let indexed = g.index_pending(usize::MAX).map_err(ie)?;
-        let index_rate = indexed as f64 / start.elapsed().as_secs_f64();
-        g.checkpoint().map_err(ie)?;
-        let bytes: u64 = std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        drop(g);
-        let start = Instant::now();
-        let (g, _) = Gallery::open(&dir, &fp, Durability::Async).map_err(ie)?;
-        let open_s = start.elapsed().as_secs_f64();
-        let probes: Vec<(usize, Template)> = (0..queries)
-            .map(|q| {
-                let id = (q * 7919) % centres.len().max(1);
-                sample(id, templates + q).map(|t| (id, t))
-            })
-            .collect::<uniface::Result<_>>()?;
-        let mut lat = Vec::new();
-        let mut top1 = 0;
-        for (id, p) in &probes {
-            let start = Instant::now();
-            let r = g.identify(p, 1, 1e-3).map_err(ie)?;
-            lat.push(start.elapsed().as_secs_f64());
-            top1 += usize::from(
-                r.candidates
-                    .first()
-                    .is_some_and(|c| c.subject == format!("s{id}")),
-            );
-        }
-        lat.sort_by(f64::total_cmp);
-        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] * 1e3;
-        // batch identify: one thread, then the whole pool
-        let batch: Vec<Template> = probes.iter().map(|p| p.1.clone()).collect();
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .map_err(|e| Error::InvalidArgument {
-                name: "threads",
-                message: e.to_string(),
-            })?;
-        let t1 = one.install(|| {
-            time(3, || {
-                g.identify_batch(&batch, 1, 1e-3).map(|_| ()).map_err(ie)
-            })
-        })?;
-        let tn = time(3, || {
-            g.identify_batch(&batch, 1, 1e-3).map(|_| ()).map_err(ie)
-        })?;
-        search.push(json!({
-            "batch_qps_one_thread": batch.len() as f64 / t1,
-            "batch_qps_all_threads": batch.len() as f64 / tn,
-            "batch_speedup": t1 / tn,
-            "shards": shards, "templates": templates, "queries": queries,
-            "identity_top1": top1 as f64 / queries.max(1) as f64,
-            "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
-            "qps_one_caller": 1.0 / (lat.iter().sum::<f64>() / lat.len() as f64),
-            "open_seconds": open_s, "bytes_per_template": bytes as f64 / templates as f64,
-            "graph_inserts_per_s": index_rate,
-            "search": if templates > uniface::index::EXACT_SCAN_LIMIT * shards { "hnsw" } else { "exact" },
-        }));
-        // raw usearch on the same templates and probes, same parameters (the baseline)
-        if shards == 1 {
-            let params = uniface::index::HnswParams::default();
-            let raw = uniface::index::new_f16_l2_index(&params, templates).map_err(ie)?;
-            let start = Instant::now();
-            for i in 0..templates {
-                raw.add(i as u64, &sample(i / 4, i)?.vector())
-                    .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
-            }
-            let raw_rate = templates as f64 / start.elapsed().as_secs_f64();
-            let mut lat = Vec::new();
-            let mut top1 = 0;
-            for (id, p) in &probes {
-                let v = p.vector();
-                let start = Instant::now();
-                let m = raw
-                    .search(&v, 1)
-                    .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
-                lat.push(start.elapsed().as_secs_f64());
-                top1 += usize::from(m.keys.first().is_some_and(|&k| k as usize / 4 == *id));
-            }
-            lat.sort_by(f64::total_cmp);
-            let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] * 1e3;
-            search.push(json!({
-                "baseline": "raw usearch f16 l2sq, M=16, ef_add=128, ef_search=64",
-                "identity_top1": top1 as f64 / queries.max(1) as f64,
-                "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
-                "qps_one_caller": 1.0 / (lat.iter().sum::<f64>() / lat.len() as f64),
-                "inserts_per_s": raw_rate,
-            }));
-        }
-    }
-    let enroll: Vec<_> = enroll_rates
-        .iter()
-        .map(|(m, t, b, r)| json!({"durability": m, "threads": t, "batch": b, "enrolls_per_s": r}))
-        .collect();
-    let out = json!({"enroll": enroll, "identify_exact": search, "rayon_threads": rayon_threads()});
-    if json_out {
-        println!("{out}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    }
     Ok(())
 }

@@ -2,12 +2,53 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use rayon::prelude::*;
 use serde_json::json;
 use uniface::core::template::{ModelFingerprint, Template};
-use uniface::index::{Durability, Gallery, GalleryOptions};
+use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenSet};
 use uniface::{Error, FaceAnalyzer};
+
+/// Graph parameters; what is not given keeps its current (or default) value.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HnswArgs {
+    /// Graph degree ("M").
+    #[arg(long)]
+    connectivity: Option<usize>,
+    /// Candidate list while inserting ("ef_construction").
+    #[arg(long)]
+    expansion_add: Option<usize>,
+    /// Candidate list while searching ("ef").
+    #[arg(long)]
+    expansion_search: Option<usize>,
+    /// How the graph stores vectors: i8, f16 or f32 (candidates are re-scored in f32).
+    #[arg(long)]
+    graph: Option<String>,
+}
+
+impl HnswArgs {
+    fn apply(&self, base: HnswParams) -> uniface::Result<HnswParams> {
+        let graph = match self.graph.as_deref() {
+            None => base.graph,
+            Some("i8") => uniface::ElementType::I8,
+            Some("f16") => uniface::ElementType::F16,
+            Some("f32") => uniface::ElementType::F32,
+            Some(other) => {
+                return Err(Error::InvalidArgument {
+                    name: "graph",
+                    message: format!("{other:?} is not one of i8, f16, f32"),
+                })
+            }
+        };
+        Ok(HnswParams {
+            connectivity: self.connectivity.unwrap_or(base.connectivity),
+            expansion_add: self.expansion_add.unwrap_or(base.expansion_add),
+            expansion_search: self.expansion_search.unwrap_or(base.expansion_search),
+            graph,
+            ..base
+        })
+    }
+}
 
 #[derive(Subcommand)]
 pub enum GalleryAction {
@@ -15,6 +56,13 @@ pub enum GalleryAction {
     Create {
         #[arg(long, default_value_t = 1)]
         shards: usize,
+        #[command(flatten)]
+        hnsw: HnswArgs,
+    },
+    /// Build the search graphs again from the stored templates with new parameters.
+    Rebuild {
+        #[command(flatten)]
+        hnsw: HnswArgs,
     },
     /// Enroll the largest face of each photo for SUBJECT, or a folder per subject.
     Enroll {
@@ -29,8 +77,13 @@ pub enum GalleryAction {
         image: PathBuf,
         #[arg(long, default_value_t = 5)]
         k: usize,
+        /// Target false-match rate per comparison.
         #[arg(long, default_value_t = 1e-4)]
         fmr: f64,
+        /// Target false-positive identification rate instead (converted for the gallery's
+        /// size).
+        #[arg(long)]
+        fpir: Option<f64>,
     },
     /// Is this photo SUBJECT?
     Verify {
@@ -46,7 +99,7 @@ pub enum GalleryAction {
         #[arg(long)]
         template: Option<u64>,
     },
-    /// Counts per shard.
+    /// Counts, graph parameters and templates waiting for the graph.
     Stats,
     /// Verify checksums and consistency.
     Check,
@@ -81,16 +134,29 @@ fn largest(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Template> {
 
 pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result<()> {
     match action {
-        GalleryAction::Create { shards } => {
+        GalleryAction::Create { shards, hnsw } => {
             Gallery::create(
                 dir,
                 &GalleryOptions {
                     shards,
+                    hnsw: hnsw.apply(HnswParams::default())?,
                     ..Default::default()
                 },
             )
             .map_err(index_error)?;
             println!("created {} with {shards} shard(s)", dir.display());
+        }
+        GalleryAction::Rebuild { hnsw } => {
+            let g = open(dir)?;
+            let params = hnsw.apply(g.manifest().hnsw)?;
+            let start = std::time::Instant::now();
+            let n = g.rebuild(params).map_err(index_error)?;
+            let s = start.elapsed().as_secs_f64();
+            if json_out {
+                println!("{}", json!({"indexed": n, "seconds": s, "hnsw": params}));
+            } else {
+                println!("rebuilt the graphs of {n} templates in {s:.1} s: {params:?}");
+            }
         }
         GalleryAction::Enroll {
             from_dir,
@@ -136,12 +202,21 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
                     }
                 }
             }
+            // move the new templates into the search graphs and make everything durable
+            g.index_pending(usize::MAX).map_err(index_error)?;
+            g.flush().map_err(index_error)?;
             crate::corpus::failures(failed, results.len(), "enrolled")?;
         }
-        GalleryAction::Identify { image, k, fmr } => {
+        GalleryAction::Identify {
+            image,
+            k,
+            fmr,
+            fpir,
+        } => {
             let g = open(dir)?;
             let t = largest(&FaceAnalyzer::from_env()?, &image)?;
-            let r = g.identify(&t, k, fmr).map_err(index_error)?;
+            let rule = fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir);
+            let r = g.identify(&t, k, rule).map_err(index_error)?;
             if json_out {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
@@ -155,7 +230,13 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
                         c.subject, c.distance, c.similarity
                     );
                 }
-                println!("threshold {:.4} for FMR {:.0e}", r.threshold, r.fmr);
+                match r.fpir {
+                    Some(f) => println!(
+                        "threshold {:.4} for FPIR {f:.0e} (FMR {:.2e} per comparison)",
+                        r.threshold, r.fmr
+                    ),
+                    None => println!("threshold {:.4} for FMR {:.0e}", r.threshold, r.fmr),
+                }
             }
         }
         GalleryAction::Verify {
@@ -200,7 +281,27 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             g.flush().map_err(index_error)?;
             println!("removed {n} template(s)");
         }
-        GalleryAction::Stats | GalleryAction::Check => {
+        GalleryAction::Stats => {
+            let g = open(dir)?;
+            let m = g.manifest();
+            let (subjects, templates) = (g.list().len(), g.len());
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"shards": m.shards, "subjects": subjects, "templates": templates,
+                        "pending": g.pending(), "hnsw": m.hnsw, "element": m.element,
+                        "model_id": m.model_id})
+                );
+            } else {
+                println!(
+                    "{} shard(s), {subjects} subjects, {templates} templates ({} waiting for the graph)",
+                    m.shards,
+                    g.pending()
+                );
+                println!("model {}; graph {:?}", m.model_id, m.hnsw);
+            }
+        }
+        GalleryAction::Check => {
             let g = open(dir)?;
             let r = g.check().map_err(index_error)?;
             if json_out {

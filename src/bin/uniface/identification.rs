@@ -138,12 +138,28 @@ pub fn run(list: &Path, root: &Path, cache: Option<&Path>, json_out: bool) -> un
     let (f2, t2) = fnir_at_fpir(&mated, &nonmated, 1e-2);
     let (f3, t3) = fnir_at_fpir(&mated, &nonmated, 1e-3);
     let rank1_rate = rank1 as f64 / mated.len().max(1) as f64;
+    // the thresholds the gallery would use for these FPIR targets, from the shipped
+    // calibration alone (OpenSet::Fpir), and what they give on these searches
+    let mut calibrated = Vec::new();
+    for target in [1e-2, 1e-3] {
+        let fmr = gallery.fmr_for_fpir(target).map_err(index_error)?;
+        let t = uniface::core::calibration::threshold_for_fmr(fmr)?;
+        let alarms = nonmated.iter().filter(|d| **d < t).count();
+        let misses = mated.iter().filter(|(hit, d)| !hit || *d >= t).count();
+        calibrated.push(json!({
+            "target_fpir": target, "fmr_per_comparison": fmr, "threshold": t,
+            "measured_fpir": alarms as f64 / nonmated.len().max(1) as f64,
+            "false_alarms": alarms,
+            "fnir": misses as f64 / mated.len().max(1) as f64,
+        }));
+    }
     let out = json!({
         "enrolled": gallery.len(), "mated_searches": mated.len(),
         "nonmated_searches": nonmated.len(), "no_face": no_face,
         "rank1": rank1_rate,
         "fnir_at_fpir_1e-2": f2, "threshold_at_fpir_1e-2": t2,
         "fnir_at_fpir_1e-3": f3, "threshold_at_fpir_1e-3": t3,
+        "calibrated_fpir": calibrated,
         "seconds": start.elapsed().as_secs_f64(),
     });
     if json_out {
@@ -163,6 +179,16 @@ pub fn run(list: &Path, root: &Path, cache: Option<&Path>, json_out: bool) -> un
             nonmated.len(),
             (1e-3 * nonmated.len() as f64).floor()
         );
+        for c in &calibrated {
+            println!(
+                "calibrated for FPIR {:.0e} (FMR {:.2e} per comparison): threshold {:.4}, measured FPIR {:.4}, FNIR {:.4}",
+                c["target_fpir"].as_f64().unwrap_or(0.0),
+                c["fmr_per_comparison"].as_f64().unwrap_or(0.0),
+                c["threshold"].as_f64().unwrap_or(0.0),
+                c["measured_fpir"].as_f64().unwrap_or(0.0),
+                c["fnir"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
     Ok(())
 }

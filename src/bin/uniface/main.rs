@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod bench;
+mod bench_gallery;
 mod calibrate;
 mod corpus;
 mod demo;
@@ -272,13 +273,21 @@ enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
-    /// Gallery: durable enroll rate per durability mode, exact identify latency (1 vs 2
-    /// shards), open time, bytes per template.
+    /// Gallery vs raw usearch on the same synthetic templates: build rate, recall@1, identity
+    /// top-1, QPS and latency over a sweep of the search expansion, batch scaling, 1 vs 2
+    /// shards, durable enroll rate per durability mode, open and recovery time, bytes per
+    /// template.
     Gallery {
         #[arg(long, default_value_t = 100_000)]
         templates: usize,
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 1000)]
         queries: usize,
+        /// Search expansions ("ef") to sweep, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "16,24,32,48,64,96")]
+        ef: Vec<usize>,
+        /// Raw usearch baselines by graph storage, comma-separated (f32, f16, i8).
+        #[arg(long, value_delimiter = ',', default_value = "i8,f16")]
+        baselines: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -464,9 +473,25 @@ fn run(cli: Cli) -> uniface::Result<()> {
                 BenchTarget::Gallery {
                     templates,
                     queries,
+                    ef,
+                    baselines,
                     json,
                 },
-        } => bench::gallery(templates, queries, json),
+        } => {
+            let baselines = baselines
+                .iter()
+                .map(|b| match b.as_str() {
+                    "f32" => Ok(uniface::ElementType::F32),
+                    "f16" => Ok(uniface::ElementType::F16),
+                    "i8" => Ok(uniface::ElementType::I8),
+                    other => Err(uniface::Error::InvalidArgument {
+                        name: "baselines",
+                        message: format!("unknown graph storage {other:?} (f32, f16, i8)"),
+                    }),
+                })
+                .collect::<uniface::Result<Vec<_>>>()?;
+            bench_gallery::gallery(templates, queries, &ef, &baselines, json)
+        }
         Command::Bench {
             target: BenchTarget::Gate { image, runs, json },
         } => bench::gate(&image, runs, json),

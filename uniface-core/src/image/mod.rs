@@ -9,7 +9,9 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use ::image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+/// The decoded image type every stage takes (8-bit RGB, row-major).
+pub use ::image::RgbImage;
+use ::image::{DynamicImage, ImageDecoder, ImageReader};
 
 use crate::{Error, Result};
 

@@ -1,0 +1,443 @@
+//! `uniface bench gallery`: the gallery against raw usearch on the same synthetic face-like
+//! templates, in one run — build rate, recall, identity top-1, single-caller QPS and latency
+//! over a sweep of the search expansion, batch scaling, 1 vs 2 shards, durable enrollment per
+//! durability mode, open and recovery time, bytes per template.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use uniface::core::template::{ElementType, ModelFingerprint, Template};
+use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions};
+use uniface::{Error, Metric, TemplateMatrix};
+
+use crate::bench::{rayon_threads, time, unit_vectors};
+
+fn ie(e: uniface::index::Error) -> Error {
+    Error::InvalidArgument {
+        name: "gallery",
+        message: e.to_string(),
+    }
+}
+
+/// Synthetic templates: identity centres on the sphere, 4 samples per identity (centre plus
+/// 0.55 × a random unit vector: same-identity cosine ≈ 0.77, different ≈ 0 ± 0.09), and
+/// probes that are fresh samples of enrolled identities.
+struct Data {
+    fp: ModelFingerprint,
+    vectors: Vec<Vec<f32>>,
+    /// (identity, vector)
+    probes: Vec<(usize, Vec<f32>)>,
+    /// index of the exact nearest template of each probe
+    exact: Vec<usize>,
+}
+
+impl Data {
+    fn new(templates: usize, queries: usize) -> uniface::Result<Self> {
+        let dim = uniface::core::embed::DESCRIPTOR_DIM;
+        let centres: Vec<Vec<f32>> = unit_vectors(templates / 4 + 1, dim).collect();
+        let noise: Vec<Vec<f32>> = unit_vectors(templates + queries + 7, dim).skip(7).collect();
+        let sample = |identity: usize, k: usize| -> Vec<f32> {
+            centres[identity]
+                .iter()
+                .zip(&noise[k])
+                .map(|(c, n)| c + 0.55 * n)
+                .collect()
+        };
+        let vectors: Vec<Vec<f32>> = (0..templates).map(|i| sample(i / 4, i)).collect();
+        let probes: Vec<(usize, Vec<f32>)> = (0..queries)
+            .map(|q| {
+                let id = (q * 7919) % (templates / 4).max(1);
+                (id, sample(id, templates + q))
+            })
+            .collect();
+        // exact ground truth: a full f32 scan per probe
+        let mut matrix = TemplateMatrix::new(dim, ElementType::F32);
+        matrix.reserve(templates);
+        for v in &vectors {
+            matrix.push(v)?;
+        }
+        let exact = probes
+            .par_iter()
+            .map(|(_, p)| {
+                matrix
+                    .nearest(p, Metric::Euclidean, 1)
+                    .map(|n| n.first().map_or(usize::MAX, |n| n.index))
+            })
+            .collect::<uniface::Result<_>>()?;
+        Ok(Self {
+            fp: ModelFingerprint::dlib_resnet_v1(),
+            vectors,
+            probes,
+            exact,
+        })
+    }
+
+    fn template(&self, v: &[f32]) -> uniface::Result<Template> {
+        Template::new(self.fp.clone(), v)
+    }
+}
+
+/// Quality and speed of one search configuration: single caller, one query at a time.
+struct Sweep {
+    top1: usize,
+    recall: usize,
+    lat: Vec<f64>,
+}
+
+impl Sweep {
+    fn json(mut self, n: usize, what: Value) -> Value {
+        self.lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| self.lat[((self.lat.len() - 1) as f64 * p).round() as usize] * 1e3;
+        let mut out = json!({
+            "identity_top1": self.top1 as f64 / n as f64,
+            "recall_at_1": self.recall as f64 / n as f64,
+            "qps_one_caller": n as f64 / self.lat.iter().sum::<f64>(),
+            "latency_ms_p50": pct(0.5),
+            "latency_ms_p99": pct(0.99),
+        });
+        if let (Some(o), Some(w)) = (out.as_object_mut(), what.as_object()) {
+            o.extend(w.clone());
+        }
+        out
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter_map(|p| p.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn one_thread_pool() -> uniface::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::InvalidArgument {
+            name: "threads",
+            message: e.to_string(),
+        })
+}
+
+/// Durable enrollment rate per durability mode (one thread; `Group` also with 4 callers and
+/// with batches).
+fn enroll_rates(data: &Data, tmp: &Path) -> uniface::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let n_all = data.vectors.len();
+    // (mode, threads, templates, batch size)
+    for (mode, threads, n, batch) in [
+        (Durability::Sync, 1, 2_000.min(n_all), 1),
+        (Durability::Group, 4, 8_000.min(n_all), 1),
+        (Durability::Group, 1, 50_000.min(n_all), 256),
+        (Durability::Async, 1, 50_000.min(n_all), 1),
+    ] {
+        let dir = tmp.join(format!("{mode:?}-{threads}-{batch}"));
+        let options = GalleryOptions {
+            durability: mode,
+            ..Default::default()
+        };
+        let g = Gallery::create(&dir, &options).map_err(ie)?;
+        let ts: Vec<Template> = data.vectors[..n]
+            .iter()
+            .map(|v| data.template(v))
+            .collect::<uniface::Result<_>>()?;
+        let names: Vec<String> = (0..n).map(|i| format!("s{}", i / 4)).collect();
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (g, ts, names) = (&g, &ts, &names);
+                s.spawn(move || {
+                    let mine: Vec<(&str, &Template)> = (t..n)
+                        .step_by(threads)
+                        .map(|i| (names[i].as_str(), &ts[i]))
+                        .collect();
+                    for chunk in mine.chunks(batch) {
+                        let _ = g.enroll_many(chunk);
+                    }
+                });
+            }
+        });
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        out.push(json!({
+            "durability": format!("{mode:?}").to_lowercase(),
+            "threads": threads, "batch": batch, "enrolls_per_s": rate,
+        }));
+        drop(g);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(out)
+}
+
+fn search_gallery(data: &Data, g: &Gallery) -> uniface::Result<Sweep> {
+    let mut sweep = Sweep {
+        top1: 0,
+        recall: 0,
+        lat: Vec::with_capacity(data.probes.len()),
+    };
+    let probes: Vec<Template> = data
+        .probes
+        .iter()
+        .map(|(_, p)| data.template(p))
+        .collect::<uniface::Result<_>>()?;
+    for ((p, (id, _)), exact) in probes.iter().zip(&data.probes).zip(&data.exact) {
+        let start = Instant::now();
+        let r = g.identify(p, 1, 1e-3).map_err(ie)?;
+        sweep.lat.push(start.elapsed().as_secs_f64());
+        if let Some(c) = r.candidates.first() {
+            sweep.top1 += usize::from(c.subject == format!("s{id}"));
+            // template ids are assigned from 1 in enrollment order
+            sweep.recall += usize::from(c.template_id == *exact as u64 + 1);
+        }
+    }
+    Ok(sweep)
+}
+
+/// Build a gallery of every template with `shards` shards, index it, checkpoint it, reopen it.
+fn build_gallery(
+    data: &Data,
+    dir: &Path,
+    shards: usize,
+) -> uniface::Result<(Gallery, serde_json::Map<String, Value>)> {
+    let options = GalleryOptions {
+        shards,
+        durability: Durability::Async,
+        ..Default::default()
+    };
+    let g = Gallery::create(dir, &options).map_err(ie)?;
+    let names: Vec<String> = (0..data.vectors.len())
+        .map(|i| format!("s{}", i / 4))
+        .collect();
+    for (chunk, names) in data.vectors.chunks(4096).zip(names.chunks(4096)) {
+        let ts: Vec<Template> = chunk
+            .iter()
+            .map(|v| data.template(v))
+            .collect::<uniface::Result<_>>()?;
+        let items: Vec<(&str, &Template)> =
+            names.iter().map(String::as_str).zip(ts.iter()).collect();
+        g.enroll_many(&items).map_err(ie)?;
+    }
+    eprintln!(
+        "  {shards} shard(s): {} templates enrolled; building graphs…",
+        g.len()
+    );
+    let start = Instant::now();
+    let indexed = g.index_pending(usize::MAX).map_err(ie)?;
+    let build_s = start.elapsed().as_secs_f64();
+    g.checkpoint().map_err(ie)?;
+    drop(g);
+    let bytes = dir_bytes(dir);
+    let fp = &data.fp;
+    let start = Instant::now();
+    let (g, _) = Gallery::open(dir, fp, Durability::Async).map_err(ie)?;
+    let open_s = start.elapsed().as_secs_f64();
+    drop(g);
+    let view = OpenOptions {
+        durability: Durability::Async,
+        view: true,
+    };
+    let start = Instant::now();
+    let (g, _) = Gallery::open_with_options(dir, fp, &view).map_err(ie)?;
+    let view_s = start.elapsed().as_secs_f64();
+    drop(g);
+    let (g, _) = Gallery::open(dir, fp, Durability::Async).map_err(ie)?;
+    let mut info = serde_json::Map::new();
+    info.insert("shards".into(), json!(shards));
+    info.insert(
+        "graph_inserts_per_s".into(),
+        json!(indexed as f64 / build_s),
+    );
+    info.insert("build_seconds".into(), json!(build_s));
+    info.insert("open_seconds".into(), json!(open_s));
+    info.insert("open_view_seconds".into(), json!(view_s));
+    info.insert(
+        "bytes_per_template".into(),
+        json!(bytes as f64 / data.vectors.len() as f64),
+    );
+    Ok((g, info))
+}
+
+/// Recovery after a crash: `n` enrollments logged after the last checkpoint and never folded
+/// into it (a process killed at that point leaves exactly this), then `open` replays them.
+fn recovery(data: &Data, g: Gallery, n: usize) -> uniface::Result<Value> {
+    let n = n.min(data.vectors.len());
+    let ts: Vec<Template> = data.vectors[..n]
+        .iter()
+        .map(|v| data.template(v))
+        .collect::<uniface::Result<_>>()?;
+    let items: Vec<(&str, &Template)> = ts.iter().map(|t| ("recovered", t)).collect();
+    for chunk in items.chunks(1024) {
+        g.enroll_many(chunk).map_err(ie)?;
+    }
+    g.flush().map_err(ie)?;
+    let dir = g.dir().to_owned();
+    drop(g);
+    let start = Instant::now();
+    let (g, report) = Gallery::open(&dir, &data.fp, Durability::Async).map_err(ie)?;
+    let s = start.elapsed().as_secs_f64();
+    let replayed: usize = report.replay.iter().map(|r| r.records).sum();
+    Ok(json!({"log_records": replayed, "open_seconds": s, "pending_after": g.pending()}))
+}
+
+fn search_raw(data: &Data, raw: &uniface::index::usearch::Index) -> uniface::Result<Sweep> {
+    let mut sweep = Sweep {
+        top1: 0,
+        recall: 0,
+        lat: Vec::with_capacity(data.probes.len()),
+    };
+    for ((id, p), exact) in data.probes.iter().zip(&data.exact) {
+        let start = Instant::now();
+        let m = raw
+            .search(p, 1)
+            .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+        sweep.lat.push(start.elapsed().as_secs_f64());
+        if let Some(&k) = m.keys.first() {
+            sweep.top1 += usize::from(k as usize / 4 == *id);
+            sweep.recall += usize::from(k as usize == *exact);
+        }
+    }
+    Ok(sweep)
+}
+
+/// The smallest expansion whose identity top-1 reaches `target`, with its QPS.
+fn at_target(rows: &[Value], target: f64) -> Value {
+    rows.iter()
+        .filter(|r| r["identity_top1"].as_f64().unwrap_or(0.0) >= target)
+        .min_by_key(|r| r["expansion_search"].as_u64().unwrap_or(u64::MAX))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+pub fn gallery(
+    templates: usize,
+    queries: usize,
+    efs: &[usize],
+    baselines: &[ElementType],
+    json_out: bool,
+) -> uniface::Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::Io {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    eprintln!("generating {templates} templates and {queries} probes, exact ground truth…");
+    let data = Data::new(templates, queries)?;
+    eprintln!("durable enrollment per mode…");
+    let enroll = enroll_rates(&data, tmp.path())?;
+    let default_ef = HnswParams::default().expansion_search;
+    let mut search = Vec::new();
+    let mut shard_latency = Vec::new();
+    let mut batch = Value::Null;
+    let mut recovered = Value::Null;
+    for shards in [1usize, 2] {
+        let dir = tmp.path().join(format!("search-{shards}"));
+        let (g, info) = build_gallery(&data, &dir, shards)?;
+        let mut rows = Vec::new();
+        for &ef in efs {
+            g.set_expansion_search(ef).map_err(ie)?;
+            let mut what = info.clone();
+            what.insert("index".into(), json!(format!("gallery, {shards} shard(s)")));
+            what.insert("expansion_search".into(), json!(ef));
+            rows.push(search_gallery(&data, &g)?.json(queries, Value::Object(what)));
+        }
+        search.extend(rows.iter().cloned());
+        shard_latency.push(json!({"shards": shards, "rows": rows}));
+        if shards == 1 {
+            // batch scaling at the smallest expansion that reaches the target (else the largest)
+            let batch_ef = at_target(&rows, 0.99)["expansion_search"]
+                .as_u64()
+                .map_or_else(
+                    || efs.iter().copied().max().unwrap_or(default_ef),
+                    |e| e as usize,
+                );
+            g.set_expansion_search(batch_ef).map_err(ie)?;
+            let probes: Vec<Template> = data
+                .probes
+                .iter()
+                .map(|(_, p)| data.template(p))
+                .collect::<uniface::Result<_>>()?;
+            let run = || g.identify_batch(&probes, 1, 1e-3).map(|_| ()).map_err(ie);
+            let t1 = one_thread_pool()?.install(|| time(3, run))?;
+            let tn = time(3, run)?;
+            batch = json!({
+                "expansion_search": batch_ef,
+                "qps_one_thread": probes.len() as f64 / t1,
+                "qps_all_threads": probes.len() as f64 / tn,
+                "threads": rayon_threads(),
+                "speedup": t1 / tn,
+            });
+            recovered = recovery(&data, g, 10_000)?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // raw usearch on the same templates and probes, the same graph parameters
+    for &element in baselines {
+        let params = HnswParams {
+            graph: element,
+            ..Default::default()
+        };
+        eprintln!("raw usearch {element:?}: building…");
+        let raw = uniface::index::new_l2_index(&params, templates).map_err(ie)?;
+        let start = Instant::now();
+        data.vectors
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(i, v)| raw.add(i as u64, v))
+            .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+        let rate = templates as f64 / start.elapsed().as_secs_f64();
+        for &ef in efs {
+            raw.change_expansion_search(ef);
+            let what = json!({
+                "index": format!("raw usearch {}", format!("{element:?}").to_lowercase()),
+                "expansion_search": ef,
+                "graph_inserts_per_s": rate,
+                "bytes_per_template": raw.serialized_length() as f64 / templates as f64,
+            });
+            search.push(search_raw(&data, &raw)?.json(queries, what));
+        }
+    }
+    let target = 0.99;
+    let gallery_rows: Vec<Value> = search
+        .iter()
+        .filter(|r| r["index"] == "gallery, 1 shard(s)")
+        .cloned()
+        .collect();
+    let mut matched = vec![json!({"index": "gallery", "at": at_target(&gallery_rows, target)})];
+    for &element in baselines {
+        let name = format!("raw usearch {}", format!("{element:?}").to_lowercase());
+        let rows: Vec<Value> = search
+            .iter()
+            .filter(|r| r["index"] == name.as_str())
+            .cloned()
+            .collect();
+        matched.push(json!({"index": name, "at": at_target(&rows, target)}));
+    }
+    let out = json!({
+        "templates": templates, "queries": queries, "rayon_threads": rayon_threads(),
+        "enroll": enroll, "search": search,
+        "at_identity_top1_0_99": matched,
+        "shards_1_vs_2": shard_latency,
+        "batch_identify": batch,
+        "recovery": recovered,
+    });
+    if json_out {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The one place where Rust meets C: status codes, the per-thread last error, and `run`, which
+//! every exported function goes through (panics caught, errors turned into status codes).
+
+use std::cell::RefCell;
+use std::ffi::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Result of every fallible function. Values are explicit and never reused.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum uf_status {
+    UF_STATUS_OK = 0,
+    /// A required pointer argument was NULL.
+    UF_STATUS_NULL_PARAMETER = 1,
+    /// An internal error was caught at the boundary (a bug: please report it).
+    UF_STATUS_PANIC = 2,
+    /// An argument is out of range, inconsistent or not UTF-8.
+    UF_STATUS_INVALID_ARGUMENT = 3,
+    /// A file could not be read or written.
+    UF_STATUS_IO = 4,
+    /// A model file is missing, corrupt, unreadable or could not be downloaded.
+    UF_STATUS_MODEL = 5,
+    /// An image could not be decoded, is too large, or a pixel buffer is too short.
+    UF_STATUS_IMAGE = 6,
+    /// No face where one was required.
+    UF_STATUS_NO_FACE = 7,
+    /// A template is malformed, damaged, or from another model.
+    UF_STATUS_TEMPLATE = 8,
+    /// A gallery operation failed (damaged files, wrong model, ...).
+    UF_STATUS_GALLERY = 9,
+    /// The caller's buffer is too small; the size needed is reported where the function
+    /// has a `needed` argument.
+    UF_STATUS_BUFFER_TOO_SMALL = 10,
+    /// A file or directory does not exist.
+    UF_STATUS_NOT_FOUND = 11,
+}
+
+/// A static NUL-terminated description of a status code. Thread-safe.
+#[no_mangle]
+pub extern "C" fn uf_status_str(status: uf_status) -> *const c_char {
+    use uf_status::*;
+    let s: &'static str = match status {
+        UF_STATUS_OK => "ok\0",
+        UF_STATUS_NULL_PARAMETER => "a required pointer argument was NULL\0",
+        UF_STATUS_PANIC => "internal error (a panic was caught at the API boundary)\0",
+        UF_STATUS_INVALID_ARGUMENT => "invalid argument\0",
+        UF_STATUS_IO => "I/O error\0",
+        UF_STATUS_MODEL => "model file missing, corrupt or unreadable\0",
+        UF_STATUS_IMAGE => "image could not be decoded or has the wrong size\0",
+        UF_STATUS_NO_FACE => "no face found\0",
+        UF_STATUS_TEMPLATE => "template malformed, damaged or from another model\0",
+        UF_STATUS_GALLERY => "gallery operation failed\0",
+        UF_STATUS_BUFFER_TOO_SMALL => "buffer too small\0",
+        UF_STATUS_NOT_FOUND => "file or directory not found\0",
+    };
+    s.as_ptr().cast()
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Why a call failed, before it becomes a status code and a message.
+pub(crate) enum Failure {
+    Null(&'static str),
+    TooSmall { needed: usize, got: usize },
+    Status(uf_status, String),
+}
+
+impl Failure {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::Status(uf_status::UF_STATUS_INVALID_ARGUMENT, message.into())
+    }
+
+    fn into_parts(self) -> (uf_status, String) {
+        match self {
+            Failure::Null(name) => (
+                uf_status::UF_STATUS_NULL_PARAMETER,
+                format!("{name} must not be NULL"),
+            ),
+            Failure::TooSmall { needed, got } => (
+                uf_status::UF_STATUS_BUFFER_TOO_SMALL,
+                format!("buffer too small: {needed} needed, {got} given"),
+            ),
+            Failure::Status(s, m) => (s, m),
+        }
+    }
+}
+
+impl From<uniface_core::Error> for Failure {
+    fn from(e: uniface_core::Error) -> Self {
+        use uf_status::*;
+        use uniface_core::Error as E;
+        let status = match &e {
+            E::MissingModelFile { .. } => UF_STATUS_NOT_FOUND,
+            E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                UF_STATUS_NOT_FOUND
+            }
+            E::Io { .. } => UF_STATUS_IO,
+            E::Image { .. } | E::ImageTooLarge { .. } | E::BufferLength { .. } => UF_STATUS_IMAGE,
+            E::ChipSize { .. } => UF_STATUS_IMAGE,
+            E::NoFace { .. } => UF_STATUS_NO_FACE,
+            E::TemplateFormat { .. }
+            | E::TemplateChecksum { .. }
+            | E::FingerprintMismatch { .. } => UF_STATUS_TEMPLATE,
+            E::NonFinite { .. } | E::InvalidArgument { .. } => UF_STATUS_INVALID_ARGUMENT,
+            _ => UF_STATUS_MODEL,
+        };
+        Self::Status(status, e.to_string())
+    }
+}
+
+impl From<uniface_index::Error> for Failure {
+    fn from(e: uniface_index::Error) -> Self {
+        use uf_status::*;
+        use uniface_index::Error as E;
+        match e {
+            E::Core(c) => c.into(),
+            E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Self::Status(UF_STATUS_NOT_FOUND, e.to_string())
+            }
+            E::Dimension { .. } | E::InvalidSubject => {
+                Self::Status(UF_STATUS_INVALID_ARGUMENT, e.to_string())
+            }
+            other => Self::Status(UF_STATUS_GALLERY, other.to_string()),
+        }
+    }
+}
+
+pub(crate) type Outcome<T> = Result<T, Failure>;
+
+fn set_last_error(message: String) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+}
+
+/// Run the body of an exported function: a panic becomes `UF_STATUS_PANIC`, a failure its
+/// status; either way the message is kept for `uf_last_error_message` on this thread.
+pub(crate) fn run(f: impl FnOnce() -> Outcome<()>) -> uf_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => uf_status::UF_STATUS_OK,
+        Ok(Err(failure)) => {
+            let (status, message) = failure.into_parts();
+            set_last_error(message);
+            status
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(format!("internal error: {what}"));
+            uf_status::UF_STATUS_PANIC
+        }
+    }
+}
+
+/// Copy the message of the last failure on this thread into `buf` (`len` bytes, NUL
+/// included). `*needed` (if not NULL) receives the size the message needs, NUL included;
+/// when `len` is smaller the result is `UF_STATUS_BUFFER_TOO_SMALL` and nothing is written.
+/// An empty message means no call on this thread has failed. Thread-safe (per thread).
+#[no_mangle]
+pub unsafe extern "C" fn uf_last_error_message(
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> uf_status {
+    let message = LAST_ERROR.with(|e| e.borrow().clone());
+    let size = message.len() + 1;
+    if let Some(n) = needed.as_mut() {
+        *n = size;
+    }
+    if len < size {
+        return uf_status::UF_STATUS_BUFFER_TOO_SMALL;
+    }
+    if buf.is_null() {
+        return uf_status::UF_STATUS_NULL_PARAMETER;
+    }
+    let dst = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
+    dst[..message.len()].copy_from_slice(message.as_bytes());
+    dst[message.len()] = 0;
+    uf_status::UF_STATUS_OK
+}

@@ -1,0 +1,229 @@
+//! The gallery: open/create, enroll, identify into a caller-sized array, remove, flush, close.
+
+use std::ffi::c_char;
+use std::path::Path;
+
+use uniface_index::{Durability, Gallery, GalleryOptions};
+
+use crate::boundary::{self, uf_status, Failure};
+use crate::{out_arg, ref_arg, str_arg, uf_decision, uf_template};
+
+/// Longest subject id in bytes (the C API refuses longer ones, so candidates never truncate).
+pub const UF_SUBJECT_MAX: usize = 255;
+/// Size of `uf_candidate.subject`: `UF_SUBJECT_MAX` bytes and the terminating NUL.
+pub const UF_SUBJECT_BUFFER: usize = 256;
+const _: () = assert!(UF_SUBJECT_BUFFER == UF_SUBJECT_MAX + 1);
+
+/// A persistent, crash-safe gallery directory. Thread-safe: enrollments, removals and
+/// searches may run concurrently from many threads on one handle.
+pub struct uf_gallery {
+    inner: Gallery,
+}
+
+/// One ranked subject of an identification.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct uf_candidate {
+    /// NUL-terminated subject id.
+    pub subject: [c_char; UF_SUBJECT_BUFFER],
+    pub template_id: u64,
+    pub distance: f32,
+    pub similarity: f32,
+}
+
+/// When an enrollment is acknowledged.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum uf_durability {
+    /// fsync before each enrollment returns.
+    UF_DURABILITY_SYNC = 0,
+    /// Concurrent enrollments share one fsync.
+    UF_DURABILITY_GROUP = 1,
+    /// Left to the OS (survives a process crash, not a power loss).
+    UF_DURABILITY_ASYNC = 2,
+}
+
+fn subject_arg(p: *const c_char) -> Result<&'static str, Failure> {
+    // SAFETY: the caller passes a NUL-terminated string or NULL (checked).
+    let s = unsafe { str_arg(p, "subject")? };
+    if s.is_empty() || s.len() > UF_SUBJECT_MAX {
+        return Err(Failure::invalid(format!(
+            "subject ids are 1 to {UF_SUBJECT_MAX} bytes, got {}",
+            s.len()
+        )));
+    }
+    Ok(s)
+}
+
+/// Open the gallery in `dir`, or create it there when `create` is true and there is none
+/// (`shards` ≥ 1 shards). Release with `uf_gallery_close`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_open(
+    dir: *const c_char,
+    create: bool,
+    shards: usize,
+    durability: uf_durability,
+    out: *mut *mut uf_gallery,
+) -> uf_status {
+    boundary::run(|| {
+        let dir = Path::new(str_arg(dir, "dir")?);
+        let out = out_arg(out, "out")?;
+        let mode = match durability {
+            uf_durability::UF_DURABILITY_SYNC => Durability::Sync,
+            uf_durability::UF_DURABILITY_GROUP => Durability::Group,
+            uf_durability::UF_DURABILITY_ASYNC => Durability::Async,
+        };
+        let inner = if create && !dir.join("manifest.json").exists() {
+            let options = GalleryOptions {
+                shards: shards.max(1),
+                durability: mode,
+                ..Default::default()
+            };
+            Gallery::create(dir, &options)?
+        } else {
+            let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
+            Gallery::open(dir, &fp, mode)?.0
+        };
+        *out = Box::into_raw(Box::new(uf_gallery { inner }));
+        Ok(())
+    })
+}
+
+/// Enroll `template` for `subject`; `*template_id` (if not NULL) receives its id. Returns
+/// once the enrollment is durable (per the durability mode) and searchable.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_enroll(
+    gallery: *const uf_gallery,
+    subject: *const c_char,
+    template: *const uf_template,
+    template_id: *mut u64,
+) -> uf_status {
+    boundary::run(|| {
+        let g = ref_arg(gallery, "gallery")?;
+        let subject = subject_arg(subject)?;
+        let t = ref_arg(template, "template")?;
+        let id = g.inner.enroll(subject, &t.inner)?;
+        if let Some(out) = template_id.as_mut() {
+            *out = id;
+        }
+        Ok(())
+    })
+}
+
+/// Who is this? Writes up to `capacity` candidates (best first, one per subject) into
+/// `candidates` and their number into `*count`; `*known` (if not NULL) is true when the best
+/// candidate is closer than the calibrated threshold for per-comparison false-match rate
+/// `fmr`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_identify(
+    gallery: *const uf_gallery,
+    probe: *const uf_template,
+    fmr: f64,
+    candidates: *mut uf_candidate,
+    capacity: usize,
+    count: *mut usize,
+    known: *mut bool,
+) -> uf_status {
+    boundary::run(|| {
+        let g = ref_arg(gallery, "gallery")?;
+        let p = ref_arg(probe, "probe")?;
+        let count = out_arg(count, "count")?;
+        if candidates.is_null() && capacity > 0 {
+            return Err(Failure::Null("candidates"));
+        }
+        let r = g.inner.identify(&p.inner, capacity.max(1), fmr)?;
+        let n = r.candidates.len().min(capacity);
+        for (i, c) in r.candidates.iter().take(n).enumerate() {
+            let mut subject = [0 as c_char; UF_SUBJECT_BUFFER];
+            for (dst, b) in subject
+                .iter_mut()
+                .zip(c.subject.as_bytes().iter().take(UF_SUBJECT_MAX))
+            {
+                *dst = *b as c_char;
+            }
+            candidates.add(i).write(uf_candidate {
+                subject,
+                template_id: c.template_id,
+                distance: c.distance,
+                similarity: c.similarity,
+            });
+        }
+        *count = n;
+        if let Some(k) = known.as_mut() {
+            *k = r.known.is_some();
+        }
+        Ok(())
+    })
+}
+
+/// 1:1 against `subject`'s closest template. `UF_STATUS_INVALID_ARGUMENT` when the subject
+/// is not enrolled.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_verify(
+    gallery: *const uf_gallery,
+    subject: *const c_char,
+    probe: *const uf_template,
+    fmr: f64,
+    out: *mut uf_decision,
+) -> uf_status {
+    boundary::run(|| {
+        let g = ref_arg(gallery, "gallery")?;
+        let subject = subject_arg(subject)?;
+        let p = ref_arg(probe, "probe")?;
+        let out = out_arg(out, "out")?;
+        match g.inner.verify(subject, &p.inner, fmr)? {
+            Some(d) => {
+                *out = d.into();
+                Ok(())
+            }
+            None => Err(Failure::invalid(format!("{subject} is not enrolled"))),
+        }
+    })
+}
+
+/// Remove a subject and its templates (erased from disk at the next checkpoint); `*removed`
+/// (if not NULL) receives how many templates went.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_remove(
+    gallery: *const uf_gallery,
+    subject: *const c_char,
+    removed: *mut usize,
+) -> uf_status {
+    boundary::run(|| {
+        let g = ref_arg(gallery, "gallery")?;
+        let subject = subject_arg(subject)?;
+        let n = g.inner.remove_subject(subject)?;
+        if let Some(out) = removed.as_mut() {
+            *out = n;
+        }
+        Ok(())
+    })
+}
+
+/// Number of templates (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_len(gallery: *const uf_gallery) -> usize {
+    gallery.as_ref().map_or(0, |g| g.inner.len())
+}
+
+/// Make every log durable now.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_flush(gallery: *const uf_gallery) -> uf_status {
+    boundary::run(|| Ok(ref_arg(gallery, "gallery")?.inner.flush()?))
+}
+
+/// Fold the logs into snapshots (and erase removed subjects from disk).
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_checkpoint(gallery: *const uf_gallery) -> uf_status {
+    boundary::run(|| Ok(ref_arg(gallery, "gallery")?.inner.checkpoint()?))
+}
+
+/// Flush and release a gallery (NULL: no-op). Not while another thread uses it.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_close(gallery: *mut uf_gallery) -> uf_status {
+    if gallery.is_null() {
+        return uf_status::UF_STATUS_OK;
+    }
+    let g = Box::from_raw(gallery);
+    boundary::run(move || Ok(g.inner.flush()?))
+}

@@ -1,0 +1,383 @@
+//! `uniface.FaceAnalyzer`, `uniface.Face`, `uniface.Detection`.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods};
+use pyo3::prelude::*;
+use uniface_core::detect::{DetectOptions, FaceBox};
+use uniface_core::liveness::LivenessDetector;
+use uniface_core::model_store::ModelStore;
+use uniface_core::quality::{self, Policy};
+
+use crate::errors;
+use crate::image::ImageInput;
+
+type BoxTuple = (i64, i64, i64, i64);
+
+fn box_tuple(b: &FaceBox) -> BoxTuple {
+    (b.left, b.top, b.right, b.bottom)
+}
+
+fn landmarks_array(lm: &uniface_core::landmarks::Landmarks) -> Array2<f64> {
+    Array2::from_shape_fn((lm.points.len(), 2), |(i, j)| {
+        if j == 0 {
+            lm.points[i].x
+        } else {
+            lm.points[i].y
+        }
+    })
+}
+
+/// JSON text → Python objects (dicts, lists, numbers) through the standard library.
+pub fn json_to_py(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+}
+
+/// A detected face: its box, score and (from `landmarks`) the 5 points.
+#[pyclass(frozen, module = "uniface")]
+pub struct Detection {
+    /// `(left, top, right, bottom)` in pixels.
+    #[pyo3(get, name = "box")]
+    bbox: BoxTuple,
+    #[pyo3(get)]
+    score: f32,
+    /// 5×2 float64 array (x, y) or `None` (from `detect`).
+    #[pyo3(get)]
+    landmarks: Option<Py<PyArray2<f64>>>,
+}
+
+#[pymethods]
+impl Detection {
+    fn __repr__(&self) -> String {
+        format!("Detection(box={:?}, score={:.3})", self.bbox, self.score)
+    }
+}
+
+/// One analysed face. The arrays are handed to numpy without copies and are read-only views
+/// of the face's own buffers.
+#[pyclass(frozen, module = "uniface")]
+pub struct Face {
+    /// `(left, top, right, bottom)` in pixels.
+    #[pyo3(get, name = "box")]
+    bbox: BoxTuple,
+    #[pyo3(get)]
+    score: f32,
+    /// 5×2 float64: eye corners and nose base as dlib's 5-point model places them.
+    #[pyo3(get)]
+    landmarks: Py<PyArray2<f64>>,
+    /// 150×150×3 uint8 RGB aligned face chip.
+    #[pyo3(get)]
+    chip: Py<PyArray3<u8>>,
+    /// 128 float32 values.
+    #[pyo3(get)]
+    embedding: Py<PyArray1<f32>>,
+    /// Quality measures (a dict) when asked for with `quality=True`.
+    #[pyo3(get)]
+    quality: Option<Py<PyAny>>,
+    /// Liveness verdict (a dict) when asked for with `liveness=True`.
+    #[pyo3(get)]
+    liveness: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl Face {
+    fn __repr__(&self) -> String {
+        format!("Face(box={:?}, score={:.3})", self.bbox, self.score)
+    }
+}
+
+/// What the GIL-free part computes for one face.
+struct Computed {
+    face: uniface_core::Face,
+    quality: Option<String>,
+    liveness: Option<String>,
+}
+
+fn to_face(py: Python<'_>, c: Computed) -> PyResult<Face> {
+    let f = c.face;
+    let (w, h) = (f.chip.width() as usize, f.chip.height() as usize);
+    // moved into numpy: no copy of the chip or the embedding
+    let chip = f.chip.into_raw().into_pyarray(py).reshape([h, w, 3])?;
+    let embedding = f.embedding.to_vec().into_pyarray(py);
+    let landmarks = landmarks_array(&f.landmarks).into_pyarray(py);
+    Ok(Face {
+        bbox: box_tuple(&f.bbox),
+        score: f.bbox.score,
+        landmarks: readonly(landmarks)?.unbind(),
+        chip: readonly(chip)?.unbind(),
+        embedding: readonly(embedding)?.unbind(),
+        quality: c.quality.map(|q| json_to_py(py, &q)).transpose()?,
+        liveness: c.liveness.map(|l| json_to_py(py, &l)).transpose()?,
+    })
+}
+
+/// Mark an array read-only (its buffer is the face's; writing would change the result).
+fn readonly<T>(a: Bound<'_, T>) -> PyResult<Bound<'_, T>> {
+    a.as_any().getattr("flags")?.setattr("writeable", false)?;
+    Ok(a)
+}
+
+/// Detector, landmarks and embedder (dlib's public-domain models), usable from many threads.
+/// Every call releases the GIL while it works.
+#[pyclass(frozen, module = "uniface")]
+pub struct FaceAnalyzer {
+    inner: uniface_core::FaceAnalyzer,
+    store: ModelStore,
+    liveness: OnceLock<LivenessDetector>,
+    liveness_init: Mutex<()>,
+}
+
+impl FaceAnalyzer {
+    fn liveness_detector(&self) -> uniface_core::Result<&LivenessDetector> {
+        if let Some(d) = self.liveness.get() {
+            return Ok(d);
+        }
+        let _one = self.liveness_init.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = self.liveness.get() {
+            return Ok(d);
+        }
+        let d = LivenessDetector::from_store(&self.store)?;
+        Ok(self.liveness.get_or_init(|| d))
+    }
+
+    fn compute(
+        &self,
+        img: &uniface_core::image::RgbImage,
+        with_quality: bool,
+        with_liveness: bool,
+    ) -> uniface_core::Result<Vec<Computed>> {
+        let faces = self.inner.analyze(img)?;
+        let count = faces.len();
+        faces
+            .into_iter()
+            .map(|face| {
+                let quality = with_quality.then(|| {
+                    let q = quality::measure(img, &face.bbox, &face.landmarks, &face.chip, count);
+                    serde_json::to_string(&q).unwrap_or_default()
+                });
+                let liveness = if with_liveness {
+                    let l = self.liveness_detector()?.check(img, &face.bbox.rect())?;
+                    Some(serde_json::to_string(&l).unwrap_or_default())
+                } else {
+                    None
+                };
+                Ok(Computed {
+                    face,
+                    quality,
+                    liveness,
+                })
+            })
+            .collect()
+    }
+}
+
+#[pymethods]
+impl FaceAnalyzer {
+    /// Load the models from `models_dir` (a folder holding the three dlib files; never
+    /// downloads), or from the store (`UNIFACE_MODEL_DIR`, else the cache under
+    /// `UNIFACE_HOME`, fetched and verified on first use). `upsample` doubles the image that
+    /// many times before detection (finds smaller faces); `min_face_size` drops faces whose
+    /// box is narrower (pixels).
+    #[new]
+    #[pyo3(signature = (models_dir=None, *, upsample=1, min_face_size=0))]
+    fn new(
+        py: Python<'_>,
+        models_dir: Option<PathBuf>,
+        upsample: u32,
+        min_face_size: u32,
+    ) -> PyResult<Self> {
+        py.detach(|| {
+            let store = match models_dir {
+                Some(d) => ModelStore::offline(d),
+                None => ModelStore::from_env()?,
+            };
+            let set = store.ensure()?;
+            let options = DetectOptions {
+                upsample,
+                min_face_size,
+                ..DetectOptions::default()
+            };
+            let inner = uniface_core::FaceAnalyzer::new(&set)?.with_options(options);
+            Ok(Self {
+                inner,
+                store,
+                liveness: OnceLock::new(),
+                liveness_init: Mutex::new(()),
+            })
+        })
+        .map_err(errors::core)
+    }
+
+    /// Face boxes and scores, best first.
+    #[pyo3(signature = (image, *, bgr=false))]
+    fn detect(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        bgr: bool,
+    ) -> PyResult<Vec<Detection>> {
+        let input = ImageInput::from_py(image, bgr)?;
+        let found = py
+            .detach(|| self.inner.detect(&input.load()?))
+            .map_err(errors::core)?;
+        Ok(found
+            .iter()
+            .map(|b| Detection {
+                bbox: box_tuple(b),
+                score: b.score,
+                landmarks: None,
+            })
+            .collect())
+    }
+
+    /// Face boxes, scores and 5-point landmarks.
+    #[pyo3(signature = (image, *, bgr=false))]
+    fn landmarks(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        bgr: bool,
+    ) -> PyResult<Vec<Detection>> {
+        let input = ImageInput::from_py(image, bgr)?;
+        let found = py
+            .detach(|| self.inner.detect_landmarks(&input.load()?))
+            .map_err(errors::core)?;
+        found
+            .iter()
+            .map(|(b, lm)| {
+                Ok(Detection {
+                    bbox: box_tuple(b),
+                    score: b.score,
+                    landmarks: Some(readonly(landmarks_array(lm).into_pyarray(py))?.unbind()),
+                })
+            })
+            .collect()
+    }
+
+    /// The embeddings of every face, one row each: float32 `(n, 128)`.
+    #[pyo3(signature = (image, *, bgr=false))]
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        image: &Bound<'py, PyAny>,
+        bgr: bool,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let input = ImageInput::from_py(image, bgr)?;
+        let faces = py
+            .detach(|| self.inner.analyze(&input.load()?))
+            .map_err(errors::core)?;
+        let n = faces.len();
+        let flat: Vec<f32> = faces.iter().flat_map(|f| f.embedding).collect();
+        flat.into_pyarray(py)
+            .reshape([n, uniface_core::embed::DESCRIPTOR_DIM])
+    }
+
+    /// Every face with box, score, landmarks, chip and embedding (and quality measures or a
+    /// liveness verdict when asked for).
+    #[pyo3(signature = (image, *, bgr=false, quality=false, liveness=false))]
+    fn analyze(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        bgr: bool,
+        quality: bool,
+        liveness: bool,
+    ) -> PyResult<Vec<Face>> {
+        let input = ImageInput::from_py(image, bgr)?;
+        let computed = py
+            .detach(|| self.compute(&input.load()?, quality, liveness))
+            .map_err(errors::core)?;
+        computed.into_iter().map(|c| to_face(py, c)).collect()
+    }
+
+    /// `analyze` for many images in parallel (the GIL is released for the whole batch);
+    /// results in input order. The first image that fails raises. `threads` runs the batch
+    /// on its own pool of that many threads (default: the shared pool, one thread per core).
+    #[pyo3(signature = (images, *, bgr=false, threads=None))]
+    fn analyze_batch(
+        &self,
+        py: Python<'_>,
+        images: Vec<Bound<'_, PyAny>>,
+        bgr: bool,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Vec<Face>>> {
+        let inputs: Vec<ImageInput> = images
+            .iter()
+            .map(|i| ImageInput::from_py(i, bgr))
+            .collect::<PyResult<_>>()?;
+        let pool = match threads {
+            Some(0) => {
+                return Err(errors::InvalidArgumentError::new_err(
+                    "threads must be at least 1",
+                ))
+            }
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| errors::UniFaceError::new_err(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let results = py.detach(|| {
+            use rayon::prelude::*;
+            let run = || {
+                inputs
+                    .par_iter()
+                    .map(|i| self.compute(&i.load()?, false, false))
+                    .collect::<Vec<_>>()
+            };
+            match &pool {
+                Some(p) => p.install(run),
+                None => run(),
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| {
+                r.map_err(errors::core)?
+                    .into_iter()
+                    .map(|c| to_face(py, c))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The capture gate on the largest face: quality measures and reasons, and liveness when
+    /// the policy requires it. `policy` is "enrollment" or "verification". Returns a dict
+    /// (`accepted`, `reasons`, `quality`, `liveness`, ...).
+    #[pyo3(signature = (image, *, policy="enrollment", bgr=false))]
+    fn assess(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        policy: &str,
+        bgr: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let policy = match policy {
+            "enrollment" => Policy::enrollment(),
+            "verification" => Policy::verification(),
+            other => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "policy must be \"enrollment\" or \"verification\", not {other:?}"
+                )))
+            }
+        };
+        let input = ImageInput::from_py(image, bgr)?;
+        let text = py
+            .detach(|| {
+                let img = input.load()?;
+                let live = if policy.require_live {
+                    Some(self.liveness_detector()?)
+                } else {
+                    None
+                };
+                let a = self.inner.assess(&img, &policy, live)?;
+                Ok(serde_json::to_string(&a).unwrap_or_default())
+            })
+            .map_err(errors::core)?;
+        json_to_py(py, &text)
+    }
+}

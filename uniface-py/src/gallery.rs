@@ -1,0 +1,315 @@
+//! `uniface.Gallery`: the persistent 1:N gallery of `uniface-index`.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use uniface_index::{Durability, GalleryOptions, OpenOptions, OpenSet};
+
+use crate::errors;
+use crate::template::{as_template, Decision};
+
+fn durability(name: &str) -> PyResult<Durability> {
+    match name {
+        "sync" => Ok(Durability::Sync),
+        "group" => Ok(Durability::Group),
+        "async" => Ok(Durability::Async),
+        other => Err(errors::InvalidArgumentError::new_err(format!(
+            "durability must be \"sync\", \"group\" or \"async\", not {other:?}"
+        ))),
+    }
+}
+
+fn open_set(fmr: f64, fpir: Option<f64>) -> OpenSet {
+    fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir)
+}
+
+/// One ranked subject of an identification.
+#[pyclass(frozen, get_all, module = "uniface")]
+pub struct Candidate {
+    pub subject: String,
+    pub template_id: u64,
+    pub distance: f32,
+    pub similarity: f32,
+}
+
+#[pymethods]
+impl Candidate {
+    fn __repr__(&self) -> String {
+        format!(
+            "Candidate(subject={:?}, distance={:.4})",
+            self.subject, self.distance
+        )
+    }
+}
+
+/// The answer to "who is this?": ranked candidates and the open-set decision.
+#[pyclass(frozen, get_all, module = "uniface")]
+pub struct Identification {
+    /// Best first, one per subject.
+    pub candidates: Vec<Py<Candidate>>,
+    /// The best candidate's subject when it is closer than the threshold, else None.
+    pub known: Option<String>,
+    pub threshold: f32,
+    /// False-match rate per comparison of the threshold.
+    pub fmr: f64,
+    /// The false-positive identification rate asked for, if any.
+    pub fpir: Option<f64>,
+}
+
+#[pymethods]
+impl Identification {
+    fn __repr__(&self) -> String {
+        format!(
+            "Identification(known={:?}, candidates={})",
+            self.known,
+            self.candidates.len()
+        )
+    }
+}
+
+fn to_py(py: Python<'_>, r: uniface_index::Identification) -> PyResult<Identification> {
+    Ok(Identification {
+        candidates: r
+            .candidates
+            .into_iter()
+            .map(|c| {
+                Py::new(
+                    py,
+                    Candidate {
+                        subject: c.subject,
+                        template_id: c.template_id,
+                        distance: c.distance,
+                        similarity: c.similarity,
+                    },
+                )
+            })
+            .collect::<PyResult<_>>()?,
+        known: r.known,
+        threshold: r.threshold,
+        fmr: r.fmr,
+        fpir: r.fpir,
+    })
+}
+
+/// A gallery directory: subjects with templates, crash-safe on disk, searched through HNSW
+/// graphs with exact re-scoring. Safe to share between threads; searches and enrollments
+/// release the GIL. As a context manager it flushes on exit.
+#[pyclass(frozen, module = "uniface")]
+pub struct Gallery {
+    inner: uniface_index::Gallery,
+}
+
+#[pymethods]
+impl Gallery {
+    /// Open the gallery in `path`, or create it there with `create=True` (`shards` shards).
+    /// `durability`: "sync" (fsync per enrollment), "group" (shared fsyncs) or "async"
+    /// (left to the OS). `view=True` memory-maps the saved graphs.
+    #[new]
+    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        create: bool,
+        shards: usize,
+        durability: &str,
+        view: bool,
+    ) -> PyResult<Self> {
+        let mode = self::durability(durability)?;
+        py.detach(|| {
+            let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
+            let exists = path.join("manifest.json").exists();
+            let inner = if create && !exists {
+                let options = GalleryOptions {
+                    shards,
+                    durability: mode,
+                    ..Default::default()
+                };
+                uniface_index::Gallery::create(&path, &options)?
+            } else {
+                let options = OpenOptions {
+                    durability: mode,
+                    view,
+                };
+                uniface_index::Gallery::open_with_options(&path, &fp, &options)?.0
+            };
+            Ok(Self { inner })
+        })
+        .map_err(errors::index)
+    }
+
+    /// Enroll a template (or an embedding) for `subject`; returns the template id once it is
+    /// durable and searchable.
+    fn enroll(&self, py: Python<'_>, subject: &str, template: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let t = as_template(template)?;
+        py.detach(|| self.inner.enroll(subject, &t))
+            .map_err(errors::index)
+    }
+
+    /// Enroll many at once (one log write and one sync per shard); ids in input order.
+    fn enroll_many(
+        &self,
+        py: Python<'_>,
+        subjects: Vec<String>,
+        templates: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<u64>> {
+        if subjects.len() != templates.len() {
+            return Err(errors::InvalidArgumentError::new_err(format!(
+                "{} subjects for {} templates",
+                subjects.len(),
+                templates.len()
+            )));
+        }
+        let ts: Vec<_> = templates.iter().map(as_template).collect::<PyResult<_>>()?;
+        py.detach(|| {
+            let items: Vec<(&str, &uniface_core::template::Template)> =
+                subjects.iter().map(String::as_str).zip(ts.iter()).collect();
+            self.inner.enroll_many(&items)
+        })
+        .map_err(errors::index)
+    }
+
+    /// Who is this? The `k` best subjects and the known/unknown decision at false-match rate
+    /// `fmr` per comparison, or at false-positive identification rate `fpir` when given.
+    #[pyo3(signature = (probe, k=5, fmr=1e-4, fpir=None))]
+    fn identify(
+        &self,
+        py: Python<'_>,
+        probe: &Bound<'_, PyAny>,
+        k: usize,
+        fmr: f64,
+        fpir: Option<f64>,
+    ) -> PyResult<Identification> {
+        let t = as_template(probe)?;
+        let r = py
+            .detach(|| self.inner.identify(&t, k, open_set(fmr, fpir)))
+            .map_err(errors::index)?;
+        to_py(py, r)
+    }
+
+    /// `identify` for many probes, in parallel.
+    #[pyo3(signature = (probes, k=5, fmr=1e-4, fpir=None))]
+    fn identify_batch(
+        &self,
+        py: Python<'_>,
+        probes: Vec<Bound<'_, PyAny>>,
+        k: usize,
+        fmr: f64,
+        fpir: Option<f64>,
+    ) -> PyResult<Vec<Identification>> {
+        let ts: Vec<_> = probes.iter().map(as_template).collect::<PyResult<_>>()?;
+        let rs = py
+            .detach(|| self.inner.identify_batch(&ts, k, open_set(fmr, fpir)))
+            .map_err(errors::index)?;
+        rs.into_iter().map(|r| to_py(py, r)).collect()
+    }
+
+    /// 1:1 against `subject`'s closest template; None when the subject is not enrolled.
+    #[pyo3(signature = (subject, probe, fmr=1e-4))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        subject: &str,
+        probe: &Bound<'_, PyAny>,
+        fmr: f64,
+    ) -> PyResult<Option<Decision>> {
+        let t = as_template(probe)?;
+        py.detach(|| self.inner.verify(subject, &t, fmr))
+            .map(|d| d.map(Decision::from))
+            .map_err(errors::index)
+    }
+
+    /// Remove a subject and all its templates (erased from disk at the next checkpoint);
+    /// returns how many templates went.
+    fn remove(&self, py: Python<'_>, subject: &str) -> PyResult<usize> {
+        py.detach(|| self.inner.remove_subject(subject))
+            .map_err(errors::index)
+    }
+
+    /// Remove one template; False when there is none with that id.
+    fn remove_template(&self, py: Python<'_>, template_id: u64) -> PyResult<bool> {
+        py.detach(|| self.inner.remove_template(template_id))
+            .map_err(errors::index)
+    }
+
+    /// Every subject id, sorted.
+    fn subjects(&self) -> Vec<String> {
+        self.inner.list()
+    }
+
+    /// Template ids and metadata of a subject, or None.
+    fn get<'py>(&self, py: Python<'py>, subject: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .get(subject)
+            .map(|s| {
+                let d = pyo3::types::PyDict::new(py);
+                d.set_item("templates", s.templates)?;
+                d.set_item("metadata", pyo3::types::PyBytes::new(py, &s.metadata))?;
+                Ok(d.into_any())
+            })
+            .transpose()
+    }
+
+    /// Make every log durable now.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.flush()).map_err(errors::index)
+    }
+
+    /// Fold the logs into snapshots (and erase removed subjects from disk).
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.checkpoint()).map_err(errors::index)
+    }
+
+    /// Move templates waiting for the search graph into it; returns how many.
+    #[pyo3(signature = (max_per_shard=None))]
+    fn index_pending(&self, py: Python<'_>, max_per_shard: Option<usize>) -> PyResult<usize> {
+        py.detach(|| {
+            self.inner
+                .index_pending(max_per_shard.unwrap_or(usize::MAX))
+        })
+        .map_err(errors::index)
+    }
+
+    /// Templates enrolled but not yet in a search graph (found by exact scan meanwhile).
+    #[getter]
+    fn pending(&self) -> usize {
+        self.inner.pending()
+    }
+
+    /// Verify checksums and consistency; returns a dict with `problems` (empty when clean).
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let r = py.detach(|| self.inner.check()).map_err(errors::index)?;
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("shards", r.shards)?;
+        d.set_item("subjects", r.subjects)?;
+        d.set_item("templates", r.templates)?;
+        d.set_item("problems", r.problems)?;
+        Ok(d.into_any())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.flush(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Gallery({:?}, templates={})",
+            self.inner.dir().display().to_string(),
+            self.inner.len()
+        )
+    }
+}

@@ -1,0 +1,204 @@
+//! `uniface.Template`, `uniface.Decision`, `uniface.verify`, `uniface.threshold_for_fmr`.
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use uniface_core::calibration;
+use uniface_core::template::{ElementType, ModelFingerprint};
+
+use crate::errors;
+
+fn element(name: &str) -> PyResult<ElementType> {
+    match name {
+        "f32" => Ok(ElementType::F32),
+        "f16" => Ok(ElementType::F16),
+        "i8" => Ok(ElementType::I8),
+        other => Err(errors::InvalidArgumentError::new_err(format!(
+            "element must be \"f32\", \"f16\" or \"i8\", not {other:?}"
+        ))),
+    }
+}
+
+fn element_name(e: ElementType) -> &'static str {
+    match e {
+        ElementType::F32 => "f32",
+        ElementType::F16 => "f16",
+        ElementType::I8 => "i8",
+    }
+}
+
+/// A stored face descriptor: its vector (f32, or f16/i8 to save space), the fingerprint of
+/// the model that made it, and a checksummed binary form.
+#[pyclass(frozen, module = "uniface")]
+#[derive(Clone)]
+pub struct Template {
+    pub inner: uniface_core::template::Template,
+}
+
+/// A template or an embedding (1-D float32 array or sequence of floats) as a template of the
+/// default model.
+pub fn as_template(obj: &Bound<'_, PyAny>) -> PyResult<uniface_core::template::Template> {
+    if let Ok(t) = obj.cast::<Template>() {
+        return Ok(t.get().inner.clone());
+    }
+    let v: Vec<f32> = match obj.extract::<PyReadonlyArray1<'_, f32>>() {
+        Ok(a) => a.as_array().iter().copied().collect(),
+        Err(_) => obj.extract::<Vec<f32>>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(
+                "expected a uniface.Template or a 1-D float32 embedding",
+            )
+        })?,
+    };
+    let dim = uniface_core::embed::DESCRIPTOR_DIM;
+    if v.len() != dim {
+        return Err(errors::InvalidArgumentError::new_err(format!(
+            "embeddings of the default model have {dim} values, got {}",
+            v.len()
+        )));
+    }
+    uniface_core::template::Template::new(ModelFingerprint::dlib_resnet_v1(), &v)
+        .map_err(errors::core)
+}
+
+#[pymethods]
+impl Template {
+    /// A template of the default model (dlib ResNet) from a 128-value embedding, stored as
+    /// `element` ("f32", "f16" or "i8").
+    #[new]
+    #[pyo3(signature = (embedding, element="f32"))]
+    fn new(embedding: &Bound<'_, PyAny>, element: &str) -> PyResult<Self> {
+        let e = self::element(element)?;
+        Ok(Self {
+            inner: as_template(embedding)?.converted(e),
+        })
+    }
+
+    /// Parse the binary form (checksum and fingerprint verified).
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        uniface_core::template::Template::from_bytes(data)
+            .map(|inner| Self { inner })
+            .map_err(errors::core)
+    }
+
+    /// The binary form (versioned, with a CRC-32C).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// The vector as float32 (dequantised for f16/i8 storage).
+    #[getter]
+    fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        self.inner.vector().into_pyarray(py)
+    }
+
+    /// Storage: "f32", "f16" or "i8".
+    #[getter]
+    fn element(&self) -> &'static str {
+        element_name(self.inner.element_type())
+    }
+
+    #[getter]
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+
+    /// The model that made it.
+    #[getter]
+    fn model_id(&self) -> String {
+        self.inner.fingerprint().model_id.clone()
+    }
+
+    /// The same template in another storage.
+    fn converted(&self, element: &str) -> PyResult<Self> {
+        Ok(Self {
+            inner: self.inner.converted(self::element(element)?),
+        })
+    }
+
+    /// Euclidean distance to another template of the same model.
+    fn distance(&self, other: &Bound<'_, PyAny>) -> PyResult<f32> {
+        self.inner
+            .distance(&as_template(other)?)
+            .map_err(errors::core)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<Template>()
+            .is_ok_and(|o| o.get().inner.to_bytes() == self.inner.to_bytes())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Template(model={:?}, element={:?}, dimension={})",
+            self.inner.fingerprint().model_id,
+            self.element(),
+            self.inner.dimension()
+        )
+    }
+}
+
+/// A calibrated 1:1 decision. True when it is a match.
+#[pyclass(frozen, get_all, module = "uniface")]
+pub struct Decision {
+    /// Euclidean distance between the two descriptors.
+    pub distance: f32,
+    /// `1 − distance / 2`, in [0, 1].
+    pub similarity: f32,
+    /// The threshold for the target false-match rate.
+    pub threshold: f32,
+    pub target_fmr: f64,
+    pub is_match: bool,
+    /// False-match rate of a threshold placed at this distance.
+    pub estimated_fmr: f64,
+}
+
+impl From<calibration::Decision> for Decision {
+    fn from(d: calibration::Decision) -> Self {
+        Self {
+            distance: d.distance,
+            similarity: d.similarity,
+            threshold: d.threshold,
+            target_fmr: d.target_fmr,
+            is_match: d.is_match,
+            estimated_fmr: d.estimated_fmr,
+        }
+    }
+}
+
+#[pymethods]
+impl Decision {
+    fn __bool__(&self) -> bool {
+        self.is_match
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(is_match={}, distance={:.4}, threshold={:.4}, target_fmr={:e})",
+            if self.is_match { "True" } else { "False" },
+            self.distance,
+            self.threshold,
+            self.target_fmr
+        )
+    }
+}
+
+/// Are `a` and `b` the same person? Templates or embeddings; the threshold comes from the
+/// shipped calibration for the target false-match rate `fmr`.
+#[pyfunction]
+#[pyo3(signature = (a, b, fmr=1e-4))]
+pub fn verify(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, fmr: f64) -> PyResult<Decision> {
+    let d = as_template(a)?
+        .distance(&as_template(b)?)
+        .map_err(errors::core)?;
+    calibration::decide(d, fmr)
+        .map(Decision::from)
+        .map_err(errors::core)
+}
+
+/// The calibrated distance threshold for a target false-match rate.
+#[pyfunction]
+pub fn threshold_for_fmr(fmr: f64) -> PyResult<f32> {
+    calibration::threshold_for_fmr(fmr).map_err(errors::core)
+}

@@ -1,0 +1,125 @@
+"""Templates, calibrated decisions, and the gallery from Python."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import uniface
+
+
+@pytest.fixture(scope="module")
+def people(analyzer: uniface.FaceAnalyzer, data: pathlib.Path) -> dict[str, list[np.ndarray]]:
+    """Embeddings of a few LFW people with several photos each."""
+    names = {
+        "Abel_Pacheco": 3,
+        "Akhmed_Zakayev": 3,
+        "Amelia_Vega": 4,
+        "Ana_Guevara": 3,
+    }
+    out: dict[str, list[np.ndarray]] = {}
+    for name, n in names.items():
+        paths = sorted((data / "lfw" / name).glob("*.jpg"))[:n]
+        assert len(paths) == n, name
+        out[name] = [faces[0].embedding for faces in map(analyzer.analyze, paths)]
+    return out
+
+
+def test_templates_round_trip_in_every_storage(people: dict[str, list[np.ndarray]]) -> None:
+    e = people["Abel_Pacheco"][0]
+    t = uniface.Template(e)
+    assert t.element == "f32" and t.dimension == 128
+    assert t.model_id.startswith("dlib")
+    assert np.array_equal(t.vector, e)
+    back = uniface.Template.from_bytes(t.to_bytes())
+    assert back == t
+    for element in ("f16", "i8"):
+        q = uniface.Template(e, element=element)  # type: ignore[arg-type]
+        assert q.element == element
+        assert uniface.Template.from_bytes(q.to_bytes()) == q
+        assert float(np.max(np.abs(q.vector - e))) < 0.01
+        assert t.converted(element).to_bytes() == q.to_bytes()  # type: ignore[arg-type]
+
+
+def test_damaged_or_invalid_templates_raise(people: dict[str, list[np.ndarray]]) -> None:
+    raw = bytearray(uniface.Template(people["Abel_Pacheco"][0]).to_bytes())
+    raw[20] ^= 0x01
+    with pytest.raises(uniface.TemplateError):
+        uniface.Template.from_bytes(bytes(raw))
+    with pytest.raises(uniface.TemplateError):
+        uniface.Template.from_bytes(b"")
+    bad = people["Abel_Pacheco"][0].copy()
+    bad[3] = np.nan
+    with pytest.raises(uniface.TemplateError, match="not finite"):
+        uniface.Template(bad)
+    with pytest.raises(uniface.InvalidArgumentError):
+        uniface.Template(np.zeros(64, np.float32))
+    with pytest.raises(uniface.InvalidArgumentError):
+        uniface.Template(people["Abel_Pacheco"][0], element="f64")  # type: ignore[arg-type]
+    with pytest.raises(uniface.InvalidArgumentError):
+        uniface.threshold_for_fmr(0.0)
+
+
+def test_verify_is_calibrated(people: dict[str, list[np.ndarray]]) -> None:
+    a, b = people["Abel_Pacheco"][:2]
+    same = uniface.verify(a, b, fmr=1e-3)
+    assert same and same.is_match
+    assert same.threshold == pytest.approx(uniface.threshold_for_fmr(1e-3))
+    assert same.similarity == pytest.approx(1 - same.distance / 2)
+    other = uniface.verify(a, people["Amelia_Vega"][0], fmr=1e-3)
+    assert not other
+    # stricter targets lower the threshold
+    assert uniface.threshold_for_fmr(1e-5) < uniface.threshold_for_fmr(1e-3)
+    # templates and arrays are interchangeable
+    assert uniface.verify(uniface.Template(a), b).distance == pytest.approx(
+        uniface.Template(a).distance(b)
+    )
+
+
+def test_gallery_enroll_identify_verify_remove_and_reopen(
+    people: dict[str, list[np.ndarray]], tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "people.gallery"
+    with pytest.raises((uniface.GalleryError, FileNotFoundError)):
+        uniface.Gallery(path)
+    with uniface.Gallery(path, create=True, shards=2, durability="group") as g:
+        for name, embs in people.items():
+            if name != "Ana_Guevara":
+                for e in embs[:-1]:
+                    g.enroll(name, e)
+        assert len(g) == sum(len(e) - 1 for n, e in people.items() if n != "Ana_Guevara")
+        assert g.subjects() == ["Abel_Pacheco", "Akhmed_Zakayev", "Amelia_Vega"]
+        r = g.identify(people["Amelia_Vega"][-1], k=3, fmr=1e-3)
+        assert r.known == "Amelia_Vega"
+        assert r.candidates[0].subject == "Amelia_Vega"
+        assert len(r.candidates) == 3
+        assert r.candidates[0].distance <= r.candidates[1].distance
+        stranger = g.identify(people["Ana_Guevara"][0], fpir=1e-2)
+        assert stranger.known is None
+        assert stranger.fpir == 1e-2 and stranger.fmr < 1e-2
+        d = g.verify("Abel_Pacheco", people["Abel_Pacheco"][-1], fmr=1e-3)
+        assert d is not None and d.is_match
+        assert g.verify("nobody", people["Abel_Pacheco"][-1]) is None
+        batch = g.identify_batch([e[-1] for e in people.values()], k=1, fmr=1e-3)
+        assert [b.known for b in batch] == [
+            "Abel_Pacheco",
+            "Akhmed_Zakayev",
+            "Amelia_Vega",
+            None,
+        ]
+        assert g.remove("Akhmed_Zakayev") == 2
+        assert g.check()["problems"] == []
+        with pytest.raises(uniface.InvalidArgumentError):
+            g.enroll("", people["Abel_Pacheco"][0])
+        with pytest.raises(uniface.InvalidArgumentError):
+            g.enroll("x", np.zeros(64, np.float32))
+        with pytest.raises(uniface.InvalidArgumentError):
+            uniface.Gallery(path, durability="sometimes")  # type: ignore[arg-type]
+    # acknowledged enrollments survive a reopen (the context manager flushed)
+    g2 = uniface.Gallery(path)
+    assert g2.subjects() == ["Abel_Pacheco", "Amelia_Vega"]
+    assert g2.identify(people["Abel_Pacheco"][-1], fmr=1e-3).known == "Abel_Pacheco"
+    info = g2.get("Abel_Pacheco")
+    assert info is not None and len(info["templates"]) == 2

@@ -1,0 +1,54 @@
+"""A small typed program against the stubs; `test_typing.py` runs `mypy --strict` on it."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Optional
+
+import numpy as np
+import numpy.typing as npt
+
+import uniface
+
+
+def largest_embedding(
+    analyzer: uniface.FaceAnalyzer, photo: pathlib.Path
+) -> Optional[npt.NDArray[np.float32]]:
+    faces: list[uniface.Face] = analyzer.analyze(photo)
+    if not faces:
+        return None
+    best = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return best.embedding
+
+
+def who_is_it(gallery: uniface.Gallery, probe: npt.NDArray[np.float32]) -> str:
+    result: uniface.Identification = gallery.identify(probe, k=3, fpir=1e-2)
+    names = ", ".join(f"{c.subject} ({c.similarity:.2f})" for c in result.candidates)
+    return f"{result.known or 'unknown'}: {names}"
+
+
+def same_person(a: uniface.Template, b: npt.NDArray[np.float32]) -> bool:
+    decision: uniface.Decision = uniface.verify(a, b, fmr=1e-4)
+    return bool(decision)
+
+
+def round_trip(t: uniface.Template) -> uniface.Template:
+    return uniface.Template.from_bytes(t.to_bytes()).converted("i8")
+
+
+def main(root: pathlib.Path) -> None:
+    analyzer = uniface.FaceAnalyzer(upsample=1)
+    try:
+        emb = largest_embedding(analyzer, root / "photo.jpg")
+    except FileNotFoundError:
+        return
+    except uniface.UniFaceError as e:
+        print(f"failed: {e}")
+        return
+    if emb is None:
+        return
+    with uniface.Gallery(root / "g", create=True) as g:
+        g.enroll("someone", emb)
+        print(who_is_it(g, emb), len(g))
+    print(same_person(round_trip(uniface.Template(emb)), emb))
+    print(uniface.models.verify())
