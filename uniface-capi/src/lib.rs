@@ -20,10 +20,9 @@ mod gallery;
 
 use std::ffi::{c_char, CStr};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
 
 use uniface_core::image::{self, PixelFormat};
-use uniface_core::liveness::LivenessDetector;
+use uniface_core::liveness::LazyLivenessDetector;
 use uniface_core::model_store::ModelStore;
 use uniface_core::quality::Policy;
 use uniface_core::template::{ModelFingerprint, Template};
@@ -147,23 +146,7 @@ pub struct uf_assessment {
 /// at once.
 pub struct uf_analyzer {
     inner: uniface_core::FaceAnalyzer,
-    store: ModelStore,
-    liveness: OnceLock<LivenessDetector>,
-    liveness_init: Mutex<()>,
-}
-
-impl uf_analyzer {
-    fn liveness(&self) -> uniface_core::Result<&LivenessDetector> {
-        if let Some(d) = self.liveness.get() {
-            return Ok(d);
-        }
-        let _one = self.liveness_init.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(d) = self.liveness.get() {
-            return Ok(d);
-        }
-        let d = LivenessDetector::from_store(&self.store)?;
-        Ok(self.liveness.get_or_init(|| d))
-    }
+    liveness: LazyLivenessDetector,
 }
 
 /// The faces found in one image, best detection first. Immutable: safe to read from many
@@ -202,6 +185,21 @@ unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &'static str) -> Outcome
     Ok(std::slice::from_raw_parts(p, len))
 }
 
+/// Copy `values` into the caller's `out` (`len` floats): NULL and short buffers refused.
+unsafe fn copy_out(out: *mut f32, len: usize, values: &[f32]) -> Outcome<()> {
+    if out.is_null() {
+        return Err(Failure::Null("out"));
+    }
+    if len < values.len() {
+        return Err(Failure::TooSmall {
+            needed: values.len(),
+            got: len,
+        });
+    }
+    std::slice::from_raw_parts_mut(out, values.len()).copy_from_slice(values);
+    Ok(())
+}
+
 fn boxed<T>(v: T) -> *mut T {
     Box::into_raw(Box::new(v))
 }
@@ -226,9 +224,7 @@ pub unsafe extern "C" fn uf_analyzer_new(
         let inner = uniface_core::FaceAnalyzer::new(&set)?;
         *out = boxed(uf_analyzer {
             inner,
-            store,
-            liveness: OnceLock::new(),
-            liveness_init: Mutex::new(()),
+            liveness: LazyLivenessDetector::new(store),
         });
         Ok(())
     })
@@ -332,7 +328,7 @@ pub unsafe extern "C" fn uf_analyzer_assess_file(
             uf_policy::UF_POLICY_VERIFICATION => Policy::verification(),
         };
         let live = if policy.require_live {
-            Some(a.liveness()?)
+            Some(a.liveness.get()?)
         } else {
             None
         };
@@ -389,7 +385,7 @@ pub unsafe extern "C" fn uf_analyzer_liveness_file(
             .ok_or_else(|| uniface_core::Error::NoFace {
                 image: path.to_owned(),
             })?;
-        let l = a.liveness()?.check(&img, &face.rect())?;
+        let l = a.liveness.get()?.check(&img, &face.rect())?;
         *score = l.score;
         *is_live = l.is_live;
         Ok(())
@@ -447,21 +443,13 @@ pub unsafe extern "C" fn uf_faces_landmarks(
 ) -> uf_status {
     boundary::run(|| {
         let f = face_at(faces, index)?;
-        if out.is_null() {
-            return Err(Failure::Null("out"));
-        }
-        if len < UF_LANDMARK_VALUES {
-            return Err(Failure::TooSmall {
-                needed: UF_LANDMARK_VALUES,
-                got: len,
-            });
-        }
-        let dst = std::slice::from_raw_parts_mut(out, UF_LANDMARK_VALUES);
-        for (pair, p) in dst.chunks_exact_mut(2).zip(&f.landmarks.points) {
-            pair[0] = p.x as f32;
-            pair[1] = p.y as f32;
-        }
-        Ok(())
+        let xy: Vec<f32> = f
+            .landmarks
+            .points
+            .iter()
+            .flat_map(|p| [p.x as f32, p.y as f32])
+            .collect();
+        copy_out(out, len, &xy)
     })
 }
 
@@ -474,20 +462,7 @@ pub unsafe extern "C" fn uf_faces_embedding(
     out: *mut f32,
     len: usize,
 ) -> uf_status {
-    boundary::run(|| {
-        let f = face_at(faces, index)?;
-        if out.is_null() {
-            return Err(Failure::Null("out"));
-        }
-        if len < UF_EMBEDDING_DIM {
-            return Err(Failure::TooSmall {
-                needed: UF_EMBEDDING_DIM,
-                got: len,
-            });
-        }
-        std::slice::from_raw_parts_mut(out, UF_EMBEDDING_DIM).copy_from_slice(&f.embedding);
-        Ok(())
-    })
+    boundary::run(|| copy_out(out, len, &face_at(faces, index)?.embedding))
 }
 
 /// A template of face `index` (release with `uf_template_free`).
@@ -592,21 +567,7 @@ pub unsafe extern "C" fn uf_template_vector(
     out: *mut f32,
     len: usize,
 ) -> uf_status {
-    boundary::run(|| {
-        let t = ref_arg(template, "template")?;
-        let v = t.inner.vector();
-        if out.is_null() {
-            return Err(Failure::Null("out"));
-        }
-        if len < v.len() {
-            return Err(Failure::TooSmall {
-                needed: v.len(),
-                got: len,
-            });
-        }
-        std::slice::from_raw_parts_mut(out, v.len()).copy_from_slice(&v);
-        Ok(())
-    })
+    boundary::run(|| copy_out(out, len, &ref_arg(template, "template")?.inner.vector()))
 }
 
 /// Release a template (NULL: no-op).

@@ -1,13 +1,12 @@
 //! `uniface.FaceAnalyzer`, `uniface.Face`, `uniface.Detection`.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods};
 use pyo3::prelude::*;
 use uniface_core::detect::{DetectOptions, FaceBox};
-use uniface_core::liveness::LivenessDetector;
+use uniface_core::liveness::LazyLivenessDetector;
 use uniface_core::model_store::ModelStore;
 use uniface_core::quality::{self, Policy};
 
@@ -124,22 +123,44 @@ fn readonly<T>(a: Bound<'_, T>) -> PyResult<Bound<'_, T>> {
 #[pyclass(frozen, module = "uniface")]
 pub struct FaceAnalyzer {
     inner: uniface_core::FaceAnalyzer,
-    store: ModelStore,
-    liveness: OnceLock<LivenessDetector>,
-    liveness_init: Mutex<()>,
+    liveness: LazyLivenessDetector,
 }
 
 impl FaceAnalyzer {
-    fn liveness_detector(&self) -> uniface_core::Result<&LivenessDetector> {
-        if let Some(d) = self.liveness.get() {
-            return Ok(d);
-        }
-        let _one = self.liveness_init.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(d) = self.liveness.get() {
-            return Ok(d);
-        }
-        let d = LivenessDetector::from_store(&self.store)?;
-        Ok(self.liveness.get_or_init(|| d))
+    fn detections(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        bgr: bool,
+        with_landmarks: bool,
+    ) -> PyResult<Vec<Detection>> {
+        let input = ImageInput::from_py(image, bgr)?;
+        let found = py
+            .detach(|| {
+                let img = input.load()?;
+                if with_landmarks {
+                    let found = self.inner.detect_landmarks(&img)?;
+                    Ok(found.into_iter().map(|(b, lm)| (b, Some(lm))).collect())
+                } else {
+                    let found = self.inner.detect(&img)?;
+                    Ok(found.into_iter().map(|b| (b, None)).collect::<Vec<_>>())
+                }
+            })
+            .map_err(errors::core)?;
+        found
+            .into_iter()
+            .map(|(b, lm)| {
+                Ok(Detection {
+                    bbox: box_tuple(&b),
+                    score: b.score,
+                    landmarks: lm
+                        .map(|lm| {
+                            readonly(landmarks_array(&lm).into_pyarray(py)).map(Bound::unbind)
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect()
     }
 
     fn compute(
@@ -158,7 +179,7 @@ impl FaceAnalyzer {
                     serde_json::to_string(&q).unwrap_or_default()
                 });
                 let liveness = if with_liveness {
-                    let l = self.liveness_detector()?.check(img, &face.bbox.rect())?;
+                    let l = self.liveness.get()?.check(img, &face.bbox.rect())?;
                     Some(serde_json::to_string(&l).unwrap_or_default())
                 } else {
                     None
@@ -202,9 +223,7 @@ impl FaceAnalyzer {
             let inner = uniface_core::FaceAnalyzer::new(&set)?.with_options(options);
             Ok(Self {
                 inner,
-                store,
-                liveness: OnceLock::new(),
-                liveness_init: Mutex::new(()),
+                liveness: LazyLivenessDetector::new(store),
             })
         })
         .map_err(errors::core)
@@ -218,18 +237,7 @@ impl FaceAnalyzer {
         image: &Bound<'_, PyAny>,
         bgr: bool,
     ) -> PyResult<Vec<Detection>> {
-        let input = ImageInput::from_py(image, bgr)?;
-        let found = py
-            .detach(|| self.inner.detect(&input.load()?))
-            .map_err(errors::core)?;
-        Ok(found
-            .iter()
-            .map(|b| Detection {
-                bbox: box_tuple(b),
-                score: b.score,
-                landmarks: None,
-            })
-            .collect())
+        self.detections(py, image, bgr, false)
     }
 
     /// Face boxes, scores and 5-point landmarks.
@@ -240,20 +248,7 @@ impl FaceAnalyzer {
         image: &Bound<'_, PyAny>,
         bgr: bool,
     ) -> PyResult<Vec<Detection>> {
-        let input = ImageInput::from_py(image, bgr)?;
-        let found = py
-            .detach(|| self.inner.detect_landmarks(&input.load()?))
-            .map_err(errors::core)?;
-        found
-            .iter()
-            .map(|(b, lm)| {
-                Ok(Detection {
-                    bbox: box_tuple(b),
-                    score: b.score,
-                    landmarks: Some(readonly(landmarks_array(lm).into_pyarray(py))?.unbind()),
-                })
-            })
-            .collect()
+        self.detections(py, image, bgr, true)
     }
 
     /// The embeddings of every face, one row each: float32 `(n, 128)`.
@@ -370,7 +365,7 @@ impl FaceAnalyzer {
             .detach(|| {
                 let img = input.load()?;
                 let live = if policy.require_live {
-                    Some(self.liveness_detector()?)
+                    Some(self.liveness.get()?)
                 } else {
                     None
                 };

@@ -314,6 +314,56 @@ fn search_raw(data: &Data, raw: &uniface::index::usearch::Index) -> uniface::Res
     Ok(sweep)
 }
 
+/// Exact scan (f32 matrix) against the graph path (i8 HNSW at the default expansion, exact
+/// re-scoring included) per query, one core, for small shard sizes: where does the graph start
+/// to pay?
+fn crossover(data: &Data) -> uniface::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let one = one_thread_pool()?;
+    for n in [500usize, 1_000, 2_000, 4_000, 8_000, 16_000] {
+        if n > data.vectors.len() {
+            break;
+        }
+        let mut matrix = TemplateMatrix::new(data.vectors[0].len(), ElementType::F32);
+        for v in &data.vectors[..n] {
+            matrix.push(v)?;
+        }
+        let graph = uniface::index::new_l2_index(&HnswParams::default(), n).map_err(ie)?;
+        for (i, v) in data.vectors[..n].iter().enumerate() {
+            graph
+                .add(i as u64, v)
+                .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+        }
+        let probes: Vec<&Vec<f32>> = data.probes.iter().map(|p| &p.1).take(300).collect();
+        let (exact_s, graph_s) = one.install(|| -> uniface::Result<(f64, f64)> {
+            let start = Instant::now();
+            for p in &probes {
+                std::hint::black_box(matrix.nearest(p, Metric::Euclidean, 8)?);
+            }
+            let exact_s = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            for p in &probes {
+                let m = graph
+                    .search(p, 8)
+                    .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+                // the gallery re-scores the graph's candidates in f32
+                for k in &m.keys {
+                    let v = &data.vectors[*k as usize];
+                    std::hint::black_box(uniface::core::compare::euclidean(p, v)?);
+                }
+            }
+            Ok((exact_s, start.elapsed().as_secs_f64()))
+        })?;
+        let q = probes.len() as f64;
+        out.push(json!({
+            "templates": n,
+            "exact_scan_us": exact_s / q * 1e6,
+            "graph_us": graph_s / q * 1e6,
+        }));
+    }
+    Ok(out)
+}
+
 /// The smallest expansion whose identity top-1 reaches `target`, with its QPS.
 fn at_target(rows: &[Value], target: f64) -> Value {
     rows.iter()
@@ -338,6 +388,8 @@ pub fn gallery(
     let data = Data::new(templates, queries)?;
     eprintln!("durable enrollment per mode…");
     let enroll = enroll_rates(&data, tmp.path())?;
+    eprintln!("exact scan vs graph for small shards…");
+    let small = crossover(&data)?;
     let default_ef = HnswParams::default().expansion_search;
     let mut search = Vec::new();
     let mut shard_latency = Vec::new();
@@ -428,7 +480,7 @@ pub fn gallery(
     }
     let out = json!({
         "templates": templates, "queries": queries, "rayon_threads": rayon_threads(),
-        "enroll": enroll, "search": search,
+        "enroll": enroll, "search": search, "exact_vs_graph_one_core": small,
         "at_identity_top1_0_99": matched,
         "shards_1_vs_2": shard_latency,
         "batch_identify": batch,

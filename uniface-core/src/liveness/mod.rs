@@ -61,6 +61,38 @@ struct Model {
     net: MiniFasNet,
 }
 
+/// A [`LivenessDetector`] loaded from a model store on first use: for analyzers that check
+/// liveness only when asked (the models are downloaded or read at that moment, once, even
+/// when many threads ask at the same time). `Send + Sync`.
+pub struct LazyLivenessDetector {
+    store: ModelStore,
+    cell: std::sync::OnceLock<LivenessDetector>,
+    loading: std::sync::Mutex<()>,
+}
+
+impl LazyLivenessDetector {
+    pub fn new(store: ModelStore) -> Self {
+        Self {
+            store,
+            cell: std::sync::OnceLock::new(),
+            loading: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The detector, loading it first if needed (a failed load is retried on the next call).
+    pub fn get(&self) -> Result<&LivenessDetector> {
+        if let Some(d) = self.cell.get() {
+            return Ok(d);
+        }
+        let _one = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = self.cell.get() {
+            return Ok(d);
+        }
+        let d = LivenessDetector::from_store(&self.store)?;
+        Ok(self.cell.get_or_init(|| d))
+    }
+}
+
 /// Both MiniFASNet models, ready to score faces. `Send + Sync`.
 pub struct LivenessDetector {
     models: Vec<Model>,
