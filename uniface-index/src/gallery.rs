@@ -126,6 +126,11 @@ pub struct OpenOptions {
     /// opening a large gallery is then nearly free and read-only replicas on one machine share
     /// the pages. The first insertion into a shard's graph reads it into memory.
     pub view: bool,
+    /// Open only this shard: a host that serves one shard of a gallery split over machines.
+    /// Routing still uses the manifest's shard count; requests for subjects that live on other
+    /// shards fail with [`Error::NotLocal`]; searches cover the local shard (merge the hosts'
+    /// answers with [`merge_candidates`]).
+    pub shard: Option<usize>,
 }
 
 impl Default for OpenOptions {
@@ -133,6 +138,7 @@ impl Default for OpenOptions {
         Self {
             durability: Durability::Sync,
             view: false,
+            shard: None,
         }
     }
 }
@@ -241,8 +247,11 @@ pub struct Gallery {
     dir: PathBuf,
     manifest: RwLock<Manifest>,
     router: ShardRouter,
-    shards: Vec<RwLock<Shard>>,
-    next_id: AtomicU64,
+    /// Indexed by shard number; `None` for shards another host serves.
+    shards: Vec<Option<RwLock<Shard>>>,
+    /// Per shard: the next template id is `k × shards + shard` for the next `k`, so that hosts
+    /// serving different shards never hand out the same id.
+    next_k: Vec<AtomicU64>,
     calibration: CalibrationTable,
     indexing: Mutex<()>,
     /// Fixed at open: copied out of the manifest for the hot paths.
@@ -296,7 +305,7 @@ impl Gallery {
         write_manifest(dir, &manifest)?;
         let open = OpenOptions {
             durability: options.durability,
-            view: false,
+            ..OpenOptions::default()
         };
         Ok(Self::open_with(dir, manifest, &open)?.0)
     }
@@ -309,7 +318,7 @@ impl Gallery {
     ) -> Result<(Self, OpenReport)> {
         let options = OpenOptions {
             durability,
-            view: false,
+            ..OpenOptions::default()
         };
         Self::open_with_options(dir, expected, &options)
     }
@@ -355,9 +364,20 @@ impl Gallery {
             path: dir.join("manifest.json"),
             message: "weights_sha256 is not 64 hex digits".into(),
         })?;
-        let shards: Vec<Shard> = (0..manifest.shards)
-            .into_par_iter()
-            .map(|i| {
+        let n = manifest.shards;
+        let wanted: Vec<usize> = match options.shard {
+            Some(i) if i >= n => {
+                return Err(Error::ShardCount {
+                    expected: n,
+                    got: i + 1,
+                })
+            }
+            Some(i) => vec![i],
+            None => (0..n).collect(),
+        };
+        let opened: Vec<Shard> = wanted
+            .par_iter()
+            .map(|&i| {
                 Shard::open(
                     &shard_dir(dir, i),
                     element,
@@ -367,30 +387,69 @@ impl Gallery {
                 )
             })
             .collect::<Result<_>>()?;
-        let next = shards
+        // ids above every id on the loaded shards, striped by shard
+        let max_id = opened
             .iter()
             .filter_map(|s| s.state.max_template_id())
             .max()
-            .map_or(1, |m| m + 1);
+            .unwrap_or(0);
+        let next_k = (0..n)
+            .map(|s| AtomicU64::new(first_k_above(max_id, s, n)))
+            .collect();
         let report = OpenReport {
-            replay: shards.iter().map(|s| s.replay.clone()).collect(),
+            replay: opened.iter().map(|s| s.replay.clone()).collect(),
         };
+        let mut shards: Vec<Option<RwLock<Shard>>> = (0..n).map(|_| None).collect();
+        for (i, shard) in wanted.into_iter().zip(opened) {
+            shards[i] = Some(RwLock::new(shard));
+        }
         let calibration = calibration::default_table()?.clone();
         Ok((
             Self {
                 dir: dir.to_owned(),
-                router: ShardRouter::new(manifest.shards),
+                router: ShardRouter::new(n),
                 dimension: manifest.dimension,
                 metric: manifest.metric,
                 fingerprint,
                 manifest: RwLock::new(manifest),
-                shards: shards.into_iter().map(RwLock::new).collect(),
-                next_id: AtomicU64::new(next),
+                shards,
+                next_k,
                 calibration,
                 indexing: Mutex::new(()),
             },
             report,
         ))
+    }
+
+    /// The shards this gallery holds, with their numbers.
+    fn loaded(&self) -> impl Iterator<Item = (usize, &RwLock<Shard>)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    fn slot(&self, shard: usize) -> Result<&RwLock<Shard>> {
+        match self.shards.get(shard) {
+            Some(Some(s)) => Ok(s),
+            Some(None) => Err(Error::NotLocal { shard }),
+            None => Err(Error::ShardCount {
+                expected: self.shards.len(),
+                got: shard + 1,
+            }),
+        }
+    }
+
+    /// A new template id on `shard`.
+    fn new_id(&self, shard: usize) -> u64 {
+        let k = self.next_k[shard].fetch_add(1, Ordering::SeqCst);
+        k * self.shards.len() as u64 + shard as u64
+    }
+
+    /// The shard numbers this gallery holds (all of them unless opened with
+    /// [`OpenOptions::shard`]).
+    pub fn local_shards(&self) -> Vec<usize> {
+        self.loaded().map(|(i, _)| i).collect()
     }
 
     pub fn dir(&self) -> &Path {
@@ -435,7 +494,7 @@ impl Gallery {
     /// Log, apply and make durable changes on `shard` (one write, one durability wait).
     fn commit_many(&self, shard: usize, ops: Vec<Op>) -> Result<()> {
         let (wal, seq) = {
-            let mut s = write_lock(&self.shards[shard]);
+            let mut s = write_lock(self.slot(shard)?);
             let first = s.state.last_seq + 1;
             let records: Vec<Record> = ops
                 .into_iter()
@@ -472,8 +531,10 @@ impl Gallery {
                 return Err(Error::InvalidSubject);
             }
             let vector = self.check_template(t)?;
-            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-            per_shard[self.router.shard_of(subject)].push(Op::Enroll {
+            let shard = self.router.shard_of(subject);
+            self.slot(shard)?;
+            let id = self.new_id(shard);
+            per_shard[shard].push(Op::Enroll {
                 subject: (*subject).to_owned(),
                 template_id: id,
                 vector,
@@ -494,9 +555,11 @@ impl Gallery {
             return Err(Error::InvalidSubject);
         }
         let vector = self.check_template(template)?;
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let shard = self.router.shard_of(subject);
+        self.slot(shard)?;
+        let id = self.new_id(shard);
         self.commit(
-            self.router.shard_of(subject),
+            shard,
             Op::Enroll {
                 subject: subject.to_owned(),
                 template_id: id,
@@ -508,7 +571,7 @@ impl Gallery {
 
     /// Remove one template; `false` when there is no such template.
     pub fn remove_template(&self, id: u64) -> Result<bool> {
-        for (i, s) in self.shards.iter().enumerate() {
+        for (i, s) in self.loaded() {
             if read_lock(s).state.contains_template(id) {
                 self.commit(i, Op::RemoveTemplate { template_id: id })?;
                 return Ok(true);
@@ -521,7 +584,7 @@ impl Gallery {
     /// The data leaves every file at the next [`Gallery::checkpoint`].
     pub fn remove_subject(&self, subject: &str) -> Result<usize> {
         let shard = self.router.shard_of(subject);
-        let n = match read_lock(&self.shards[shard]).state.subjects.get(subject) {
+        let n = match read_lock(self.slot(shard)?).state.subjects.get(subject) {
             Some(s) => s.templates.len(),
             None => return Ok(0),
         };
@@ -548,21 +611,18 @@ impl Gallery {
         )
     }
 
-    /// A subject's templates and metadata.
+    /// A subject's templates and metadata (`None` when it is not enrolled, or lives on a
+    /// shard this gallery does not hold).
     pub fn get(&self, subject: &str) -> Option<Subject> {
-        read_lock(&self.shards[self.router.shard_of(subject)])
-            .state
-            .subjects
-            .get(subject)
-            .cloned()
+        let s = self.slot(self.router.shard_of(subject)).ok()?;
+        read_lock(s).state.subjects.get(subject).cloned()
     }
 
     /// Every subject id, sorted.
     pub fn list(&self) -> Vec<String> {
         let mut all: Vec<String> = self
-            .shards
-            .iter()
-            .flat_map(|s| {
+            .loaded()
+            .flat_map(|(_, s)| {
                 read_lock(s)
                     .state
                     .subjects
@@ -577,9 +637,8 @@ impl Gallery {
 
     /// Number of templates.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| read_lock(s).state.template_count())
+        self.loaded()
+            .map(|(_, s)| read_lock(s).state.template_count())
             .sum()
     }
 
@@ -604,11 +663,12 @@ impl Gallery {
         let threshold = self.calibration.threshold_for_fmr(fmr)?;
         // oversample so that one subject's several templates cannot crowd others out
         let per_shard = (k * 4).max(8);
-        let mut found = if self.shards.len() == 1 {
+        let local: Vec<&RwLock<Shard>> = self.loaded().map(|(_, s)| s).collect();
+        let mut found = if local.len() == 1 {
             // no hand-off to the thread pool for a single shard: it costs more than it saves
-            self.search_shard(&self.shards[0], &v, k, per_shard)?
+            self.search_shard(local[0], &v, k, per_shard)?
         } else {
-            self.shards
+            local
                 .par_iter()
                 .map(|s| self.search_shard(s, &v, k, per_shard))
                 .collect::<Result<Vec<_>>>()?
@@ -699,7 +759,7 @@ impl Gallery {
         fmr: f64,
     ) -> Result<Option<calibration::Decision>> {
         let v = self.check_template(probe)?;
-        let s = read_lock(&self.shards[self.router.shard_of(subject)]);
+        let s = read_lock(self.slot(self.router.shard_of(subject))?);
         let Some(entry) = s.state.subjects.get(subject) else {
             return Ok(None);
         };
@@ -718,17 +778,18 @@ impl Gallery {
 
     /// Fold every shard's log into its snapshot and empty the log.
     pub fn checkpoint(&self) -> Result<()> {
-        for s in &self.shards {
+        for (_, s) in self.loaded() {
             write_lock(s).checkpoint()?;
         }
         Ok(())
     }
 
-    /// The last sequence number applied on each shard (a replica's position in the feed).
+    /// The last sequence number applied on each shard (a replica's position in the feed),
+    /// indexed by shard number; 0 for shards this gallery does not hold.
     pub fn positions(&self) -> Vec<u64> {
         self.shards
             .iter()
-            .map(|s| read_lock(s).state.last_seq)
+            .map(|s| s.as_ref().map_or(0, |s| read_lock(s).state.last_seq))
             .collect()
     }
 
@@ -744,7 +805,8 @@ impl Gallery {
             });
         }
         let mut out = Vec::new();
-        for (i, (s, &from)) in self.shards.iter().zip(since).enumerate() {
+        for (i, s) in self.loaded() {
+            let from = since[i];
             let s = read_lock(s);
             if from >= s.state.last_seq {
                 continue;
@@ -770,14 +832,16 @@ impl Gallery {
 
     /// Apply a feed from another gallery with the same manifest (a replica catching up).
     /// Changes already applied are skipped, so a feed may be applied twice; a gap in the
-    /// sequence is an error. Returns how many changes were applied.
+    /// sequence is an error; changes of shards this gallery does not hold are skipped (a
+    /// one-shard replica may tail a whole gallery's feed). Returns how many were applied.
     pub fn apply_changes(&self, changes: &[Change]) -> Result<usize> {
         let mut applied = 0;
         for c in changes {
-            let shard = self.shards.get(c.shard).ok_or(Error::ShardCount {
-                expected: self.shards.len(),
-                got: c.shard + 1,
-            })?;
+            let shard = match self.slot(c.shard) {
+                Ok(s) => s,
+                Err(Error::NotLocal { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let seq = {
                 let mut s = write_lock(shard);
                 if c.record.seq <= s.state.last_seq {
@@ -791,7 +855,10 @@ impl Gallery {
                     });
                 }
                 if let Op::Enroll { template_id, .. } = &c.record.op {
-                    self.next_id.fetch_max(template_id + 1, Ordering::SeqCst);
+                    let n = self.shards.len();
+                    for (k, next) in self.next_k.iter().enumerate() {
+                        next.fetch_max(first_k_above(*template_id, k, n), Ordering::SeqCst);
+                    }
                 }
                 s.wal.write(std::slice::from_ref(&c.record))?;
                 s.state.apply(&c.record)?;
@@ -822,7 +889,9 @@ impl Gallery {
             None => problems.push("manifest.json is unreadable".into()),
         }
         let (mut subjects, mut templates) = (0, 0);
-        for (i, s) in self.shards.iter().enumerate() {
+        let mut shards = 0;
+        for (i, s) in self.loaded() {
+            shards += 1;
             let s = read_lock(s);
             let snap = Shard::snapshot_path(&s.dir);
             if let Ok(bytes) = std::fs::read(&snap) {
@@ -851,7 +920,7 @@ impl Gallery {
             templates += s.state.template_count();
         }
         Ok(CheckReport {
-            shards: self.shards.len(),
+            shards,
             subjects,
             templates,
             problems,
@@ -866,7 +935,7 @@ impl Gallery {
     pub fn index_pending(&self, max_per_shard: usize) -> Result<usize> {
         let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = 0;
-        for shard in &self.shards {
+        for (_, shard) in self.loaded() {
             let batch = write_lock(shard).state.take_pending(max_per_shard)?;
             if batch.is_empty() {
                 continue;
@@ -901,7 +970,7 @@ impl Gallery {
         }
         let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = 0;
-        for shard in &self.shards {
+        for (_, shard) in self.loaded() {
             let all = read_lock(shard).state.all_vectors();
             let mut graph = crate::hnsw::Hnsw::new(&params)?;
             graph.reserve(all.len())?;
@@ -929,7 +998,7 @@ impl Gallery {
             }));
         }
         let mut m = write_lock(&self.manifest);
-        for shard in &self.shards {
+        for (_, shard) in self.loaded() {
             write_lock(shard).state.hnsw.set_expansion_search(ef);
         }
         m.hnsw.expansion_search = ef;
@@ -978,15 +1047,14 @@ impl Gallery {
 
     /// Templates enrolled but not yet in a graph.
     pub fn pending(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| read_lock(s).state.pending.len())
+        self.loaded()
+            .map(|(_, s)| read_lock(s).state.pending.len())
             .sum()
     }
 
     /// Make every log durable now (for `Async` and `Group` modes).
     pub fn flush(&self) -> Result<()> {
-        for s in &self.shards {
+        for (_, s) in self.loaded() {
             read_lock(s).wal.flush()?;
         }
         Ok(())
@@ -1040,6 +1108,16 @@ impl Drop for Indexer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The smallest `k ≥ 1` with `k × shards + shard > id`: the first striped id of `shard` above
+/// `id`.
+fn first_k_above(id: u64, shard: usize, shards: usize) -> u64 {
+    let (s, n) = (shard as u64, shards.max(1) as u64);
+    if id < s {
+        return 1;
+    }
+    ((id - s) / n + 1).max(1)
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {

@@ -71,6 +71,10 @@ pub enum Error {
     /// Subject ids must be non-empty.
     #[error("subject id must not be empty")]
     InvalidSubject,
+    /// The request belongs to a shard this gallery was not opened with
+    /// ([`OpenOptions::shard`]): another host serves it.
+    #[error("shard {shard} is not open here (another host serves it)")]
+    NotLocal { shard: usize },
 }
 
 /// The crate's result type.

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use uniface_core::template::{ElementType, ModelFingerprint, Template};
 use uniface_index::{
-    Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet, ShardRouter,
+    merge_candidates, Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet,
+    ShardRouter,
 };
 
 fn unit(seed: u64) -> Vec<f32> {
@@ -343,7 +344,18 @@ fn bulk_enrollment_is_durable_and_searchable() {
     let items: Vec<(&str, &Template)> = names.iter().map(String::as_str).zip(&ts).collect();
     let ids = g.enroll_many(&items).unwrap();
     assert_eq!(ids.len(), 100);
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+    // ids are striped by shard (id mod shards = shard) and increase within a shard
+    let router = ShardRouter::new(2);
+    for shard in 0..2u64 {
+        let mine: Vec<u64> = names
+            .iter()
+            .zip(&ids)
+            .filter(|(n, _)| router.shard_of(n) as u64 == shard)
+            .map(|(_, id)| *id)
+            .collect();
+        assert!(mine.iter().all(|id| id % 2 == shard), "{mine:?}");
+        assert!(mine.windows(2).all(|w| w[1] > w[0]), "{mine:?}");
+    }
     drop(g);
     let g = open(dir.path());
     assert_eq!(g.len(), 100);
@@ -460,6 +472,7 @@ fn memory_mapped_graphs_search_then_turn_writable_and_rebuild_changes_parameters
     let view = OpenOptions {
         durability: Durability::Async,
         view: true,
+        ..OpenOptions::default()
     };
     let (g, _) = Gallery::open_with_options(dir.path(), &fp, &view).unwrap();
     assert_eq!(g.pending(), 0, "the mapped graph holds every template");
@@ -590,4 +603,77 @@ fn fpir_targets_become_per_comparison_rates_for_the_gallery_size() {
     }
     // a target the calibration cannot resolve at this size is refused, not guessed
     assert!(g.identify(&template(7, 3), 1, OpenSet::Fpir(1e-9)).is_err());
+}
+
+#[test]
+fn hosts_serving_one_shard_each_answer_like_the_whole_gallery() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(3)).unwrap();
+    for id in 0..60 {
+        g.enroll(&format!("h{id}"), &template(id, 0)).unwrap();
+    }
+    g.checkpoint().unwrap();
+    let probes: Vec<Template> = (0..60).step_by(7).map(|id| template(id, 3)).collect();
+    let whole: Vec<_> = probes
+        .iter()
+        .map(|p| g.identify(p, 3, 1e-3).unwrap())
+        .collect();
+    let total = g.len();
+    drop(g);
+    let fp = ModelFingerprint::dlib_resnet_v1();
+    let hosts: Vec<Gallery> = (0..3)
+        .map(|i| {
+            let o = OpenOptions {
+                shard: Some(i),
+                ..OpenOptions::default()
+            };
+            Gallery::open_with_options(dir.path(), &fp, &o).unwrap().0
+        })
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        assert_eq!(h.local_shards(), vec![i]);
+        assert!(h.check().unwrap().is_clean());
+    }
+    assert_eq!(hosts.iter().map(Gallery::len).sum::<usize>(), total);
+    // each host searches its shard; merged, the answers are the whole gallery's
+    for (p, w) in probes.iter().zip(&whole) {
+        let mut found: Vec<_> = hosts
+            .iter()
+            .flat_map(|h| h.identify(p, 3, 1e-3).unwrap().candidates)
+            .collect();
+        assert_eq!(merge_candidates(&mut found, 3), w.candidates);
+    }
+    // a host takes only its own subjects; ids handed out by different hosts never collide
+    let router = ShardRouter::new(3);
+    let mut ids = std::collections::HashSet::new();
+    for n in 0..30 {
+        let subject = format!("new{n}");
+        let home = router.shard_of(&subject);
+        for (i, h) in hosts.iter().enumerate() {
+            let r = h.enroll(&subject, &template(1_000 + n, 0));
+            if i == home {
+                assert!(ids.insert(r.unwrap()), "duplicate id");
+            } else {
+                assert!(
+                    matches!(r, Err(uniface_index::Error::NotLocal { shard }) if shard == home)
+                );
+            }
+        }
+    }
+    assert!(matches!(
+        hosts[0].remove_subject("new_elsewhere_x"),
+        Ok(0) | Err(uniface_index::Error::NotLocal { .. })
+    ));
+    drop(hosts);
+    // the whole gallery sees every host's enrollments, with distinct ids
+    let g = open(dir.path());
+    assert_eq!(g.len(), total + 30);
+    assert!(g.check().unwrap().is_clean());
+    let r = g.identify(&template(1_007, 2), 1, 1e-3).unwrap();
+    assert_eq!(r.known.as_deref(), Some("new7"));
+    let beyond = OpenOptions {
+        shard: Some(3),
+        ..OpenOptions::default()
+    };
+    assert!(Gallery::open_with_options(dir.path(), &fp, &beyond).is_err());
 }

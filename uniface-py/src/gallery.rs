@@ -129,6 +129,7 @@ impl Gallery {
                 let options = OpenOptions {
                     durability: mode,
                     view,
+                    ..OpenOptions::default()
                 };
                 uniface_index::Gallery::open_with_options(&path, &fp, &options)?.0
             };

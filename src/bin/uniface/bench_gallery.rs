@@ -184,7 +184,10 @@ fn enroll_rates(data: &Data, tmp: &Path) -> uniface::Result<Vec<Value>> {
     Ok(out)
 }
 
-fn search_gallery(data: &Data, g: &Gallery) -> uniface::Result<Sweep> {
+/// `ids[i]`: the template id the gallery gave template `i`.
+fn search_gallery(data: &Data, g: &Gallery, ids: &[u64]) -> uniface::Result<Sweep> {
+    let index_of: std::collections::HashMap<u64, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut sweep = Sweep {
         top1: 0,
         recall: 0,
@@ -201,8 +204,7 @@ fn search_gallery(data: &Data, g: &Gallery) -> uniface::Result<Sweep> {
         sweep.lat.push(start.elapsed().as_secs_f64());
         if let Some(c) = r.candidates.first() {
             sweep.top1 += usize::from(c.subject == format!("s{id}"));
-            // template ids are assigned from 1 in enrollment order
-            sweep.recall += usize::from(c.template_id == *exact as u64 + 1);
+            sweep.recall += usize::from(index_of.get(&c.template_id) == Some(exact));
         }
     }
     Ok(sweep)
@@ -213,7 +215,7 @@ fn build_gallery(
     data: &Data,
     dir: &Path,
     shards: usize,
-) -> uniface::Result<(Gallery, serde_json::Map<String, Value>)> {
+) -> uniface::Result<(Gallery, Vec<u64>, serde_json::Map<String, Value>)> {
     let options = GalleryOptions {
         shards,
         durability: Durability::Async,
@@ -223,6 +225,7 @@ fn build_gallery(
     let names: Vec<String> = (0..data.vectors.len())
         .map(|i| format!("s{}", i / 4))
         .collect();
+    let mut ids = Vec::with_capacity(data.vectors.len());
     for (chunk, names) in data.vectors.chunks(4096).zip(names.chunks(4096)) {
         let ts: Vec<Template> = chunk
             .iter()
@@ -230,7 +233,7 @@ fn build_gallery(
             .collect::<uniface::Result<_>>()?;
         let items: Vec<(&str, &Template)> =
             names.iter().map(String::as_str).zip(ts.iter()).collect();
-        g.enroll_many(&items).map_err(ie)?;
+        ids.extend(g.enroll_many(&items).map_err(ie)?);
     }
     eprintln!(
         "  {shards} shard(s): {} templates enrolled; building graphs…",
@@ -250,6 +253,7 @@ fn build_gallery(
     let view = OpenOptions {
         durability: Durability::Async,
         view: true,
+        ..OpenOptions::default()
     };
     let start = Instant::now();
     let (g, _) = Gallery::open_with_options(dir, fp, &view).map_err(ie)?;
@@ -269,7 +273,7 @@ fn build_gallery(
         "bytes_per_template".into(),
         json!(bytes as f64 / data.vectors.len() as f64),
     );
-    Ok((g, info))
+    Ok((g, ids, info))
 }
 
 /// Recovery after a crash: `n` enrollments logged after the last checkpoint and never folded
@@ -397,14 +401,14 @@ pub fn gallery(
     let mut recovered = Value::Null;
     for shards in [1usize, 2] {
         let dir = tmp.path().join(format!("search-{shards}"));
-        let (g, info) = build_gallery(&data, &dir, shards)?;
+        let (g, ids, info) = build_gallery(&data, &dir, shards)?;
         let mut rows = Vec::new();
         for &ef in efs {
             g.set_expansion_search(ef).map_err(ie)?;
             let mut what = info.clone();
             what.insert("index".into(), json!(format!("gallery, {shards} shard(s)")));
             what.insert("expansion_search".into(), json!(ef));
-            rows.push(search_gallery(&data, &g)?.json(queries, Value::Object(what)));
+            rows.push(search_gallery(&data, &g, &ids)?.json(queries, Value::Object(what)));
         }
         search.extend(rows.iter().cloned());
         shard_latency.push(json!({"shards": shards, "rows": rows}));
