@@ -55,12 +55,6 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl Manifest {
-    fn fingerprint_matches(&self, f: &ModelFingerprint) -> bool {
-        self.model_id == f.model_id
-            && self.weights_sha256 == hex(&f.weights_sha256)
-            && self.preprocessing == f.preprocessing
-    }
-
     /// The fingerprint the manifest names (`None` when its hash is not 64 hex digits).
     fn fingerprint(&self) -> Option<ModelFingerprint> {
         let hex = self.weights_sha256.as_bytes();
@@ -80,15 +74,10 @@ impl Manifest {
     }
 
     fn element(&self) -> Result<ElementType> {
-        match self.element.as_str() {
-            "f32" => Ok(ElementType::F32),
-            "f16" => Ok(ElementType::F16),
-            "i8" => Ok(ElementType::I8),
-            other => Err(Error::Corrupt {
-                path: PathBuf::from("manifest.json"),
-                message: format!("unknown element type {other:?}"),
-            }),
-        }
+        ElementType::from_name(&self.element).ok_or_else(|| Error::Corrupt {
+            path: PathBuf::from("manifest.json"),
+            message: format!("unknown element type {:?}", self.element),
+        })
     }
 }
 
@@ -290,12 +279,7 @@ impl Gallery {
             preprocessing: options.fingerprint.preprocessing,
             dimension: options.dimension,
             metric: Metric::Euclidean,
-            element: match options.element {
-                ElementType::F32 => "f32",
-                ElementType::F16 => "f16",
-                ElementType::I8 => "i8",
-            }
-            .into(),
+            element: options.element.name().into(),
             shards: options.shards.max(1),
             hnsw: HnswParams {
                 dimensions: options.dimension,
@@ -330,27 +314,19 @@ impl Gallery {
         options: &OpenOptions,
     ) -> Result<(Self, OpenReport)> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read(&path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let mut manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let manifest = read_manifest(&path)?;
         if manifest.format_version != FORMAT_VERSION {
             return Err(Error::Corrupt {
                 path,
                 message: format!("unsupported format version {}", manifest.format_version),
             });
         }
-        if !manifest.fingerprint_matches(expected) {
+        if manifest.fingerprint().as_ref() != Some(expected) {
             return Err(Error::Core(uniface_core::Error::FingerprintMismatch {
                 left: manifest.model_id.clone(),
                 right: expected.model_id.clone(),
             }));
         }
-        manifest.hnsw.dimensions = manifest.dimension;
         Self::open_with(dir, manifest, options)
     }
 
@@ -875,18 +851,10 @@ impl Gallery {
     /// router assigns).
     pub fn check(&self) -> Result<CheckReport> {
         let mut problems = Vec::new();
-        let path = self.dir.join("manifest.json");
-        match std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-        {
-            Some(mut m) => {
-                m.hnsw.dimensions = m.dimension;
-                if m != *read_lock(&self.manifest) {
-                    problems.push("manifest.json differs from the open gallery".into());
-                }
-            }
-            None => problems.push("manifest.json is unreadable".into()),
+        match read_manifest(&self.dir.join("manifest.json")) {
+            Ok(m) if m == *read_lock(&self.manifest) => {}
+            Ok(_) => problems.push("manifest.json differs from the open gallery".into()),
+            Err(e) => problems.push(format!("manifest.json is unreadable: {e}")),
         }
         let (mut subjects, mut templates) = (0, 0);
         let mut shards = 0;
@@ -1118,6 +1086,20 @@ fn first_k_above(id: u64, shard: usize, shards: usize) -> u64 {
         return 1;
     }
     ((id - s) / n + 1).max(1)
+}
+
+/// Read and parse `manifest.json`; the graph dimension is the manifest's dimension.
+fn read_manifest(path: &Path) -> Result<Manifest> {
+    let text = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    let mut manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    manifest.hnsw.dimensions = manifest.dimension;
+    Ok(manifest)
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {

@@ -30,6 +30,18 @@ pub(crate) struct Hnsw {
     /// insertion loads it into memory.
     viewed: Option<PathBuf>,
     params: HnswParams,
+    /// Factor from usearch's reported distance to the templates' units: usearch reports i8
+    /// distances in its integer units (each value × 127). Taken from the index itself, since
+    /// a restored graph may predate the manifest's storage.
+    distance_scale: f32,
+}
+
+fn distance_scale(index: &Index) -> f32 {
+    if index.scalar_kind() == usearch::ScalarKind::I8 {
+        1.0 / 127.0
+    } else {
+        1.0
+    }
 }
 
 impl Hnsw {
@@ -39,6 +51,7 @@ impl Hnsw {
             .reserve_capacity_and_threads(1024, thread_contexts())
             .map_err(usearch)?;
         Ok(Self {
+            distance_scale: distance_scale(&index),
             index,
             viewed: None,
             params: *params,
@@ -83,6 +96,7 @@ impl Hnsw {
         index.change_expansion_search(params.expansion_search);
         index.change_expansion_add(params.expansion_add);
         Ok(Self {
+            distance_scale: distance_scale(&index),
             index,
             viewed: view.then(|| path.to_owned()),
             params: *params,
@@ -146,13 +160,7 @@ impl Hnsw {
         // searches.) A plain search with the filter applied afterwards: a predicate evaluated
         // on every visited node costs more than the rare id it rejects.
         let found = self.index.search(probe, k).map_err(usearch)?;
-        // usearch reports i8 distances in its integer units (each value × 127)
-        // (the file's own storage decides: a restored graph may predate the manifest's)
-        let scale = if self.index.scalar_kind() == usearch::ScalarKind::I8 {
-            1.0 / 127.0
-        } else {
-            1.0
-        };
+        let scale = self.distance_scale;
         Ok(found
             .keys
             .into_iter()

@@ -117,30 +117,14 @@ pub(crate) mod element_name {
     use serde::{Deserialize, Deserializer, Serializer};
     use uniface_core::template::ElementType;
 
-    pub(crate) fn name(e: ElementType) -> &'static str {
-        match e {
-            ElementType::F32 => "f32",
-            ElementType::F16 => "f16",
-            ElementType::I8 => "i8",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<ElementType> {
-        match s {
-            "f32" => Some(ElementType::F32),
-            "f16" => Some(ElementType::F16),
-            "i8" => Some(ElementType::I8),
-            _ => None,
-        }
-    }
-
     pub(crate) fn serialize<S: Serializer>(e: &ElementType, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(name(*e))
+        s.serialize_str(e.name())
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ElementType, D::Error> {
         let s = String::deserialize(d)?;
-        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown element type {s:?}")))
+        ElementType::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown element type {s:?}")))
     }
 }
 

@@ -9,22 +9,11 @@ use uniface_core::template::{ElementType, ModelFingerprint};
 use crate::errors;
 
 fn element(name: &str) -> PyResult<ElementType> {
-    match name {
-        "f32" => Ok(ElementType::F32),
-        "f16" => Ok(ElementType::F16),
-        "i8" => Ok(ElementType::I8),
-        other => Err(errors::InvalidArgumentError::new_err(format!(
-            "element must be \"f32\", \"f16\" or \"i8\", not {other:?}"
-        ))),
-    }
-}
-
-fn element_name(e: ElementType) -> &'static str {
-    match e {
-        ElementType::F32 => "f32",
-        ElementType::F16 => "f16",
-        ElementType::I8 => "i8",
-    }
+    ElementType::from_name(name).ok_or_else(|| {
+        errors::InvalidArgumentError::new_err(format!(
+            "element must be \"f32\", \"f16\" or \"i8\", not {name:?}"
+        ))
+    })
 }
 
 /// A stored face descriptor: its vector (f32, or f16/i8 to save space), the fingerprint of
@@ -95,7 +84,7 @@ impl Template {
     /// Storage: "f32", "f16" or "i8".
     #[getter]
     fn element(&self) -> &'static str {
-        element_name(self.inner.element_type())
+        self.inner.element_type().name()
     }
 
     #[getter]

@@ -240,7 +240,7 @@ fn write_det(
         for p in pts {
             csv.push_str(&format!(
                 "{},{},{},{},{impostors},{genuine}\n",
-                element_name(*e),
+                e.name(),
                 p[0],
                 p[1],
                 p[2]
@@ -255,7 +255,7 @@ fn write_det(
         .iter()
         .map(|(e, pts)| {
             (
-                element_name(*e).to_owned(),
+                e.name().to_owned(),
                 pts.iter().map(|p| (p[1], p[2])).collect(),
             )
         })
@@ -278,14 +278,6 @@ fn write_det(
         },
         &series,
     )
-}
-
-fn element_name(e: ElementType) -> &'static str {
-    match e {
-        ElementType::F32 => "f32",
-        ElementType::F16 => "f16",
-        ElementType::I8 => "i8",
-    }
 }
 
 pub fn lfw(
@@ -360,7 +352,7 @@ pub fn lfw(
             .iter()
             .map(|(e, r)| {
                 (
-                    element_name(*e).to_owned(),
+                    e.name().to_owned(),
                     json!({
                         "accuracy_mean": r.mean, "accuracy_std": r.std,
                         "accuracy_delta_pp": 100.0 * (r.mean - main.mean),
@@ -407,7 +399,7 @@ pub fn lfw(
     for (e, r) in &results {
         println!(
             "templates as {:<3}: accuracy {:.4} ± {:.4} ({:+.2} pp vs f32), TAR@FAR=1e-3 {:.4}, EER {:.4}",
-            element_name(*e),
+            e.name(),
             r.mean,
             r.std,
             100.0 * (r.mean - main.mean),

@@ -30,14 +30,11 @@ impl HnswArgs {
     fn apply(&self, base: HnswParams) -> uniface::Result<HnswParams> {
         let graph = match self.graph.as_deref() {
             None => base.graph,
-            Some("i8") => uniface::ElementType::I8,
-            Some("f16") => uniface::ElementType::F16,
-            Some("f32") => uniface::ElementType::F32,
-            Some(other) => {
-                return Err(Error::InvalidArgument {
+            Some(name) => {
+                uniface::ElementType::from_name(name).ok_or_else(|| Error::InvalidArgument {
                     name: "graph",
-                    message: format!("{other:?} is not one of i8, f16, f32"),
-                })
+                    message: format!("{name:?} is not one of i8, f16, f32"),
+                })?
             }
         };
         Ok(HnswParams {

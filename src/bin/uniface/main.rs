@@ -480,14 +480,13 @@ fn run(cli: Cli) -> uniface::Result<()> {
         } => {
             let baselines = baselines
                 .iter()
-                .map(|b| match b.as_str() {
-                    "f32" => Ok(uniface::ElementType::F32),
-                    "f16" => Ok(uniface::ElementType::F16),
-                    "i8" => Ok(uniface::ElementType::I8),
-                    other => Err(uniface::Error::InvalidArgument {
-                        name: "baselines",
-                        message: format!("unknown graph storage {other:?} (f32, f16, i8)"),
-                    }),
+                .map(|b| {
+                    uniface::ElementType::from_name(b).ok_or_else(|| {
+                        uniface::Error::InvalidArgument {
+                            name: "baselines",
+                            message: format!("unknown graph storage {b:?} (f32, f16, i8)"),
+                        }
+                    })
                 })
                 .collect::<uniface::Result<Vec<_>>>()?;
             bench_gallery::gallery(templates, queries, &ef, &baselines, json)

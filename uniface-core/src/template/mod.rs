@@ -384,12 +384,20 @@ struct Wire {
 }
 
 impl ElementType {
-    fn name(self) -> &'static str {
+    /// "f32", "f16" or "i8" (the names used in JSON templates, manifests and the CLI).
+    pub fn name(self) -> &'static str {
         match self {
             ElementType::F32 => "f32",
             ElementType::F16 => "f16",
             ElementType::I8 => "i8",
         }
+    }
+
+    /// The element type named `name` ("f32", "f16" or "i8").
+    pub fn from_name(name: &str) -> Option<Self> {
+        [ElementType::F32, ElementType::F16, ElementType::I8]
+            .into_iter()
+            .find(|e| e.name() == name)
     }
 }
 
