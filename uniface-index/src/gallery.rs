@@ -2,11 +2,18 @@
 //!
 //! ```text
 //! gallery/
-//!   manifest.json          format version, model fingerprint, dimension, metric, storage, shards
+//!   manifest.json          format version, model fingerprint, dimension, metric, storage,
+//!                          shards, graph parameters, CRC-32C of all of it
+//!   shard-000/LOCK         the writer's advisory lock (and who holds it)
 //!   shard-000/wal.log      write-ahead log (see `wal`)
 //!   shard-000/templates.snap   snapshot written by `checkpoint` (see `shard`)
+//!   shard-000/hnsw.usearch, hnsw.sum   search graph and its checksum
 //!   shard-001/...
 //! ```
+//!
+//! One writer per gallery: a writer holds each open shard's `LOCK` (`flock`); a second writer
+//! gets [`Error::Locked`]. Read-only opens ([`OpenOptions::read_only`]) take no lock and change
+//! no file.
 //!
 //! An enrollment is written to its shard's log, made durable as the [`Durability`] mode says,
 //! and applied in memory before `enroll` returns: acknowledged means durable and searchable.
@@ -26,11 +33,22 @@ use uniface_core::calibration::{self, CalibrationTable};
 use uniface_core::compare::Metric;
 use uniface_core::template::{ElementType, ModelFingerprint, Template};
 
-use crate::shard::{atomic_write, Shard, Subject};
-use crate::wal::{Durability, Op, Record, ReplayReport};
+use crate::hnsw::GraphStatus;
+use crate::shard::{atomic_write, validate, Shard, ShardOptions, ShardReport, State, Subject};
+use crate::storage::{FsStorage, Storage};
+use crate::wal::{Durability, Op, Record};
 use crate::{Error, HnswParams, Result};
 
-const FORMAT_VERSION: u32 = 1;
+/// Version 2: the manifest carries a checksum, logs a header and batch frames, graphs a
+/// checksum file.
+const FORMAT_VERSION: u32 = 2;
+
+/// Most shards a gallery may have.
+pub const MAX_SHARDS: usize = 4096;
+/// Largest graph degree accepted ([`HnswParams::connectivity`]).
+pub const MAX_CONNECTIVITY: usize = 256;
+/// Largest candidate list accepted ([`HnswParams::expansion_add`], `expansion_search`).
+pub const MAX_EXPANSION: usize = 8192;
 
 /// `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,10 +62,11 @@ pub struct Manifest {
     /// Storage of the search matrices (templates are always kept in f32 as well).
     pub element: String,
     pub shards: usize,
-    /// The shards' graph parameters (galleries written before this field existed get the
-    /// defaults).
-    #[serde(default)]
+    /// The shards' graph parameters.
     pub hnsw: HnswParams,
+    /// CRC-32C (hex) of the manifest's JSON with this field empty.
+    #[serde(default)]
+    pub checksum: String,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -79,6 +98,46 @@ impl Manifest {
             message: format!("unknown element type {:?}", self.element),
         })
     }
+
+    /// The checksum of everything but the checksum field.
+    fn compute_checksum(&self) -> Result<String> {
+        let body = Manifest {
+            checksum: String::new(),
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Corrupt {
+            path: PathBuf::from("manifest.json"),
+            message: e.to_string(),
+        })?;
+        Ok(format!("{:08x}", uniface_core::template::crc32c(&bytes)))
+    }
+}
+
+/// Check graph parameters against their documented ranges.
+pub(crate) fn check_hnsw(p: &HnswParams) -> Result<()> {
+    let ok = (2..=MAX_CONNECTIVITY).contains(&p.connectivity)
+        && (1..=MAX_EXPANSION).contains(&p.expansion_add)
+        && (1..=MAX_EXPANSION).contains(&p.expansion_search);
+    if !ok {
+        return Err(Error::Invalid {
+            what: "graph parameters",
+            message: format!(
+                "connectivity must lie in 2..={MAX_CONNECTIVITY} and the expansions in 1..={MAX_EXPANSION}; got connectivity {}, expansion_add {}, expansion_search {}",
+                p.connectivity, p.expansion_add, p.expansion_search
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_shards(n: usize) -> Result<()> {
+    if !(1..=MAX_SHARDS).contains(&n) {
+        return Err(Error::Invalid {
+            what: "shard count",
+            message: format!("{n}; a gallery has 1 to {MAX_SHARDS} shards"),
+        });
+    }
+    Ok(())
 }
 
 /// How to create a gallery.
@@ -92,6 +151,8 @@ pub struct GalleryOptions {
     pub durability: Durability,
     /// Graph parameters (`dimensions` is taken from `dimension`).
     pub hnsw: HnswParams,
+    /// Where the files live (the real filesystem unless a test says otherwise).
+    pub storage: Arc<dyn Storage>,
 }
 
 impl Default for GalleryOptions {
@@ -103,12 +164,13 @@ impl Default for GalleryOptions {
             element: ElementType::F32,
             durability: Durability::Sync,
             hnsw: HnswParams::default(),
+            storage: Arc::new(FsStorage),
         }
     }
 }
 
 /// How to open a gallery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub durability: Durability,
     /// Memory-map the saved graphs read-only (usearch `view`) instead of reading them in:
@@ -120,6 +182,21 @@ pub struct OpenOptions {
     /// shards fail with [`Error::NotLocal`]; searches cover the local shard (merge the hosts'
     /// answers with [`merge_candidates`]).
     pub shard: Option<usize>,
+    /// Open for reading only: no lock is taken (a writer may be appending meanwhile), no file
+    /// is changed, created or repaired — the snapshot and the log up to its last complete
+    /// record are read — so it works on a read-only filesystem. Writes fail with
+    /// [`Error::ReadOnly`].
+    pub read_only: bool,
+    /// Wait up to this long for another writer to release the gallery instead of failing at
+    /// once with [`Error::Locked`].
+    pub lock_timeout: Option<Duration>,
+    /// Open a shard whose log is damaged *before* valid records ([`Error::Corrupt`] otherwise)
+    /// by cutting it at the damage: the records behind it are lost (they are kept in
+    /// `wal.log.corrupt-<time>` and reported in [`OpenReport`]). An operator's decision, after
+    /// a copy of the gallery was taken.
+    pub salvage: bool,
+    /// Where the files live (the real filesystem unless a test says otherwise).
+    pub storage: Arc<dyn Storage>,
 }
 
 impl Default for OpenOptions {
@@ -128,6 +205,20 @@ impl Default for OpenOptions {
             durability: Durability::Sync,
             view: false,
             shard: None,
+            read_only: false,
+            lock_timeout: None,
+            salvage: false,
+            storage: Arc::new(FsStorage),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Options for a read-only open.
+    pub fn read_only() -> Self {
+        Self {
+            read_only: true,
+            ..Self::default()
         }
     }
 }
@@ -215,6 +306,8 @@ pub struct CheckReport {
     pub templates: usize,
     /// Empty when the gallery is consistent.
     pub problems: Vec<String>,
+    /// Findings that are not damage (kept tails of earlier recoveries, who holds the lock).
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -223,11 +316,34 @@ impl CheckReport {
     }
 }
 
-/// What `open` found.
-#[derive(Debug, Clone, PartialEq)]
+/// What `open` found and did, shard by shard: every recovery is reported here (and printed by
+/// the CLI, exposed by the bindings), never silent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OpenReport {
-    /// Per shard: the log replay.
-    pub replay: Vec<ReplayReport>,
+    pub dir: PathBuf,
+    pub read_only: bool,
+    /// The shards opened, in shard order.
+    pub shards: Vec<ShardReport>,
+}
+
+impl OpenReport {
+    /// Whether opening found nothing to recover or report.
+    pub fn is_clean(&self) -> bool {
+        self.shards.iter().all(ShardReport::is_clean)
+    }
+
+    /// One line per finding, naming the files (empty when clean).
+    pub fn messages(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.messages(&shard_dir(&self.dir, s.shard)))
+            .collect()
+    }
+
+    /// Log records replayed over all shards.
+    pub fn records_replayed(&self) -> usize {
+        self.shards.iter().map(|s| s.records_replayed).sum()
+    }
 }
 
 /// A persistent, sharded gallery. `Send + Sync`: searches run while enrollments happen (one
@@ -247,14 +363,26 @@ pub struct Gallery {
     fingerprint: ModelFingerprint,
     dimension: usize,
     metric: Metric,
+    storage: Arc<dyn Storage>,
+    read_only: bool,
 }
 
 fn shard_dir(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("shard-{i:03}"))
 }
 
+/// For infallible accessors (counts, lists): a shard poisoned by a panic still answers them
+/// from its last state; every fallible call reports [`Error::Poisoned`] instead.
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_shard(l: &RwLock<Shard>, shard: usize) -> Result<std::sync::RwLockReadGuard<'_, Shard>> {
+    l.read().map_err(|_| Error::Poisoned { shard })
+}
+
+fn write_shard(l: &RwLock<Shard>, shard: usize) -> Result<std::sync::RwLockWriteGuard<'_, Shard>> {
+    l.write().map_err(|_| Error::Poisoned { shard })
 }
 
 fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -263,15 +391,45 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 impl Gallery {
     /// Create a new, empty gallery in `dir` (which must not hold one already).
+    ///
+    /// The shards' folders and logs are made first and the manifest last, so an interrupted
+    /// create leaves no gallery (and a folder that `create` refuses until it is emptied).
     pub fn create(dir: &Path, options: &GalleryOptions) -> Result<Self> {
+        let storage = options.storage.as_ref();
         let path = dir.join("manifest.json");
-        if path.exists() {
+        let io = |p: &Path, e| Error::Io {
+            path: p.to_owned(),
+            source: e,
+        };
+        if storage.exists(&path).map_err(|e| io(&path, e))? {
             return Err(Error::Exists { path });
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-            path: dir.to_owned(),
-            source: e,
-        })?;
+        check_shards(options.shards)?;
+        let hnsw = HnswParams {
+            dimensions: options.dimension,
+            ..options.hnsw
+        };
+        check_hnsw(&hnsw)?;
+        if !(1..=uniface_core::template::MAX_DIM).contains(&options.dimension) {
+            return Err(Error::Invalid {
+                what: "dimension",
+                message: format!(
+                    "{}; templates have 1 to {} values",
+                    options.dimension,
+                    uniface_core::template::MAX_DIM
+                ),
+            });
+        }
+        storage.create_dir(dir).map_err(|e| io(dir, e))?;
+        for i in 0..options.shards {
+            let d = shard_dir(dir, i);
+            if storage.exists(&d).map_err(|e| io(&d, e))? {
+                return Err(Error::Exists { path: d });
+            }
+        }
+        for i in 0..options.shards {
+            Shard::create(storage, &shard_dir(dir, i))?;
+        }
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             model_id: options.fingerprint.model_id.clone(),
@@ -280,15 +438,14 @@ impl Gallery {
             dimension: options.dimension,
             metric: Metric::Euclidean,
             element: options.element.name().into(),
-            shards: options.shards.max(1),
-            hnsw: HnswParams {
-                dimensions: options.dimension,
-                ..options.hnsw
-            },
+            shards: options.shards,
+            hnsw,
+            checksum: String::new(),
         };
-        write_manifest(dir, &manifest)?;
+        write_manifest(storage, dir, &manifest)?;
         let open = OpenOptions {
             durability: options.durability,
+            storage: options.storage.clone(),
             ..OpenOptions::default()
         };
         Ok(Self::open_with(dir, manifest, &open)?.0)
@@ -313,14 +470,7 @@ impl Gallery {
         expected: &ModelFingerprint,
         options: &OpenOptions,
     ) -> Result<(Self, OpenReport)> {
-        let path = dir.join("manifest.json");
-        let manifest = read_manifest(&path)?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::Corrupt {
-                path,
-                message: format!("unsupported format version {}", manifest.format_version),
-            });
-        }
+        let manifest = read_manifest(options.storage.as_ref(), &dir.join("manifest.json"))?;
         if manifest.fingerprint().as_ref() != Some(expected) {
             return Err(Error::Core(uniface_core::Error::FingerprintMismatch {
                 left: manifest.model_id.clone(),
@@ -351,18 +501,28 @@ impl Gallery {
             Some(i) => vec![i],
             None => (0..n).collect(),
         };
-        let opened: Vec<Shard> = wanted
+        let shard_options = ShardOptions {
+            durability: options.durability,
+            view: options.view,
+            read_only: options.read_only,
+            salvage: options.salvage,
+            lock_timeout: options.lock_timeout,
+        };
+        let (opened, reports): (Vec<Shard>, Vec<ShardReport>) = wanted
             .par_iter()
             .map(|&i| {
                 Shard::open(
+                    &options.storage,
+                    i,
                     &shard_dir(dir, i),
                     element,
                     &manifest.hnsw,
-                    options.durability,
-                    options.view,
+                    &shard_options,
                 )
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         // ids above every id on the loaded shards, striped by shard
         let max_id = opened
             .iter()
@@ -373,7 +533,9 @@ impl Gallery {
             .map(|s| AtomicU64::new(first_k_above(max_id, s, n)))
             .collect();
         let report = OpenReport {
-            replay: opened.iter().map(|s| s.replay.clone()).collect(),
+            dir: dir.to_owned(),
+            read_only: options.read_only,
+            shards: reports,
         };
         let mut shards: Vec<Option<RwLock<Shard>>> = (0..n).map(|_| None).collect();
         for (i, shard) in wanted.into_iter().zip(opened) {
@@ -392,9 +554,23 @@ impl Gallery {
                 next_k,
                 calibration,
                 indexing: Mutex::new(()),
+                storage: options.storage.clone(),
+                read_only: options.read_only,
             },
             report,
         ))
+    }
+
+    /// Whether the gallery was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn writable(&self) -> Result<()> {
+        match self.read_only {
+            true => Err(Error::ReadOnly),
+            false => Ok(()),
+        }
     }
 
     /// The shards this gallery holds, with their numbers.
@@ -464,13 +640,33 @@ impl Gallery {
                 got: v.len(),
             });
         }
+        if let Some(i) = v
+            .iter()
+            .position(|x| !x.is_finite() || x.abs() > crate::MAX_COMPONENT)
+        {
+            return Err(Error::Invalid {
+                what: "template",
+                message: format!(
+                    "value {i} is {}: template values must be finite and within ±{}",
+                    v[i],
+                    crate::MAX_COMPONENT
+                ),
+            });
+        }
         Ok(v)
     }
 
-    /// Log, apply and make durable changes on `shard` (one write, one durability wait).
+    /// Validate, log, apply and make durable changes on `shard` (one write, one durability
+    /// wait). Nothing is logged unless every change is valid; a logged change that cannot be
+    /// applied (a bug) stops the shard's log rather than leave the log and memory apart.
     fn commit_many(&self, shard: usize, ops: Vec<Op>) -> Result<()> {
+        self.writable()?;
+        for op in &ops {
+            validate(op, self.dimension)?;
+        }
         let (wal, seq) = {
-            let mut s = write_lock(self.slot(shard)?);
+            let mut s = write_shard(self.slot(shard)?, shard)?;
+            let wal = s.wal()?.clone();
             let first = s.state.last_seq + 1;
             let records: Vec<Record> = ops
                 .into_iter()
@@ -480,13 +676,18 @@ impl Gallery {
                     op,
                 })
                 .collect();
-            let Some(last) = s.wal.write(&records)? else {
+            let Some(last) = wal.write(&records)? else {
                 return Ok(());
             };
             for r in &records {
-                s.state.apply(r)?;
+                if let Err(e) = s.state.apply(r) {
+                    return Err(wal.stop(format!(
+                        "record {} was logged but could not be applied: {e}",
+                        r.seq
+                    )));
+                }
             }
-            (s.wal.clone(), last)
+            (wal, last)
         };
         // durability outside the lock, so that concurrent writers share a group commit
         wal.commit(seq)
@@ -502,6 +703,7 @@ impl Gallery {
     pub fn enroll_many(&self, items: &[(&str, &Template)]) -> Result<Vec<u64>> {
         let mut per_shard: Vec<Vec<Op>> = vec![Vec::new(); self.shards.len()];
         let mut ids = Vec::with_capacity(items.len());
+        self.writable()?;
         for (subject, t) in items {
             if subject.is_empty() {
                 return Err(Error::InvalidSubject);
@@ -527,6 +729,7 @@ impl Gallery {
 
     /// Enroll a template for `subject`; returns its id once it is durable and searchable.
     pub fn enroll(&self, subject: &str, template: &Template) -> Result<u64> {
+        self.writable()?;
         if subject.is_empty() {
             return Err(Error::InvalidSubject);
         }
@@ -547,8 +750,9 @@ impl Gallery {
 
     /// Remove one template; `false` when there is no such template.
     pub fn remove_template(&self, id: u64) -> Result<bool> {
+        self.writable()?;
         for (i, s) in self.loaded() {
-            if read_lock(s).state.contains_template(id) {
+            if read_shard(s, i)?.state.contains_template(id) {
                 self.commit(i, Op::RemoveTemplate { template_id: id })?;
                 return Ok(true);
             }
@@ -559,8 +763,13 @@ impl Gallery {
     /// Remove a subject with all its templates and metadata; returns how many templates went.
     /// The data leaves every file at the next [`Gallery::checkpoint`].
     pub fn remove_subject(&self, subject: &str) -> Result<usize> {
+        self.writable()?;
         let shard = self.router.shard_of(subject);
-        let n = match read_lock(self.slot(shard)?).state.subjects.get(subject) {
+        let n = match read_shard(self.slot(shard)?, shard)?
+            .state
+            .subjects
+            .get(subject)
+        {
             Some(s) => s.templates.len(),
             None => return Ok(0),
         };
@@ -639,14 +848,14 @@ impl Gallery {
         let threshold = self.calibration.threshold_for_fmr(fmr)?;
         // oversample so that one subject's several templates cannot crowd others out
         let per_shard = (k * 4).max(8);
-        let local: Vec<&RwLock<Shard>> = self.loaded().map(|(_, s)| s).collect();
+        let local: Vec<(usize, &RwLock<Shard>)> = self.loaded().collect();
         let mut found = if local.len() == 1 {
             // no hand-off to the thread pool for a single shard: it costs more than it saves
             self.search_shard(local[0], &v, k, per_shard)?
         } else {
             local
                 .par_iter()
-                .map(|s| self.search_shard(s, &v, k, per_shard))
+                .map(|&s| self.search_shard(s, &v, k, per_shard))
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .flatten()
@@ -669,12 +878,12 @@ impl Gallery {
     /// One shard's best `k` subjects for `v` from `per_shard` candidates, re-scored exactly.
     fn search_shard(
         &self,
-        shard: &RwLock<Shard>,
+        (i, shard): (usize, &RwLock<Shard>),
         v: &[f32],
         k: usize,
         per_shard: usize,
     ) -> Result<Vec<Candidate>> {
-        let s = read_lock(shard);
+        let s = read_shard(shard, i)?;
         let mut scored: Vec<(f32, u64, &str)> = Vec::with_capacity(per_shard * 2);
         for (id, _) in s.state.nearest(v, self.metric, per_shard)? {
             if let Some((subject, exact)) = s.state.entry(id) {
@@ -735,7 +944,8 @@ impl Gallery {
         fmr: f64,
     ) -> Result<Option<calibration::Decision>> {
         let v = self.check_template(probe)?;
-        let s = read_lock(self.slot(self.router.shard_of(subject))?);
+        let shard = self.router.shard_of(subject);
+        let s = read_shard(self.slot(shard)?, shard)?;
         let Some(entry) = s.state.subjects.get(subject) else {
             return Ok(None);
         };
@@ -754,10 +964,24 @@ impl Gallery {
 
     /// Fold every shard's log into its snapshot and empty the log.
     pub fn checkpoint(&self) -> Result<()> {
-        for (_, s) in self.loaded() {
-            write_lock(s).checkpoint()?;
+        self.writable()?;
+        for (i, s) in self.loaded() {
+            write_shard(s, i)?.checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Save every shard's search graph (without a checkpoint), so that a reopen loads it
+    /// instead of indexing again; shards with templates removed since their graph was built
+    /// are left to the next checkpoint (the graph still holds the removed templates' bytes).
+    /// Returns how many graphs were saved.
+    pub fn save_graphs(&self) -> Result<usize> {
+        self.writable()?;
+        let mut saved = 0;
+        for (i, s) in self.loaded() {
+            saved += usize::from(read_shard(s, i)?.save_graph()?);
+        }
+        Ok(saved)
     }
 
     /// The last sequence number applied on each shard (a replica's position in the feed),
@@ -783,11 +1007,12 @@ impl Gallery {
         let mut out = Vec::new();
         for (i, s) in self.loaded() {
             let from = since[i];
-            let s = read_lock(s);
+            let s = read_shard(s, i)?;
             if from >= s.state.last_seq {
                 continue;
             }
-            let (records, _) = crate::wal::Wal::read_all(s.wal.path())?;
+            let records =
+                crate::wal::read_log(self.storage.as_ref(), &Shard::wal_path(&s.dir))?.records;
             let first = records.first().map(|r| r.seq);
             if first.is_none_or(|f| f > from + 1) {
                 return Err(Error::Compacted {
@@ -811,6 +1036,7 @@ impl Gallery {
     /// sequence is an error; changes of shards this gallery does not hold are skipped (a
     /// one-shard replica may tail a whole gallery's feed). Returns how many were applied.
     pub fn apply_changes(&self, changes: &[Change]) -> Result<usize> {
+        self.writable()?;
         let mut applied = 0;
         for c in changes {
             let shard = match self.slot(c.shard) {
@@ -818,8 +1044,10 @@ impl Gallery {
                 Err(Error::NotLocal { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let seq = {
-                let mut s = write_lock(shard);
+            validate(&c.record.op, self.dimension)?;
+            let (wal, seq) = {
+                let mut s = write_shard(shard, c.shard)?;
+                let wal = s.wal()?.clone();
                 if c.record.seq <= s.state.last_seq {
                     continue;
                 }
@@ -836,63 +1064,48 @@ impl Gallery {
                         next.fetch_max(first_k_above(*template_id, k, n), Ordering::SeqCst);
                     }
                 }
-                s.wal.write(std::slice::from_ref(&c.record))?;
-                s.state.apply(&c.record)?;
-                c.record.seq
+                wal.write(std::slice::from_ref(&c.record))?;
+                if let Err(e) = s.state.apply(&c.record) {
+                    return Err(wal.stop(format!(
+                        "record {} was logged but could not be applied: {e}",
+                        c.record.seq
+                    )));
+                }
+                (wal, c.record.seq)
             };
-            read_lock(shard).wal.commit(seq)?;
+            wal.commit(seq)?;
             applied += 1;
         }
         Ok(applied)
     }
 
-    /// Verify the manifest, every snapshot's checksum, every log record's checksum, and that each
-    /// shard's matrix, template table and subjects agree (and that subjects sit on the shard the
-    /// router assigns).
+    /// Check the gallery: every file re-read from disk and verified as [`check`] does, and the
+    /// state the disk holds compared with this open gallery's memory (template ids, subjects,
+    /// metadata, sequence numbers). No write lands between the two (the shards are read-locked).
     pub fn check(&self) -> Result<CheckReport> {
-        let mut problems = Vec::new();
-        match read_manifest(&self.dir.join("manifest.json")) {
-            Ok(m) if m == *read_lock(&self.manifest) => {}
-            Ok(_) => problems.push("manifest.json differs from the open gallery".into()),
-            Err(e) => problems.push(format!("manifest.json is unreadable: {e}")),
+        let guards = self
+            .loaded()
+            .map(|(i, s)| read_shard(s, i).map(|g| (i, g)))
+            .collect::<Result<Vec<_>>>()?;
+        let local: Vec<usize> = guards.iter().map(|(i, _)| *i).collect();
+        let (mut report, on_disk) = check_files(&self.storage, &self.dir, Some(&local));
+        if let Ok(m) = read_manifest(self.storage.as_ref(), &self.dir.join("manifest.json")) {
+            if m != *read_lock(&self.manifest) {
+                report
+                    .problems
+                    .push("manifest.json differs from the open gallery's".into());
+            }
         }
-        let (mut subjects, mut templates) = (0, 0);
-        let mut shards = 0;
-        for (i, s) in self.loaded() {
-            shards += 1;
-            let s = read_lock(s);
-            let snap = Shard::snapshot_path(&s.dir);
-            if let Ok(bytes) = std::fs::read(&snap) {
-                if let Err(e) = crate::shard::verify_snapshot(&bytes, &snap, self.dimension) {
-                    problems.push(format!("shard {i}: {e}"));
-                }
+        for (i, g) in &guards {
+            if let Some(disk) = on_disk.get(i) {
+                report.problems.extend(
+                    compare_states(&g.state, disk)
+                        .into_iter()
+                        .map(|p| format!("shard {i}: {p}")),
+                );
             }
-            let (_, report) = crate::wal::Wal::read_all(s.wal.path())?;
-            if let Some((at, why)) = report.stopped_at {
-                problems.push(format!("shard {i}: log damaged at byte {at}: {why}"));
-            }
-            problems.extend(
-                s.state
-                    .problems()
-                    .into_iter()
-                    .map(|p| format!("shard {i}: {p}")),
-            );
-            for name in s.state.subjects.keys() {
-                if self.router.shard_of(name) != i {
-                    problems.push(format!(
-                        "shard {i}: subject {name} belongs on another shard"
-                    ));
-                }
-            }
-            subjects += s.state.subjects.len();
-            templates += s.state.template_count();
         }
-        Ok(CheckReport {
-            shards,
-            subjects,
-            templates,
-            problems,
-        })
+        Ok(report)
     }
 
     /// Move up to `max_per_shard` pending templates of each shard into its HNSW graph (in
@@ -903,19 +1116,19 @@ impl Gallery {
     pub fn index_pending(&self, max_per_shard: usize) -> Result<usize> {
         let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = 0;
-        for (_, shard) in self.loaded() {
-            let batch = write_lock(shard).state.take_pending(max_per_shard)?;
+        for (i, shard) in self.loaded() {
+            let batch = write_shard(shard, i)?.state.take_pending(max_per_shard)?;
             if batch.is_empty() {
                 continue;
             }
             {
-                let s = read_lock(shard);
+                let s = read_shard(shard, i)?;
                 batch
                     .par_iter()
                     .try_for_each(|(id, v)| s.state.hnsw.add(*id, v))?;
             }
             let ids: Vec<u64> = batch.iter().map(|b| b.0).collect();
-            write_lock(shard).state.finish_indexing(&ids)?;
+            write_shard(shard, i)?.state.finish_indexing(&ids)?;
             done += ids.len();
         }
         Ok(done)
@@ -926,51 +1139,49 @@ impl Gallery {
     /// built beside the old one, so searches and enrollments go on meanwhile; templates
     /// enrolled during the build are pending in the new graph. Returns the templates indexed.
     pub fn rebuild(&self, params: HnswParams) -> Result<usize> {
+        self.writable()?;
         let params = HnswParams {
             dimensions: self.dimension,
             ..params
         };
-        if params.connectivity < 2 || params.expansion_add == 0 || params.expansion_search == 0 {
-            return Err(Error::Core(uniface_core::Error::InvalidArgument {
-                name: "hnsw",
-                message: format!("connectivity must be ≥ 2 and expansions ≥ 1, got {params:?}"),
-            }));
-        }
+        check_hnsw(&params)?;
         let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = 0;
-        for (_, shard) in self.loaded() {
-            let all = read_lock(shard).state.all_vectors();
+        for (i, shard) in self.loaded() {
+            let all = read_shard(shard, i)?.state.all_vectors();
             let mut graph = crate::hnsw::Hnsw::new(&params)?;
             graph.reserve(all.len())?;
             all.par_iter().try_for_each(|(id, v)| graph.add(*id, v))?;
             let ids: Vec<u64> = all.into_iter().map(|(id, _)| id).collect();
-            write_lock(shard).state.install_graph(graph, &ids)?;
+            write_shard(shard, i)?.state.install_graph(graph, &ids)?;
             done += ids.len();
         }
-        {
-            let mut m = write_lock(&self.manifest);
-            m.hnsw = params;
-            write_manifest(&self.dir, &m)?;
-        }
+        // the new graphs first, then the manifest that names their parameters: a crash
+        // between the two leaves graphs that fail their check against the manifest on the next
+        // open and are rebuilt (reported), never a graph used with the wrong parameters
         self.checkpoint()?;
+        let mut m = write_lock(&self.manifest);
+        let mut next = m.clone();
+        next.hnsw = params;
+        write_manifest(self.storage.as_ref(), &self.dir, &next)?;
+        *m = next;
         Ok(done)
     }
 
     /// Change the graphs' search expansion ("ef": more candidates, higher recall, slower) and
     /// record it in the manifest.
     pub fn set_expansion_search(&self, ef: usize) -> Result<()> {
-        if ef == 0 {
-            return Err(Error::Core(uniface_core::Error::InvalidArgument {
-                name: "expansion_search",
-                message: "must be at least 1".into(),
-            }));
-        }
+        self.writable()?;
         let mut m = write_lock(&self.manifest);
-        for (_, shard) in self.loaded() {
-            write_lock(shard).state.hnsw.set_expansion_search(ef);
+        let mut next = m.clone();
+        next.hnsw.expansion_search = ef;
+        check_hnsw(&next.hnsw)?;
+        write_manifest(self.storage.as_ref(), &self.dir, &next)?;
+        for (i, shard) in self.loaded() {
+            write_shard(shard, i)?.state.hnsw.set_expansion_search(ef);
         }
-        m.hnsw.expansion_search = ef;
-        write_manifest(&self.dir, &m)
+        *m = next;
+        Ok(())
     }
 
     /// Start a background thread that moves pending templates into the graphs in batches of
@@ -1022,8 +1233,12 @@ impl Gallery {
 
     /// Make every log durable now (for `Async` and `Group` modes).
     pub fn flush(&self) -> Result<()> {
-        for (_, s) in self.loaded() {
-            read_lock(s).wal.flush()?;
+        if self.read_only {
+            return Ok(());
+        }
+        for (i, s) in self.loaded() {
+            let wal = read_shard(s, i)?.wal()?.clone();
+            wal.flush()?;
         }
         Ok(())
     }
@@ -1088,27 +1303,207 @@ fn first_k_above(id: u64, shard: usize, shards: usize) -> u64 {
     ((id - s) / n + 1).max(1)
 }
 
-/// Read and parse `manifest.json`; the graph dimension is the manifest's dimension.
-fn read_manifest(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read(path).map_err(|e| Error::Io {
+/// Read, parse and verify `manifest.json` (checksum, format version, ranges); the graph
+/// dimension is the manifest's dimension.
+fn read_manifest(storage: &dyn Storage, path: &Path) -> Result<Manifest> {
+    let corrupt = |message: String| Error::Corrupt {
         path: path.to_owned(),
-        source: e,
-    })?;
-    let mut manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    manifest.hnsw.dimensions = manifest.dimension;
+        message,
+    };
+    let text = match storage.read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Missing {
+                path: path.to_owned(),
+                what: "the gallery's manifest (is this a gallery folder?)",
+            })
+        }
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.to_owned(),
+                source: e,
+            })
+        }
+    };
+    let version = serde_json::from_slice::<serde_json::Value>(&text)
+        .map_err(|e| corrupt(e.to_string()))?
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(FORMAT_VERSION)) {
+        return Err(corrupt(format!(
+            "format version {version:?}; this library reads version {FORMAT_VERSION}"
+        )));
+    }
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    if manifest.checksum != manifest.compute_checksum()? {
+        return Err(corrupt(format!(
+            "checksum mismatch (the file says {:?}): it was damaged or edited",
+            manifest.checksum
+        )));
+    }
+    check_shards(manifest.shards).map_err(|e| corrupt(e.to_string()))?;
+    if manifest.hnsw.dimensions != manifest.dimension {
+        return Err(corrupt(format!(
+            "graph dimension {} differs from the dimension {}",
+            manifest.hnsw.dimensions, manifest.dimension
+        )));
+    }
+    check_hnsw(&manifest.hnsw).map_err(|e| corrupt(e.to_string()))?;
+    manifest.element()?;
     Ok(manifest)
 }
 
-fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+fn write_manifest(storage: &dyn Storage, dir: &Path, manifest: &Manifest) -> Result<()> {
     let path = dir.join("manifest.json");
-    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Corrupt {
+    let mut m = manifest.clone();
+    m.checksum = m.compute_checksum()?;
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Corrupt {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    atomic_write(&path, &json)
+    atomic_write(storage, &path, &json)
+}
+
+/// Check the gallery in `dir` from its files alone, without opening it (no lock taken, nothing
+/// changed; a writer may be running): the manifest's checksum and ranges; in each shard the
+/// log (header, every frame's checksum, sequence numbers without gaps from the snapshot's, no
+/// damage and no torn tail), the snapshot (present when the log says one must be, checksum,
+/// covering the log's start), the graph (checksum file, parameters, loadable), temporary files
+/// of interrupted writes; the state they add up to (matrix, template table, subjects agree;
+/// every subject on the shard the router assigns). `problems` is empty when all is well.
+pub fn check(dir: &Path) -> Result<CheckReport> {
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+    Ok(check_files(&storage, dir, None).0)
+}
+
+/// [`check`] over any storage, for the shards `only` (all when `None`); also returns each
+/// readable shard's state as the disk holds it.
+fn check_files(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    only: Option<&[usize]>,
+) -> (CheckReport, std::collections::BTreeMap<usize, State>) {
+    let mut report = CheckReport {
+        shards: 0,
+        subjects: 0,
+        templates: 0,
+        problems: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut states = std::collections::BTreeMap::new();
+    let manifest = match read_manifest(storage.as_ref(), &dir.join("manifest.json")) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return (report, states);
+        }
+    };
+    let element = match manifest.element() {
+        Ok(e) => e,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return (report, states);
+        }
+    };
+    let router = ShardRouter::new(manifest.shards);
+    let options = ShardOptions {
+        durability: Durability::Async,
+        view: false,
+        read_only: true,
+        salvage: false,
+        lock_timeout: None,
+    };
+    for i in 0..manifest.shards {
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
+        report.shards += 1;
+        let sdir = shard_dir(dir, i);
+        if let Ok(names) = storage.list(&sdir) {
+            for n in names {
+                if crate::shard::TEMPORARY_FILES.contains(&n.as_str()) {
+                    report.problems.push(format!(
+                        "shard {i}: {} was left by an interrupted write (a writer removes it when it opens the gallery)",
+                        sdir.join(&n).display()
+                    ));
+                } else if n.contains(".corrupt-") {
+                    report.notes.push(format!(
+                        "shard {i}: {} holds bytes cut off by an earlier recovery",
+                        sdir.join(&n).display()
+                    ));
+                }
+            }
+        }
+        let (shard, opened) =
+            match Shard::open(storage, i, &sdir, element, &manifest.hnsw, &options) {
+                Ok(x) => x,
+                Err(e) => {
+                    report.problems.push(format!("shard {i}: {e}"));
+                    continue;
+                }
+            };
+        if let Some(t) = &opened.torn_tail {
+            report.problems.push(format!(
+                "shard {i}: {} ends in an unfinished append of {} bytes at byte {} ({}); it was never acknowledged, and the next writer cuts it off",
+                Shard::wal_path(&sdir).display(),
+                t.bytes,
+                t.offset,
+                t.reason
+            ));
+        }
+        if let GraphStatus::Dropped { reason } = &opened.graph {
+            report.problems.push(format!(
+                "shard {i}: the saved graph {} is unusable ({reason}); the next writer re-indexes",
+                Shard::hnsw_path(&sdir).display()
+            ));
+        }
+        let st = shard.state;
+        report
+            .problems
+            .extend(st.problems().into_iter().map(|p| format!("shard {i}: {p}")));
+        for name in st.subjects.keys() {
+            if router.shard_of(name) != i {
+                report.problems.push(format!(
+                    "shard {i}: subject {name} belongs on another shard"
+                ));
+            }
+        }
+        report.subjects += st.subjects.len();
+        report.templates += st.template_count();
+        states.insert(i, st);
+    }
+    (report, states)
+}
+
+/// Differences between a shard's state in memory and on disk.
+fn compare_states(memory: &State, disk: &State) -> Vec<String> {
+    let mut p = Vec::new();
+    if memory.last_seq != disk.last_seq {
+        p.push(format!(
+            "memory has applied changes up to sequence {}, the disk holds them up to {}",
+            memory.last_seq, disk.last_seq
+        ));
+    }
+    let ids = |s: &State| -> std::collections::BTreeSet<u64> { s.template_ids().collect() };
+    let (m, d) = (ids(memory), ids(disk));
+    let only_memory: Vec<&u64> = m.difference(&d).take(5).collect();
+    let only_disk: Vec<&u64> = d.difference(&m).take(5).collect();
+    if !only_memory.is_empty() || !only_disk.is_empty() {
+        p.push(format!(
+            "{} templates in memory, {} on disk; only in memory: {only_memory:?}, only on disk: {only_disk:?}",
+            m.len(),
+            d.len()
+        ));
+    }
+    for id in m.intersection(&d) {
+        if memory.entry(*id) != disk.entry(*id) {
+            p.push(format!("template {id} differs between memory and disk"));
+        }
+    }
+    if memory.subjects != disk.subjects {
+        p.push("the subjects (templates or metadata) differ between memory and disk".into());
+    }
+    p
 }
 
 /// Merge candidates gathered from several shards (local or remote): best distance per subject,

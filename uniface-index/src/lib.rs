@@ -14,13 +14,18 @@
 mod gallery;
 mod hnsw;
 mod shard;
+pub mod storage;
 pub mod wal;
 
 pub use gallery::{
-    merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions, Identification,
-    Indexer, Manifest, OpenOptions, OpenReport, OpenSet, ShardRouter,
+    check, merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions,
+    Identification, Indexer, Manifest, OpenOptions, OpenReport, OpenSet, ShardRouter,
+    MAX_CONNECTIVITY, MAX_EXPANSION, MAX_SHARDS,
 };
-pub use shard::{Subject, EXACT_SCAN_LIMIT};
+pub use hnsw::GraphStatus;
+pub use shard::{
+    ShardReport, Subject, EXACT_SCAN_LIMIT, MAX_COMPONENT, MAX_METADATA_BYTES, MAX_SUBJECT_BYTES,
+};
 /// The usearch crate this gallery is built on (for raw baselines and direct use).
 pub use usearch;
 pub use wal::Durability;
@@ -75,6 +80,36 @@ pub enum Error {
     /// ([`OpenOptions::shard`]): another host serves it.
     #[error("shard {shard} is not open here (another host serves it)")]
     NotLocal { shard: usize },
+    /// Another writer holds the gallery (or this shard of it): one writer per gallery.
+    #[error("the gallery is locked by another writer ({holder}) through {path}; wait for it to finish, or open read-only")]
+    Locked {
+        path: std::path::PathBuf,
+        holder: String,
+    },
+    /// The gallery was opened read-only ([`OpenOptions::read_only`]).
+    #[error("the gallery is open read-only")]
+    ReadOnly,
+    /// A shard's log stopped accepting writes after an I/O failure that leaves its durable
+    /// state unknown (a failed `fsync` is never retried); reopening recovers from the disk.
+    #[error("shard log {path} stopped accepting writes: {reason}; reopen the gallery to recover from its log")]
+    Failed {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A file or folder the gallery needs is not there (never read as an empty gallery).
+    #[error("{path} is missing ({what}): restore it from a backup or a replica")]
+    Missing {
+        path: std::path::PathBuf,
+        what: &'static str,
+    },
+    /// A value out of its documented range (a template value, a subject id's length, a
+    /// graph parameter, a shard count).
+    #[error("invalid {what}: {message}")]
+    Invalid { what: &'static str, message: String },
+    /// A thread panicked while changing this shard: its state may be half-changed, so it
+    /// answers nothing until the gallery is reopened.
+    #[error("shard {shard} is unusable after a panic in another thread; reopen the gallery")]
+    Poisoned { shard: usize },
 }
 
 /// The crate's result type.

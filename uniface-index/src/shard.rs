@@ -6,18 +6,24 @@
 //! metadata (`u32` + bytes), `u32` template count, per template `u64` id + `dim` f32 values;
 //! finally the CRC-32C of everything before it. Written to a temporary file, synced, renamed
 //! over the old one, and the directory synced.
+//!
+//! A shard directory always holds `wal.log` (written at creation, replaced at each
+//! checkpoint) and, once a checkpoint has run, `templates.snap`; the log's header names the
+//! sequence number its snapshot covers, so a missing or older snapshot is detected rather than
+//! read as an empty shard.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use serde::Serialize;
 use uniface_core::compare::{Metric, Neighbor, TemplateMatrix};
 use uniface_core::template::{crc32c, ElementType};
 
-use crate::hnsw::Hnsw;
-use crate::wal::{sync_dir, Durability, Op, Record, ReplayReport, Wal};
+use crate::hnsw::{GraphStatus, Hnsw};
+use crate::storage::{LockGuard, Storage};
+use crate::wal::{self, Durability, LogContents, Op, Record, TornTail, Wal};
 use crate::{Error, HnswParams, Result};
 
 /// Shards with at most this many templates are searched by exact scan; larger ones through the
@@ -110,6 +116,10 @@ impl State {
 
     pub(crate) fn template_count(&self) -> usize {
         self.templates.len()
+    }
+
+    pub(crate) fn template_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.templates.keys().copied()
     }
 
     pub(crate) fn max_template_id(&self) -> Option<u64> {
@@ -366,8 +376,14 @@ impl State {
         out
     }
 
-    /// Rebuild a state from snapshot bytes.
-    fn from_snapshot(bytes: &[u8], element: ElementType, path: &Path, hnsw: Hnsw) -> Result<Self> {
+    /// Rebuild a state from snapshot bytes (of a shard of dimension `expected_dim`).
+    pub(crate) fn from_snapshot(
+        bytes: &[u8],
+        expected_dim: usize,
+        element: ElementType,
+        path: &Path,
+        hnsw: Hnsw,
+    ) -> Result<Self> {
         let bad = |m: &str| Error::Corrupt {
             path: path.to_owned(),
             message: m.to_owned(),
@@ -392,6 +408,11 @@ impl State {
         }
         let last_seq = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("header"))?);
         let dim = u32_(take(4)?);
+        if dim != expected_dim {
+            return Err(bad(&format!(
+                "dimension {dim}, the manifest says {expected_dim}"
+            )));
+        }
         let subjects = u32_(take(4)?);
         let mut state = State::new(dim, element, hnsw);
         for _ in 0..subjects {
@@ -410,14 +431,13 @@ impl State {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                state.apply(&Record {
-                    seq: 0,
-                    op: Op::Enroll {
-                        subject: name.clone(),
-                        template_id: id,
-                        vector,
-                    },
-                })?;
+                let op = Op::Enroll {
+                    subject: name.clone(),
+                    template_id: id,
+                    vector,
+                };
+                validate(&op, dim).map_err(|e| bad(&e.to_string()))?;
+                state.apply(&Record { seq: 0, op })?;
             }
         }
         if at != body.len() {
@@ -428,39 +448,251 @@ impl State {
     }
 }
 
-/// Check a snapshot file's framing and checksum.
-pub(crate) fn verify_snapshot(bytes: &[u8], path: &Path, dim: usize) -> Result<()> {
-    let params = HnswParams {
-        dimensions: dim,
-        ..Default::default()
+/// Largest component magnitude of a stored template. Descriptors of the supported models lie
+/// well inside ±1 (dlib's within ±0.5); the bound keeps every squared distance finite in f32
+/// and every value inside f16's range, so an accepted template can always be searched.
+pub const MAX_COMPONENT: f32 = 1024.0;
+/// Longest subject id, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+/// Largest metadata of a subject, in bytes.
+pub const MAX_METADATA_BYTES: usize = 1 << 20;
+
+/// Refuse a change that could not be applied, or would make the shard unsearchable, before it
+/// is logged: every logged record applies.
+pub(crate) fn validate(op: &Op, dim: usize) -> Result<()> {
+    let subject_ok = |s: &str| {
+        if s.is_empty() {
+            Err(Error::InvalidSubject)
+        } else if s.len() > MAX_SUBJECT_BYTES {
+            Err(Error::Invalid {
+                what: "subject",
+                message: format!("{} bytes, at most {MAX_SUBJECT_BYTES}", s.len()),
+            })
+        } else {
+            Ok(())
+        }
     };
-    State::from_snapshot(bytes, ElementType::F32, path, Hnsw::new(&params)?).map(|_| ())
+    match op {
+        Op::Enroll {
+            subject, vector, ..
+        } => {
+            subject_ok(subject)?;
+            if vector.len() != dim {
+                return Err(Error::Dimension {
+                    expected: dim,
+                    got: vector.len(),
+                });
+            }
+            if let Some(i) = vector
+                .iter()
+                .position(|v| !v.is_finite() || v.abs() > MAX_COMPONENT)
+            {
+                return Err(Error::Invalid {
+                    what: "template",
+                    message: format!(
+                        "value {i} is {}: template values must be finite and within ±{MAX_COMPONENT}",
+                        vector[i]
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Op::RemoveSubject { subject } => subject_ok(subject),
+        Op::SetMetadata { subject, metadata } => {
+            subject_ok(subject)?;
+            if metadata.len() > MAX_METADATA_BYTES {
+                return Err(Error::Invalid {
+                    what: "metadata",
+                    message: format!("{} bytes, at most {MAX_METADATA_BYTES}", metadata.len()),
+                });
+            }
+            Ok(())
+        }
+        Op::RemoveTemplate { .. } => Ok(()),
+    }
 }
 
-/// Write `bytes` to `path` atomically and durably.
-pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source: e,
+    }
+}
+
+/// Write `bytes` to `path` atomically and durably (temporary file, synced, renamed, directory
+/// synced); the temporary file is removed if a step fails.
+pub(crate) fn atomic_write(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let io = |p: &Path, e| Error::Io {
-        path: p.to_owned(),
-        source: e,
-    };
+    if let Err(e) = storage
+        .write_synced(&tmp, bytes)
+        .and_then(|()| storage.rename(&tmp, path))
     {
-        let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
+        let _ = storage.remove(&tmp);
+        return Err(io(path, e));
     }
-    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    sync_dir(dir)
+    storage.sync_dir(dir).map_err(|e| io(dir, e))
+}
+
+/// Temporary files a shard's writes can leave behind when interrupted.
+pub(crate) const TEMPORARY_FILES: [&str; 5] = [
+    "templates.tmp",
+    "hnsw.tmp",
+    "hnsw.sum-tmp",
+    "wal.tmp",
+    "LOCK.tmp",
+];
+
+/// How to open a shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShardOptions {
+    pub durability: Durability,
+    pub view: bool,
+    pub read_only: bool,
+    pub salvage: bool,
+    pub lock_timeout: Option<std::time::Duration>,
+}
+
+/// What opening one shard found and did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardReport {
+    pub shard: usize,
+    /// The sequence number the snapshot covers (0 without one).
+    pub snapshot_seq: u64,
+    /// Log records applied after the snapshot.
+    pub records_replayed: usize,
+    /// The last sequence number applied.
+    pub last_seq: u64,
+    /// An append that never finished (never acknowledged): cut off by a writer, ignored by a
+    /// read-only open (a writer may be in the middle of it).
+    pub torn_tail: Option<TornTail>,
+    /// Where a writer kept the bytes it cut off.
+    pub tail_saved_to: Option<PathBuf>,
+    /// With `salvage`: records cut off behind damage (they may have been acknowledged).
+    pub salvaged: Option<String>,
+    /// Interrupted writes' temporary files that a writer removed.
+    pub removed_temporary: Vec<PathBuf>,
+    /// The saved search graph.
+    pub graph: GraphStatus,
+}
+
+impl ShardReport {
+    /// Whether opening found nothing to recover or report.
+    pub fn is_clean(&self) -> bool {
+        self.torn_tail.is_none()
+            && self.salvaged.is_none()
+            && self.removed_temporary.is_empty()
+            && !matches!(self.graph, GraphStatus::Dropped { .. })
+    }
+
+    /// One line per finding, naming the files.
+    pub fn messages(&self, dir: &Path) -> Vec<String> {
+        let mut m = Vec::new();
+        let log = Shard::wal_path(dir);
+        if let Some(t) = &self.torn_tail {
+            let what = match &self.tail_saved_to {
+                Some(p) => format!("cut off and kept in {}", p.display()),
+                None => "ignored (read-only open)".into(),
+            };
+            m.push(format!(
+                "shard {}: {}: an unfinished append of {} bytes at byte {} ({}), never acknowledged, was {what}",
+                self.shard,
+                log.display(),
+                t.bytes,
+                t.offset,
+                t.reason
+            ));
+        }
+        if let Some(s) = &self.salvaged {
+            m.push(format!(
+                "shard {}: {}: SALVAGED: {s}",
+                self.shard,
+                log.display()
+            ));
+        }
+        for p in &self.removed_temporary {
+            m.push(format!(
+                "shard {}: removed {} left by an interrupted write",
+                self.shard,
+                p.display()
+            ));
+        }
+        if let GraphStatus::Dropped { reason } = &self.graph {
+            m.push(format!(
+                "shard {}: the saved graph {} was not used ({reason}); its templates are searched exactly until re-indexed",
+                self.shard,
+                Shard::hnsw_path(dir).display()
+            ));
+        }
+        m
+    }
+}
+
+/// Who holds a writer's lock: written into the lock file for the next one to read.
+pub(crate) fn lock_holder() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "?".into());
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "pid {} ({exe}), since unix time {since}",
+        std::process::id()
+    )
+}
+
+/// Take the writer's lock of a shard directory, waiting up to `timeout` for it.
+fn take_lock(
+    storage: &dyn Storage,
+    dir: &Path,
+    timeout: Option<std::time::Duration>,
+) -> Result<Box<dyn LockGuard>> {
+    let path = dir.join("LOCK");
+    let holder = lock_holder();
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        match storage.try_lock(&path, &holder).map_err(|e| io(&path, e))? {
+            Ok(guard) => return Ok(guard),
+            Err(other) => {
+                if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
+                    return Err(Error::Locked {
+                        path,
+                        holder: other,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A name for the cut-off tail of `log` that is not taken yet.
+fn corrupt_name(storage: &dyn Storage, log: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = format!("{}.corrupt-{secs}", log.display());
+    let mut name = PathBuf::from(&base);
+    let mut n = 1;
+    while storage.exists(&name).unwrap_or(false) {
+        name = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    name
 }
 
 /// A shard: state behind the gallery's lock, plus its log.
 pub(crate) struct Shard {
     pub(crate) dir: PathBuf,
-    /// Shared so that writers can wait for durability without holding the shard lock.
-    pub(crate) wal: std::sync::Arc<Wal>,
+    storage: Arc<dyn Storage>,
+    /// Shared so that writers can wait for durability without holding the shard lock; `None`
+    /// for a read-only open.
+    wal: Option<Arc<Wal>>,
     pub(crate) state: State,
-    pub(crate) replay: ReplayReport,
+    /// The writer's lock, held while the shard is open for writing.
+    _lock: Option<Box<dyn LockGuard>>,
 }
 
 impl Shard {
@@ -476,86 +708,251 @@ impl Shard {
         dir.join("hnsw.usearch")
     }
 
-    /// Open a shard directory: snapshot (if any), then the log records after it.
+    /// Make the files of a new, empty shard (the caller syncs the gallery directory).
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path) -> Result<()> {
+        storage.create_dir(dir).map_err(|e| io(dir, e))?;
+        wal::write_empty(storage, &Self::wal_path(dir), 0)?;
+        storage.sync_dir(dir).map_err(|e| io(dir, e))
+    }
+
+    /// The log, unless the shard was opened read-only.
+    pub(crate) fn wal(&self) -> Result<&Arc<Wal>> {
+        self.wal.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    /// Read the snapshot and the log as one consistent pair: a read-only reader may see a
+    /// writer's checkpoint replace them between its two reads, and then reads again.
+    fn read_files(
+        storage: &dyn Storage,
+        dir: &Path,
+        options: &ShardOptions,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>, LogContents, Option<String>)> {
+        let snap = Self::snapshot_path(dir);
+        let log = Self::wal_path(dir);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let snapshot = match storage.read(&snap) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(&snap, e)),
+            };
+            let bytes = match storage.read(&log) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::Missing {
+                        path: log,
+                        what: "the shard's write-ahead log",
+                    })
+                }
+                Err(e) => return Err(io(&log, e)),
+            };
+            let (contents, salvaged) = match wal::parse(&bytes, &log) {
+                Ok(c) => (c, None),
+                Err(Error::Corrupt { message, .. }) if options.salvage => {
+                    let c = wal::parse_prefix(&bytes, &log)?;
+                    (c, Some(message))
+                }
+                Err(e) => return Err(e),
+            };
+            let snapshot_seq = snapshot.as_deref().and_then(snapshot_seq).unwrap_or(0);
+            if options.read_only && contents.base_seq > snapshot_seq && attempt < 10 {
+                continue; // a checkpoint ran between the two reads
+            }
+            return Ok((snapshot, bytes, contents, salvaged));
+        }
+    }
+
+    /// Open a shard directory: snapshot (if any), graph, then the log records after the
+    /// snapshot. A writer takes the shard's lock, removes temporary files of interrupted
+    /// writes and cuts off a torn tail (keeping it); a read-only open changes nothing.
     pub(crate) fn open(
+        storage: &Arc<dyn Storage>,
+        index: usize,
         dir: &Path,
         element: ElementType,
         params: &HnswParams,
-        durability: Durability,
-        view: bool,
-    ) -> Result<Self> {
-        let dim = params.dimensions;
-        fs::create_dir_all(dir).map_err(|e| Error::Io {
-            path: dir.to_owned(),
-            source: e,
-        })?;
-        let snap = Self::snapshot_path(dir);
-        let mut state = match fs::read(&snap) {
-            Ok(b) => {
-                let mut st = State::from_snapshot(&b, element, &snap, Hnsw::new(params)?)?;
-                // the graph saved with the snapshot: what it holds is indexed, the rest pending
-                st.hnsw = Hnsw::open(&Self::hnsw_path(dir), params, view)?;
-                let indexed: Vec<u64> = st
-                    .pending
-                    .iter()
-                    .copied()
-                    .filter(|id| st.hnsw.contains(*id))
-                    .collect();
-                for id in indexed {
-                    st.pending.remove(&id);
-                }
-                st
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                State::new(dim, element, Hnsw::new(params)?)
-            }
-            Err(e) => {
-                return Err(Error::Io {
-                    path: snap,
-                    source: e,
-                })
-            }
-        };
-        if state.dim != dim {
-            return Err(Error::Dimension {
-                expected: dim,
-                got: state.dim,
+        options: &ShardOptions,
+    ) -> Result<(Self, ShardReport)> {
+        let st: &dyn Storage = storage.as_ref();
+        if !st.exists(dir).map_err(|e| io(dir, e))? {
+            return Err(Error::Missing {
+                path: dir.to_owned(),
+                what: "a shard folder",
             });
         }
-        let covered = state.last_seq;
-        let (wal, replay) = Wal::open(&Self::wal_path(dir), durability, |rec| {
-            // records a checkpoint already folded into the snapshot are skipped
-            if rec.seq > covered {
-                state.apply(&rec)?;
+        let lock = match options.read_only {
+            true => None,
+            false => Some(take_lock(st, dir, options.lock_timeout)?),
+        };
+        let mut removed_temporary = Vec::new();
+        if !options.read_only {
+            for name in TEMPORARY_FILES {
+                let p = dir.join(name);
+                if st.exists(&p).unwrap_or(false) {
+                    st.remove(&p).map_err(|e| io(&p, e))?;
+                    removed_temporary.push(p);
+                }
             }
-            Ok(())
-        })?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            wal: std::sync::Arc::new(wal),
-            state,
-            replay,
-        })
+        }
+        let (snapshot, bytes, contents, salvaged) = Self::read_files(st, dir, options)?;
+        let snap_path = Self::snapshot_path(dir);
+        let log_path = Self::wal_path(dir);
+        let mut state = match &snapshot {
+            Some(b) => State::from_snapshot(
+                b,
+                params.dimensions,
+                element,
+                &snap_path,
+                Hnsw::new(params)?,
+            )?,
+            None => State::new(params.dimensions, element, Hnsw::new(params)?),
+        };
+        if contents.base_seq > state.last_seq {
+            let message = match snapshot {
+                None => format!(
+                    "the log starts after sequence {} but there is no snapshot holding the changes up to it (templates.snap is missing)",
+                    contents.base_seq
+                ),
+                Some(_) => format!(
+                    "the log starts after sequence {} but the snapshot only covers up to {} (an older templates.snap)",
+                    contents.base_seq, state.last_seq
+                ),
+            };
+            return Err(Error::Corrupt {
+                path: snap_path,
+                message,
+            });
+        }
+        // the graph saved with the snapshot: what it holds is indexed, the rest pending
+        let (graph, graph_status) = Hnsw::load(st, &Self::hnsw_path(dir), params, options.view)?;
+        state.hnsw = graph;
+        let indexed: Vec<u64> = state
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| state.hnsw.contains(*id))
+            .collect();
+        for id in indexed {
+            state.pending.remove(&id);
+        }
+        let snapshot_seq = state.last_seq;
+        let mut replayed = 0;
+        for rec in &contents.records {
+            // records a checkpoint already folded into the snapshot are skipped
+            if rec.seq > snapshot_seq {
+                state.apply(rec).map_err(|e| Error::Corrupt {
+                    path: log_path.clone(),
+                    message: format!("record {} cannot be applied: {e}", rec.seq),
+                })?;
+                replayed += 1;
+            }
+        }
+        let mut report = ShardReport {
+            shard: index,
+            snapshot_seq,
+            records_replayed: replayed,
+            last_seq: state.last_seq,
+            torn_tail: contents.tail.clone(),
+            tail_saved_to: None,
+            salvaged: None,
+            removed_temporary,
+            graph: graph_status,
+        };
+        if let Some(why) = salvaged {
+            report.salvaged = Some(format!(
+                "kept the {} records before the damage; {why}",
+                contents.records.len()
+            ));
+        }
+        let wal = if options.read_only {
+            None
+        } else {
+            let cut = contents.valid_len as usize;
+            if cut < bytes.len() {
+                let keep = corrupt_name(st, &log_path);
+                st.write_synced(&keep, &bytes[cut..])
+                    .and_then(|()| st.sync_dir(dir))
+                    .map_err(|e| io(&keep, e))?;
+                report.tail_saved_to = Some(keep);
+            }
+            if contents.last_seq() < state.last_seq {
+                // the snapshot covers more than the log holds (an `Async` log lost its end in a
+                // power cut after a checkpoint): start the log after the snapshot
+                wal::write_empty(st, &log_path, state.last_seq)?;
+                st.sync_dir(dir).map_err(|e| io(dir, e))?;
+            }
+            let mut file = st.open_log(&log_path).map_err(|e| io(&log_path, e))?;
+            if contents.last_seq() >= state.last_seq && (file.len() as usize) > cut {
+                file.truncate(cut as u64)
+                    .and_then(|()| file.sync())
+                    .map_err(|e| io(&log_path, e))?;
+            }
+            Some(Arc::new(Wal::new(
+                storage.clone(),
+                &log_path,
+                file,
+                state.last_seq,
+                options.durability,
+            )))
+        };
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                storage: storage.clone(),
+                wal,
+                state,
+                _lock: lock,
+            },
+            report,
+        ))
     }
 
-    /// Snapshot the state and the graph, then empty the log. A graph that had templates
-    /// removed is dropped and rebuilt by later `index_pending` calls, so that removed templates
-    /// leave every file. (A crash between the steps leaves an older graph at worst: its removed
-    /// ids are filtered out of searches and the ids it lacks are pending, i.e. scanned exactly,
-    /// until indexed again.)
+    /// Snapshot the state and the graph, then start an empty log. A graph that had templates
+    /// removed is dropped (its saved files removed) and rebuilt by later `index_pending`
+    /// calls, so that removed templates leave every file. (A crash between the steps leaves an
+    /// older graph at worst: its removed ids are filtered out of searches and the ids it lacks
+    /// are pending, i.e. scanned exactly, until indexed again.)
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
-        self.wal.flush()?;
+        let wal = self.wal()?.clone();
+        wal.flush()?;
+        let st = self.storage.as_ref();
         atomic_write(
+            st,
             &Self::snapshot_path(&self.dir),
             &self.state.snapshot_bytes(),
         )?;
+        let graph = Self::hnsw_path(&self.dir);
         if self.state.tombstones > 0 {
             // removed templates must leave every file: drop the graph, re-index from the
             // snapshot's templates (pending meanwhile, so searches stay exact)
             let params = *self.state.hnsw.params();
             self.state.reset_graph(&params)?;
+            Hnsw::remove_saved(st, &graph)?;
+            st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        } else if self.state.hnsw.len() > 0 {
+            self.state.hnsw.save(st, &graph)?;
         }
-        self.state.hnsw.save(&Self::hnsw_path(&self.dir))?;
-        self.wal.truncate()
+        wal.restart(self.state.last_seq)
     }
+
+    /// Save the graph alone (so that a reopen need not index again), unless templates were
+    /// removed from it since it was built: their bytes would be written (erasure waits for a
+    /// checkpoint instead).
+    pub(crate) fn save_graph(&self) -> Result<bool> {
+        self.wal()?;
+        if self.state.tombstones > 0 || self.state.hnsw.len() == 0 {
+            return Ok(false);
+        }
+        self.state
+            .hnsw
+            .save(self.storage.as_ref(), &Self::hnsw_path(&self.dir))?;
+        Ok(true)
+    }
+}
+
+/// The sequence number a snapshot covers, from its header (no checksum check).
+pub(crate) fn snapshot_seq(bytes: &[u8]) -> Option<u64> {
+    (bytes.len() >= 14 && bytes[..4] == SNAP_MAGIC)
+        .then(|| u64::from_le_bytes(bytes[6..14].try_into().unwrap_or_default()))
 }

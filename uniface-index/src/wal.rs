@@ -1,25 +1,45 @@
 //! The write-ahead log of a shard: every change is appended here, and made durable according to
 //! the [`Durability`] mode, before it is applied in memory and acknowledged.
 //!
-//! Record framing (little-endian): `u32` payload length, `u32` CRC-32C of the payload, payload.
-//! Payload: `u64` sequence number, `u8` operation, then the operation's fields (strings and
-//! byte strings are `u32` length + bytes; vectors `u32` dimension + f32 values).
+//! File layout (little-endian): a 20-byte header — magic `UFWL`, `u16` version 2, `u16` 0,
+//! `u64` base sequence number (the snapshot's when the log was started; the first record is
+//! `base + 1`), `u32` CRC-32C of the 16 bytes before it — then frames. A frame is `u32` payload
+//! length, `u32` CRC-32C of the payload, payload; the payload is `u64` first sequence number,
+//! `u32` record count, then each record's operation (`u8` code and fields: strings and byte
+//! strings are `u32` length + bytes, vectors `u32` dimension + f32 values). A frame is written
+//! with one append, so a batch in one frame is applied whole or not at all; sequence numbers
+//! increase by one per record, without gaps, from the base.
 //!
-//! Replay reads records until the end of the file or the first record that is truncated or fails
-//! its checksum; everything from there on is reported and cut off (a crash mid-append leaves at
-//! most one torn record, which was never acknowledged).
+//! Reading ([`parse`]) stops at the first frame that is truncated, fails its checksum or does
+//! not decode. If nothing valid follows it, it is a *torn tail* — the append in progress when
+//! the process or the machine stopped, never acknowledged — and a writer cuts it off (keeping
+//! the bytes in `wal.log.corrupt-<time>`). If a valid frame follows, records that may have been
+//! acknowledged lie behind the damage: that is [`Error::Corrupt`], and nothing is cut.
+//!
+//! Writing: an append that fails is cut back before anything else is accepted (if even that
+//! fails, the log refuses writes); an `fsync` that fails is never retried (the kernel may have
+//! dropped the data and would report success the second time) — the log refuses writes until
+//! the gallery is reopened and recovers from what is on disk.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use uniface_core::template::crc32c;
 
+use crate::storage::{LogFile, Storage};
 use crate::{Error, Result};
 
-/// Largest payload accepted on replay (a corrupt length must not allocate gigabytes).
-const MAX_RECORD: u32 = 64 << 20;
+/// Largest frame payload accepted (a corrupt length must not allocate gigabytes); batches
+/// larger than [`FRAME_TARGET`] are split into several frames.
+pub const MAX_FRAME: u32 = 64 << 20;
+/// Batches are split into frames of about this many payload bytes.
+pub const FRAME_TARGET: usize = 16 << 20;
+
+const MAGIC: [u8; 4] = *b"UFWL";
+const VERSION: u16 = 2;
+/// Length of the log's file header.
+pub const HEADER_LEN: usize = 20;
 
 /// When an append is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -67,18 +87,16 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-impl Record {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(64);
-        p.extend_from_slice(&self.seq.to_le_bytes());
-        match &self.op {
+impl Op {
+    fn encode_into(&self, p: &mut Vec<u8>) {
+        match self {
             Op::Enroll {
                 subject,
                 template_id,
                 vector,
             } => {
                 p.push(1);
-                put_bytes(&mut p, subject.as_bytes());
+                put_bytes(p, subject.as_bytes());
                 p.extend_from_slice(&template_id.to_le_bytes());
                 p.extend_from_slice(&(vector.len() as u32).to_le_bytes());
                 vector
@@ -91,25 +109,30 @@ impl Record {
             }
             Op::RemoveSubject { subject } => {
                 p.push(3);
-                put_bytes(&mut p, subject.as_bytes());
+                put_bytes(p, subject.as_bytes());
             }
             Op::SetMetadata { subject, metadata } => {
                 p.push(4);
-                put_bytes(&mut p, subject.as_bytes());
-                put_bytes(&mut p, metadata);
+                put_bytes(p, subject.as_bytes());
+                put_bytes(p, metadata);
             }
         }
-        let mut out = Vec::with_capacity(p.len() + 8);
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32c(&p).to_le_bytes());
-        out.extend_from_slice(&p);
-        out
     }
 
-    pub(crate) fn decode(p: &[u8]) -> Option<Record> {
-        let mut r = Reader { b: p, at: 0 };
-        let seq = u64::from_le_bytes(r.take::<8>()?);
-        let op = match r.take::<1>()?[0] {
+    /// Bytes the operation takes in a frame.
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            Op::Enroll {
+                subject, vector, ..
+            } => 1 + 4 + subject.len() + 8 + 4 + 4 * vector.len(),
+            Op::RemoveTemplate { .. } => 9,
+            Op::RemoveSubject { subject } => 5 + subject.len(),
+            Op::SetMetadata { subject, metadata } => 9 + subject.len() + metadata.len(),
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Option<Op> {
+        Some(match r.take::<1>()?[0] {
             1 => {
                 let subject = r.string()?;
                 let template_id = u64::from_le_bytes(r.take::<8>()?);
@@ -136,9 +159,41 @@ impl Record {
                 metadata: r.bytes()?.to_vec(),
             },
             _ => return None,
-        };
-        (r.at == p.len()).then_some(Record { seq, op })
+        })
     }
+}
+
+/// One frame holding `records` (consecutive sequence numbers).
+pub(crate) fn encode_frame(records: &[Record]) -> Vec<u8> {
+    let body: usize = records.iter().map(|r| r.op.encoded_len()).sum();
+    let mut p = Vec::with_capacity(12 + body);
+    p.extend_from_slice(&records.first().map_or(0, |r| r.seq).to_le_bytes());
+    p.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for r in records {
+        r.op.encode_into(&mut p);
+    }
+    let mut out = Vec::with_capacity(p.len() + 8);
+    out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c(&p).to_le_bytes());
+    out.extend_from_slice(&p);
+    out
+}
+
+fn decode_payload(p: &[u8]) -> Option<Vec<Record>> {
+    let mut r = Reader { b: p, at: 0 };
+    let first = u64::from_le_bytes(r.take::<8>()?);
+    let count = u32::from_le_bytes(r.take::<4>()?) as u64;
+    if count == 0 || count > p.len() as u64 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        out.push(Record {
+            seq: first.checked_add(i)?,
+            op: Op::decode(&mut r)?,
+        });
+    }
+    (r.at == p.len()).then_some(out)
 }
 
 struct Reader<'a> {
@@ -164,14 +219,173 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// What replay found.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReplayReport {
-    pub records: usize,
-    /// Byte offset and reason of the first bad record, when the log did not end cleanly.
-    pub stopped_at: Option<(u64, String)>,
-    /// Bytes cut off after the last good record.
-    pub truncated_bytes: u64,
+/// The file header of a log whose first record will be `base_seq + 1`.
+pub(crate) fn header(base_seq: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&MAGIC);
+    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..16].copy_from_slice(&base_seq.to_le_bytes());
+    let crc = crc32c(&h[..16]);
+    h[16..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Bytes after the last valid frame that hold no valid frame: an append that never finished.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TornTail {
+    /// Where the tail starts.
+    pub offset: u64,
+    pub bytes: u64,
+    /// Why the frame there is not valid.
+    pub reason: String,
+}
+
+/// A log as read from its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogContents {
+    /// The sequence number the log starts after.
+    pub base_seq: u64,
+    pub records: Vec<Record>,
+    /// Bytes of the header and the valid frames.
+    pub valid_len: u64,
+    pub tail: Option<TornTail>,
+}
+
+impl LogContents {
+    /// The last sequence number in the log (the base when it holds no record).
+    pub fn last_seq(&self) -> u64 {
+        self.records.last().map_or(self.base_seq, |r| r.seq)
+    }
+}
+
+/// The valid frame at `at`, if there is one: its records and its end.
+fn frame_at(bytes: &[u8], at: usize) -> std::result::Result<(Vec<Record>, usize), &'static str> {
+    let Some(head) = bytes.get(at..at + 8) else {
+        return Err("truncated frame header");
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_FRAME {
+        return Err("frame length out of range");
+    }
+    let end = at + 8 + len as usize;
+    let Some(payload) = bytes.get(at + 8..end) else {
+        return Err("truncated frame");
+    };
+    if crc32c(payload) != crc {
+        return Err("checksum mismatch");
+    }
+    decode_payload(payload)
+        .map(|r| (r, end))
+        .ok_or("undecodable frame")
+}
+
+/// Parse a whole log file (see the module docs): `Err(Corrupt)` for a damaged header, a gap in
+/// the sequence, or damage followed by valid frames.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<LogContents> {
+    parse_with(bytes, path, false)
+}
+
+/// Parse the valid prefix of a damaged log: everything from the first bad frame on is the
+/// tail, whatever follows it (for salvaging a shard whose log is corrupt).
+pub fn parse_prefix(bytes: &[u8], path: &Path) -> Result<LogContents> {
+    parse_with(bytes, path, true)
+}
+
+fn parse_with(bytes: &[u8], path: &Path, salvage: bool) -> Result<LogContents> {
+    let corrupt = |message: String| Error::Corrupt {
+        path: path.to_owned(),
+        message,
+    };
+    let h = bytes
+        .get(..HEADER_LEN)
+        .ok_or_else(|| corrupt(format!("{} bytes: no log header", bytes.len())))?;
+    if h[..4] != MAGIC {
+        return Err(corrupt("not a gallery log (bad magic)".into()));
+    }
+    if crc32c(&h[..16]) != u32::from_le_bytes([h[16], h[17], h[18], h[19]]) {
+        return Err(corrupt("log header checksum mismatch".into()));
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    if version != VERSION {
+        return Err(corrupt(format!("unsupported log version {version}")));
+    }
+    let base_seq = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+    let mut records: Vec<Record> = Vec::new();
+    let mut at = HEADER_LEN;
+    let mut tail = None;
+    while at < bytes.len() {
+        let expected = records.last().map_or(base_seq, |r| r.seq) + 1;
+        match frame_at(bytes, at) {
+            Ok((recs, _)) if salvage && recs[0].seq != expected => {
+                tail = Some(TornTail {
+                    offset: at as u64,
+                    bytes: (bytes.len() - at) as u64,
+                    reason: format!("sequence {} where {expected} was expected", recs[0].seq),
+                });
+                break;
+            }
+            Ok((recs, end)) => {
+                if recs[0].seq != expected {
+                    return Err(corrupt(format!(
+                        "frame at byte {at} starts at sequence {}, expected {expected}",
+                        recs[0].seq
+                    )));
+                }
+                records.extend(recs);
+                at = end;
+            }
+            Err(reason) => {
+                // a valid frame further on means acknowledged records lie behind the damage
+                // (one that continues the sequence: bytes inside a torn frame, such as a
+                // subject's metadata, are not mistaken for one by chance)
+                let valid_after = || {
+                    (at + 1..bytes.len().saturating_sub(8))
+                        .filter_map(|o| frame_at(bytes, o).ok().map(|(r, _)| (o, r[0].seq)))
+                        .find(|&(_, seq)| seq >= expected)
+                };
+                if let Some((valid, seq)) = (!salvage).then(valid_after).flatten() {
+                    return Err(corrupt(format!(
+                        "damaged frame at byte {at} ({reason}) is followed by a valid frame at \
+                         byte {valid} (sequence {seq}): records after the damage may have been \
+                         acknowledged, so nothing was cut; restore this shard from a backup or a \
+                         replica, or open it with `salvage` to keep what precedes the damage"
+                    )));
+                }
+                tail = Some(TornTail {
+                    offset: at as u64,
+                    bytes: (bytes.len() - at) as u64,
+                    reason: reason.to_owned(),
+                });
+                break;
+            }
+        }
+    }
+    Ok(LogContents {
+        base_seq,
+        records,
+        valid_len: at as u64,
+        tail,
+    })
+}
+
+/// Read and parse the log at `path`.
+pub fn read_log(storage: &dyn Storage, path: &Path) -> Result<LogContents> {
+    let bytes = storage.read(path).map_err(|e| io(path, e))?;
+    parse(&bytes, path)
+}
+
+/// Write a new, empty log starting after `base_seq` at `path` (through a temporary file and a
+/// rename; the caller syncs the directory).
+pub(crate) fn write_empty(storage: &dyn Storage, path: &Path, base_seq: u64) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    storage
+        .write_synced(&tmp, &header(base_seq))
+        .and_then(|()| storage.rename(&tmp, path))
+        .map_err(|e| {
+            let _ = storage.remove(&tmp);
+            io(path, e)
+        })
 }
 
 struct SyncState {
@@ -180,16 +394,20 @@ struct SyncState {
     /// Highest sequence number known durable.
     synced: u64,
     syncing: bool,
+    /// Set after an I/O failure that leaves the file's durable state unknown: the log
+    /// refuses writes until the gallery is reopened.
+    failed: Option<String>,
 }
 
 /// An open write-ahead log.
 pub struct Wal {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Box<dyn LogFile>>,
     state: Mutex<SyncState>,
     synced: Condvar,
     durability: Durability,
-    syncs: std::sync::atomic::AtomicU64,
+    syncs: AtomicU64,
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
@@ -199,97 +417,72 @@ fn io(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// `fsync` a directory, so that a rename or a new file in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // every critical section below leaves its state whole before anything can panic
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Wal {
-    /// Open (creating if needed) and replay: every good record is passed to `apply` in order,
-    /// the log is cut after the last good record.
-    pub fn open(
+    /// A log for appending to `file`, whose valid contents end at record `last_seq`.
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
         path: &Path,
+        file: Box<dyn LogFile>,
+        last_seq: u64,
         durability: Durability,
-        mut apply: impl FnMut(Record) -> Result<()>,
-    ) -> Result<(Self, ReplayReport)> {
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io(path, e))?;
-        if !existed {
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
+    ) -> Self {
+        Self {
+            storage,
+            path: path.to_owned(),
+            file: Mutex::new(file),
+            state: Mutex::new(SyncState {
+                written: last_seq,
+                synced: last_seq,
+                syncing: false,
+                failed: None,
+            }),
+            synced: Condvar::new(),
+            durability,
+            syncs: Default::default(),
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
-        let mut report = ReplayReport::default();
-        let mut at = 0usize;
-        let mut last_seq = 0u64;
-        while at < bytes.len() {
-            let bad = |why: &str| Some((at as u64, why.to_owned()));
-            let Some(head) = bytes.get(at..at + 8) else {
-                report.stopped_at = bad("truncated record header");
-                break;
-            };
-            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            if len > MAX_RECORD {
-                report.stopped_at = bad("record length out of range");
-                break;
-            }
-            let Some(payload) = bytes.get(at + 8..at + 8 + len as usize) else {
-                report.stopped_at = bad("truncated record");
-                break;
-            };
-            if crc32c(payload) != crc {
-                report.stopped_at = bad("checksum mismatch");
-                break;
-            }
-            let Some(rec) = Record::decode(payload) else {
-                report.stopped_at = bad("undecodable record");
-                break;
-            };
-            if rec.seq <= last_seq && last_seq > 0 {
-                report.stopped_at = bad("sequence number went backwards");
-                break;
-            }
-            last_seq = rec.seq;
-            apply(rec)?;
-            report.records += 1;
-            at += 8 + len as usize;
-        }
-        if at < bytes.len() {
-            report.truncated_bytes = (bytes.len() - at) as u64;
-            file.set_len(at as u64).map_err(|e| io(path, e))?;
-            file.sync_all().map_err(|e| io(path, e))?;
-        }
-        file.seek(SeekFrom::End(0)).map_err(|e| io(path, e))?;
-        Ok((
-            Self {
-                path: path.to_owned(),
-                file: Mutex::new(file),
-                state: Mutex::new(SyncState {
-                    written: last_seq,
-                    synced: last_seq,
-                    syncing: false,
-                }),
-                synced: Condvar::new(),
-                durability,
-                syncs: Default::default(),
-            },
-            report,
-        ))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn failed_error(&self, reason: &str) -> Error {
+        Error::Failed {
+            path: self.path.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn check_failed(&self, s: &SyncState) -> Result<()> {
+        match &s.failed {
+            Some(r) => Err(self.failed_error(r)),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, why: String) {
+        let mut s = lock(&self.state);
+        s.failed.get_or_insert(why);
+        drop(s);
+        self.synced.notify_all();
+    }
+
+    /// Stop accepting writes (the caller found the log and its shard's memory apart); the
+    /// error to return.
+    pub(crate) fn stop(&self, why: String) -> Error {
+        let e = self.failed_error(&why);
+        self.fail(why);
+        e
+    }
+
+    /// Whether the log has stopped accepting writes after an I/O failure (and why).
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
     }
 
     /// Append records (in order) and return once they are as durable as the mode promises
@@ -301,21 +494,41 @@ impl Wal {
         }
     }
 
-    /// Write records (in order) to the file without waiting for durability; returns the last
-    /// sequence number written. Callers serialise writes per shard (sequence numbers increase)
-    /// and call [`Wal::commit`] before acknowledging, outside their lock, so that concurrent
-    /// writers share a sync in [`Durability::Group`] mode.
+    /// Write records (in order, consecutive sequence numbers) to the file without waiting for
+    /// durability; returns the last sequence number written. Batches above [`FRAME_TARGET`]
+    /// bytes go in several frames. Callers serialise writes per shard and call
+    /// [`Wal::commit`] before acknowledging, outside their lock, so that concurrent writers
+    /// share a sync in [`Durability::Group`] mode. A failed write is cut back off the file.
     pub fn write(&self, records: &[Record]) -> Result<Option<u64>> {
         let Some(last) = records.last() else {
             return Ok(None);
         };
         let mut buf = Vec::new();
-        for r in records {
-            buf.extend_from_slice(&r.encode());
+        let mut start = 0;
+        let mut size = 0;
+        for (i, r) in records.iter().enumerate() {
+            let n = r.op.encoded_len();
+            if i > start && size + n > FRAME_TARGET {
+                buf.extend_from_slice(&encode_frame(&records[start..i]));
+                start = i;
+                size = 0;
+            }
+            size += n;
         }
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_all(&buf).map_err(|e| io(&self.path, e))?;
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        buf.extend_from_slice(&encode_frame(&records[start..]));
+        let mut f = lock(&self.file);
+        self.check_failed(&lock(&self.state))?;
+        let good = f.len();
+        if let Err(e) = f.append(&buf) {
+            // nothing may follow a partial frame: cut it off, or stop writing
+            if let Err(cut) = f.truncate(good) {
+                self.fail(format!(
+                    "an append failed ({e}) and cutting it back failed too ({cut})"
+                ));
+            }
+            return Err(io(&self.path, e));
+        }
+        let mut s = lock(&self.state);
         s.written = s.written.max(last.seq);
         Ok(Some(last.seq))
     }
@@ -323,7 +536,7 @@ impl Wal {
     /// Wait until record `seq` is as durable as the mode promises.
     pub fn commit(&self, seq: u64) -> Result<()> {
         match self.durability {
-            Durability::Async => Ok(()),
+            Durability::Async => self.check_failed(&lock(&self.state)),
             Durability::Sync => self.sync_now(),
             Durability::Group => self.wait_synced(seq),
         }
@@ -331,39 +544,51 @@ impl Wal {
 
     /// How many `fdatasync` calls this log has made (group commit makes fewer than appends).
     pub fn sync_count(&self) -> u64 {
-        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// One `fdatasync` of the file; a failure stops the log (never retried).
+    fn sync_file(&self, f: &mut Box<dyn LogFile>) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        f.sync().map_err(|e| {
+            self.fail(format!(
+                "fsync failed ({e}): what reached the disk is unknown"
+            ));
+            io(&self.path, e)
+        })
     }
 
     fn sync_now(&self) -> Result<()> {
-        let target = self.state.lock().unwrap_or_else(|e| e.into_inner()).written;
-        let f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.sync_data().map_err(|e| io(&self.path, e))?;
-        self.syncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut f = lock(&self.file);
+        let target = {
+            let s = lock(&self.state);
+            self.check_failed(&s)?;
+            s.written
+        };
+        self.sync_file(&mut f)?;
         drop(f);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.state);
         s.synced = s.synced.max(target);
         Ok(())
     }
 
     /// Group commit: the first waiter syncs for everyone written so far; the others wait.
     fn wait_synced(&self, seq: u64) -> Result<()> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.state);
         loop {
             if s.synced >= seq {
                 return Ok(());
             }
+            self.check_failed(&s)?;
             if !s.syncing {
                 s.syncing = true;
                 let target = s.written;
                 drop(s);
                 let result = {
-                    let f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-                    self.syncs
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    f.sync_data().map_err(|e| io(&self.path, e))
+                    let mut f = lock(&self.file);
+                    self.sync_file(&mut f)
                 };
-                s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                s = lock(&self.state);
                 s.syncing = false;
                 if result.is_ok() {
                     s.synced = s.synced.max(target);
@@ -381,55 +606,41 @@ impl Wal {
         self.sync_now()
     }
 
-    /// Empty the log (after a checkpoint made its records redundant).
-    pub fn truncate(&self) -> Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.set_len(0).map_err(|e| io(&self.path, e))?;
-        f.seek(SeekFrom::Start(0)).map_err(|e| io(&self.path, e))?;
-        f.sync_all().map_err(|e| io(&self.path, e))
+    /// Replace the log by an empty one starting after `base_seq` (after a checkpoint made its
+    /// records redundant): a new file renamed over the old one, then the directory synced.
+    /// A failure before the rename leaves the old log in use; one after it stops the log.
+    pub(crate) fn restart(&self, base_seq: u64) -> Result<()> {
+        let mut f = lock(&self.file);
+        self.check_failed(&lock(&self.state))?;
+        write_empty(self.storage.as_ref(), &self.path, base_seq)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let reopened = self
+            .storage
+            .open_log(&self.path)
+            .and_then(|new| self.storage.sync_dir(dir).map(|()| new));
+        match reopened {
+            Ok(new) => {
+                *f = new;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(format!("the log was replaced but then: {e}"));
+                Err(io(&self.path, e))
+            }
+        }
     }
 
-    /// Every good record of the log file at `path` (for change feeds and tools).
-    pub fn read_all(path: &Path) -> Result<(Vec<Record>, ReplayReport)> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(path, e)),
-        };
-        let mut out = Vec::new();
-        let mut report = ReplayReport::default();
-        let mut at = 0usize;
-        while at < bytes.len() {
-            let Some(head) = bytes.get(at..at + 8) else {
-                report.stopped_at = Some((at as u64, "truncated record header".into()));
-                break;
-            };
-            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            match bytes.get(at + 8..at + 8 + len) {
-                Some(p) if crc32c(p) == crc => match Record::decode(p) {
-                    Some(r) => out.push(r),
-                    None => {
-                        report.stopped_at = Some((at as u64, "undecodable record".into()));
-                        break;
-                    }
-                },
-                _ => {
-                    report.stopped_at = Some((at as u64, "bad record".into()));
-                    break;
-                }
-            }
-            at += 8 + len;
-        }
-        report.records = out.len();
-        report.truncated_bytes = (bytes.len() - at) as u64;
-        Ok((out, report))
+    /// Every good record of the log file at `path`, and the torn tail if there is one (for
+    /// change feeds and tools; the real filesystem).
+    pub fn read_all(path: &Path) -> Result<LogContents> {
+        read_log(&crate::storage::FsStorage, path)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{Fault, IoFault, MemStorage};
 
     fn records() -> Vec<Record> {
         vec![
@@ -461,82 +672,134 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn records_round_trip() {
-        for r in records() {
-            let e = r.encode();
-            assert_eq!(Record::decode(&e[8..]), Some(r));
+    fn log_bytes(frames: &[&[Record]]) -> Vec<u8> {
+        let mut b = header(0).to_vec();
+        for f in frames {
+            b.extend_from_slice(&encode_frame(f));
         }
+        b
     }
 
     #[test]
-    fn a_cut_at_every_byte_keeps_exactly_the_whole_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal");
+    fn frames_round_trip_and_know_their_length() {
         let all = records();
-        let bytes: Vec<u8> = all.iter().flat_map(|r| r.encode()).collect();
-        let ends: Vec<usize> = all
-            .iter()
-            .scan(0, |acc, r| {
-                *acc += r.encode().len();
-                Some(*acc)
-            })
-            .collect();
-        for cut in 0..=bytes.len() {
-            std::fs::write(&path, &bytes[..cut]).unwrap();
-            let mut got = Vec::new();
-            let (wal, report) = Wal::open(&path, Durability::Sync, |r| {
-                got.push(r);
-                Ok(())
-            })
-            .unwrap();
-            let whole = ends.iter().filter(|&&e| e <= cut).count();
-            assert_eq!(got, all[..whole].to_vec(), "cut {cut}");
-            assert_eq!(report.records, whole);
-            assert_eq!(report.stopped_at.is_some(), !ends.contains(&cut) && cut > 0);
-            // the torn tail is gone, and appending continues cleanly after the good records
-            let next = Record {
-                seq: 100,
-                op: Op::RemoveTemplate { template_id: 1 },
+        for r in &all {
+            let mut p = Vec::new();
+            r.op.encode_into(&mut p);
+            assert_eq!(p.len(), r.op.encoded_len());
+        }
+        let b = log_bytes(&[&all[..1], &all[1..]]);
+        let c = parse(&b, Path::new("wal.log")).unwrap();
+        assert_eq!(c.records, all);
+        assert_eq!(c.valid_len as usize, b.len());
+        assert!(c.tail.is_none());
+    }
+
+    #[test]
+    fn a_cut_at_every_byte_is_a_torn_tail_and_keeps_whole_frames() {
+        let all = records();
+        let b = log_bytes(&[&all[..1], &all[1..3], &all[3..]]);
+        let f1 = HEADER_LEN + encode_frame(&all[..1]).len();
+        let f2 = f1 + encode_frame(&all[1..3]).len();
+        for cut in HEADER_LEN..=b.len() {
+            let c = parse(&b[..cut], Path::new("wal.log")).unwrap();
+            let whole = match cut {
+                c if c == b.len() => 4,
+                c if c >= f2 => 3,
+                c if c >= f1 => 1,
+                _ => 0,
             };
-            wal.append(std::slice::from_ref(&next)).unwrap();
-            drop(wal);
-            let (again, report) = Wal::read_all(&path).unwrap();
-            assert_eq!(again.len(), whole + 1, "cut {cut}");
-            assert!(report.stopped_at.is_none());
+            // a frame is all or nothing: records 2 and 3 come together
+            assert_eq!(c.records, all[..whole].to_vec(), "cut {cut}");
+            let boundary = [HEADER_LEN, f1, f2, b.len()].contains(&cut);
+            assert_eq!(c.tail.is_none(), boundary, "cut {cut}");
+        }
+        for cut in 0..HEADER_LEN {
+            assert!(parse(&b[..cut], Path::new("wal.log")).is_err(), "cut {cut}");
         }
     }
 
     #[test]
-    fn a_flipped_bit_stops_replay_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal");
+    fn damage_followed_by_a_valid_frame_is_corruption_not_a_tail() {
         let all = records();
-        let mut bytes: Vec<u8> = all.iter().flat_map(|r| r.encode()).collect();
-        let first = all[0].encode().len();
-        bytes[first + 12] ^= 0x10;
-        std::fs::write(&path, &bytes).unwrap();
-        let mut n = 0;
-        let (_, report) = Wal::open(&path, Durability::Async, |_| {
-            n += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(n, 1);
-        let (at, why) = report.stopped_at.unwrap();
-        assert_eq!(at as usize, first);
-        assert!(why.contains("checksum"), "{why}");
+        let mut b = log_bytes(&[&all[..1], &all[1..2], &all[2..]]);
+        let second = HEADER_LEN + encode_frame(&all[..1]).len();
+        b[second + 12] ^= 0x10;
+        let e = parse(&b, Path::new("wal.log")).unwrap_err().to_string();
+        assert!(e.contains(&format!("byte {second}")), "{e}");
+        assert!(e.contains("followed by a valid frame"), "{e}");
+        // damage in the last frame only: a torn tail
+        let mut b = log_bytes(&[&all[..1], &all[1..]]);
+        let last = b.len() - 3;
+        b[last] ^= 1;
+        let c = parse(&b, Path::new("wal.log")).unwrap();
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.tail.unwrap().reason, "checksum mismatch");
+    }
+
+    #[test]
+    fn a_gap_in_the_sequence_is_corruption() {
+        let mut all = records();
+        all[2].seq = 9;
+        let b = log_bytes(&[&all[..2], &all[2..3]]);
+        let e = parse(&b, Path::new("wal.log")).unwrap_err().to_string();
+        assert!(e.contains("expected 3"), "{e}");
+    }
+
+    fn mem_wal(durability: Durability) -> (MemStorage, Wal) {
+        let s = MemStorage::new();
+        s.create_dir(Path::new("/s")).unwrap();
+        let path = Path::new("/s/wal.log");
+        write_empty(&s, path, 0).unwrap();
+        let file = s.open_log(path).unwrap();
+        let wal = Wal::new(Arc::new(s.clone()), path, file, 0, durability);
+        (s, wal)
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_back_and_later_appends_follow_the_good_records() {
+        let (s, wal) = mem_wal(Durability::Sync);
+        let all = records();
+        wal.append(&all[..1]).unwrap();
+        s.set_fault(Fault::FailAt {
+            n: 1,
+            error: IoFault::NoSpace,
+        });
+        assert!(wal.append(&all[1..2]).is_err());
+        wal.append(&all[1..]).unwrap();
+        let c = read_log(&s, Path::new("/s/wal.log")).unwrap();
+        assert_eq!(c.records, all);
+        assert!(c.tail.is_none());
+    }
+
+    #[test]
+    fn a_failed_fsync_stops_the_log_and_is_not_retried() {
+        let (s, wal) = mem_wal(Durability::Group);
+        let all = records();
+        // operation 1 is the append, 2 the sync
+        s.set_fault(Fault::FailAt {
+            n: 2,
+            error: IoFault::Io,
+        });
+        assert!(matches!(wal.append(&all[..1]), Err(Error::Io { .. })));
+        assert!(wal.failure().is_some());
+        let before = s.operations();
+        assert!(matches!(wal.append(&all[1..2]), Err(Error::Failed { .. })));
+        assert!(matches!(wal.flush(), Err(Error::Failed { .. })));
+        assert_eq!(
+            s.operations(),
+            before,
+            "nothing touched the disk after the failure"
+        );
     }
 
     #[test]
     fn group_commit_serves_concurrent_appenders() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal");
-        let (wal, _) = Wal::open(&path, Durability::Group, |_| Ok(())).unwrap();
+        let (s, wal) = mem_wal(Durability::Group);
         let next = Mutex::new(1u64);
-        std::thread::scope(|s| {
+        std::thread::scope(|sc| {
             for _ in 0..4 {
-                s.spawn(|| {
+                sc.spawn(|| {
                     for _ in 0..50 {
                         // the shard lock: sequence number and write, in order
                         let seq = {
@@ -555,9 +818,8 @@ mod tests {
                 });
             }
         });
-        let (back, report) = Wal::read_all(&path).unwrap();
-        assert!(report.stopped_at.is_none());
-        let seqs: Vec<u64> = back.iter().map(|r| r.seq).collect();
+        let c = read_log(&s, Path::new("/s/wal.log")).unwrap();
+        let seqs: Vec<u64> = c.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
         assert!(wal.sync_count() <= 200);
     }

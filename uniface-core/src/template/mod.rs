@@ -25,13 +25,13 @@ mod crc32c;
 use crate::model_store::RESNET;
 use crate::{Error, Result};
 
-pub use crc32c::crc32c;
+pub use crc32c::{crc32c, crc32c_append};
 
 const MAGIC: [u8; 4] = *b"UFT\0";
 const VERSION: u16 = 1;
 const FLAG_QUALITY: u16 = 1;
-/// Largest dimension accepted when parsing (far above any face model).
-const MAX_DIM: usize = 1 << 16;
+/// Largest dimension a template may have (far above any face model).
+pub const MAX_DIM: usize = 1 << 16;
 
 /// Symmetric 8-bit quantisation of a vector: `(q, scale)` with `value ≈ q × scale`,
 /// `scale = max |v| / 127` (1 for an all-zero vector) and `q` rounded to nearest.
