@@ -803,6 +803,16 @@ impl Gallery {
         read_lock(s).state.subjects.get(subject).cloned()
     }
 
+    /// A template's subject and stored vector (`None` when there is no such template here).
+    pub fn template(&self, id: u64) -> Option<(String, Vec<f32>)> {
+        self.loaded().find_map(|(_, s)| {
+            read_lock(s)
+                .state
+                .entry(id)
+                .map(|(subject, v)| (subject.to_owned(), v.to_vec()))
+        })
+    }
+
     /// Every subject id, sorted.
     pub fn list(&self) -> Vec<String> {
         let mut all: Vec<String> = self

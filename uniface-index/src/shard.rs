@@ -868,6 +868,11 @@ impl Shard {
         let wal = if options.read_only {
             None
         } else {
+            if matches!(report.graph, GraphStatus::Dropped { .. }) {
+                // derived data: the writer re-indexes from the templates
+                Hnsw::remove_saved(st, &Self::hnsw_path(dir))?;
+                st.sync_dir(dir).map_err(|e| io(dir, e))?;
+            }
             let cut = contents.valid_len as usize;
             if cut < bytes.len() {
                 let keep = corrupt_name(st, &log_path);

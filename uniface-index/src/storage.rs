@@ -208,6 +208,9 @@ impl Storage for FsStorage {
 
 /// What [`MemStorage`] does to the operations that change the disk (writes, appends, syncs,
 /// truncations, renames, removals, directory syncs and directory creation; reads never fail).
+/// A full disk (`NoSpace`) does not refuse operations that free space (removals, shrinking
+/// truncations). A failed `fsync` behaves as Linux's: the bytes it did not write are never
+/// written by a later `fsync` (which reports success) unless they are written again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
     /// Nothing fails.
@@ -250,6 +253,40 @@ struct Inode {
     data: Vec<u8>,
     /// Contents at the last `fsync`.
     durable: Vec<u8>,
+    /// Bytes whose write-back failed with an `fsync` that returned an error: as Linux does,
+    /// they are marked clean and never written by a later `fsync` (which then reports
+    /// success), unless written again.
+    lost: Option<(usize, usize)>,
+}
+
+impl Inode {
+    /// A successful `fsync`.
+    fn sync(&mut self) {
+        let mut d = self.data.clone();
+        if let Some((from, to)) = self.lost {
+            for (i, b) in d.iter_mut().enumerate().take(to).skip(from) {
+                *b = self.durable.get(i).copied().unwrap_or(0);
+            }
+        }
+        self.durable = d;
+    }
+
+    /// A failed `fsync`: what was not yet durable is dropped from the write-back.
+    fn fail_sync(&mut self) {
+        let from = self.durable.len().min(self.data.len());
+        self.lost = Some((from, self.data.len()));
+    }
+
+    /// Bytes `from..` were written again.
+    fn rewritten(&mut self, from: usize) {
+        if let Some((a, b)) = self.lost {
+            if from <= a {
+                self.lost = None;
+            } else if from < b {
+                self.lost = Some((a, from));
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -269,11 +306,18 @@ struct Disk {
     powered_off: bool,
     torn: bool,
     read_only: bool,
+    sync_delay: std::time::Duration,
 }
 
 impl Disk {
     /// Count a mutating operation and decide whether it fails.
     fn op(&mut self, is_sync: bool) -> io::Result<()> {
+        self.op_of(is_sync, false)
+    }
+
+    /// Like [`Disk::op`]; `frees` for operations that release space (a shrinking truncate, a
+    /// removal), which a full disk does not refuse.
+    fn op_of(&mut self, is_sync: bool, frees: bool) -> io::Result<()> {
         if self.powered_off {
             return Err(IoFault::Io.error());
         }
@@ -284,9 +328,10 @@ impl Disk {
         if is_sync {
             self.syncs += 1;
         }
+        let spared = |e: IoFault| frees && e == IoFault::NoSpace;
         match self.fault {
-            Fault::FailAt { n, error } if self.ops == n => Err(error.error()),
-            Fault::FailFrom { n, error } if self.ops >= n => Err(error.error()),
+            Fault::FailAt { n, error } if self.ops == n && !spared(error) => Err(error.error()),
+            Fault::FailFrom { n, error } if self.ops >= n && !spared(error) => Err(error.error()),
             Fault::PowerLossAtSync { n, torn } if is_sync && self.syncs == n => {
                 self.powered_off = true;
                 self.torn = torn;
@@ -350,6 +395,12 @@ impl MemStorage {
         d.syncs = 0;
     }
 
+    /// Make every file `fsync` take this long (as a disk's flush does), so that concurrent
+    /// writers overlap.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
+    }
+
     /// Refuse every change with `EROFS`, as a read-only mount does.
     pub fn set_read_only(&self, read_only: bool) {
         self.lock().read_only = read_only;
@@ -396,6 +447,7 @@ impl MemStorage {
             disk.inodes.push(Inode {
                 durable: data.clone(),
                 data,
+                lost: None,
             });
         }
         MemStorage {
@@ -417,6 +469,7 @@ impl MemStorage {
             disk.inodes.push(Inode {
                 durable: data.clone(),
                 data,
+                lost: None,
             });
         }
         MemStorage {
@@ -440,6 +493,7 @@ impl MemStorage {
         d.inodes[ino] = Inode {
             data: bytes.to_vec(),
             durable: bytes.to_vec(),
+            lost: None,
         };
     }
 
@@ -488,10 +542,11 @@ impl LogFile for MemLog {
                 bytes.len() / 2
             };
             if !d.powered_off {
-                let data = &mut d.inodes[ino].data;
-                data.truncate(at);
-                data.resize(at, 0);
-                data.extend_from_slice(&bytes[..n]);
+                let node = &mut d.inodes[ino];
+                node.data.truncate(at);
+                node.data.resize(at, 0);
+                node.data.extend_from_slice(&bytes[..n]);
+                node.rewritten(at);
             }
             result
         });
@@ -502,12 +557,18 @@ impl LogFile for MemLog {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        let delay = self.with(|d| Ok(d.sync_delay))?;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         self.with(|d| {
             let ino = self.ino(d)?;
-            d.op(true)?;
+            if let Err(e) = d.op(true) {
+                d.inodes[ino].fail_sync();
+                return Err(e);
+            }
             d.file_syncs += 1;
-            let node = &mut d.inodes[ino];
-            node.durable = node.data.clone();
+            d.inodes[ino].sync();
             Ok(())
         })
     }
@@ -515,7 +576,8 @@ impl LogFile for MemLog {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.with(|d| {
             let ino = self.ino(d)?;
-            d.op(false)?;
+            let shrinks = len as usize <= d.inodes[ino].data.len();
+            d.op_of(false, shrinks)?;
             d.inodes[ino].data.resize(len as usize, 0);
             Ok(())
         })?;
@@ -609,21 +671,26 @@ impl Storage for MemStorage {
             bytes.len() / 2
         };
         d.inodes[ino].data = bytes[..n].to_vec();
+        d.inodes[ino].rewritten(0);
         written?;
-        d.op(true)?;
+        if let Err(e) = d.op(true) {
+            d.inodes[ino].fail_sync();
+            return Err(e);
+        }
         d.file_syncs += 1;
-        let node = &mut d.inodes[ino];
-        node.durable = node.data.clone();
+        d.inodes[ino].sync();
         Ok(())
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut d = self.lock();
         let ino = d.inode(path)?;
-        d.op(true)?;
+        if let Err(e) = d.op(true) {
+            d.inodes[ino].fail_sync();
+            return Err(e);
+        }
         d.file_syncs += 1;
-        let node = &mut d.inodes[ino];
-        node.durable = node.data.clone();
+        d.inodes[ino].sync();
         Ok(())
     }
 
@@ -654,7 +721,7 @@ impl Storage for MemStorage {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut d = self.lock();
         d.inode(path)?;
-        d.op(false)?;
+        d.op_of(false, true)?;
         d.names.remove(path);
         Ok(())
     }
