@@ -90,3 +90,89 @@ fn create_enroll_identify_remove_and_check() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+fn fails(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn the_cli_refuses_bad_sizes_and_names_and_check_fails_on_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lfw = shared_data().join("lfw");
+    // shard counts outside 1..=4096 are refused, leaving nothing behind
+    for n in ["0", "100000"] {
+        let g = tmp.path().join(format!("g{n}"));
+        let err = fails(uniface(&g).args(["create", "--shards", n]));
+        assert!(err.contains("shard count"), "{err}");
+        assert!(!g.join("manifest.json").exists() && !g.join("shard-000").exists());
+    }
+    // folder names that are not UTF-8 are refused by name, never merged into one subject
+    let people = tmp.path().join("people");
+    for (raw, person) in [(b"bad\xff", "Abel_Pacheco"), (b"bad\xfe", "Aaron_Peirsol")] {
+        use std::os::unix::ffi::OsStrExt;
+        let d = people.join(std::ffi::OsStr::from_bytes(raw));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = format!("{person}_0001.jpg");
+        std::os::unix::fs::symlink(lfw.join(person).join(&f), d.join(&f)).unwrap();
+    }
+    let g = tmp.path().join("g");
+    ok(uniface(&g).arg("create"));
+    let err = fails(uniface(&g).arg("enroll").arg("--from-dir").arg(&people));
+    assert!(err.contains("not UTF-8"), "{err}");
+    // graph parameters outside their documented ranges
+    let err = fails(uniface(&g).args(["rebuild", "--connectivity", "100000"]));
+    assert!(err.contains("connectivity must lie in"), "{err}");
+    // enrolled templates go into a saved graph: a reopen has nothing to index
+    let photo = lfw.join("Abel_Pacheco/Abel_Pacheco_0001.jpg");
+    ok(uniface(&g).arg("enroll").arg("Abel_Pacheco").arg(&photo));
+    let st: Value = serde_json::from_str(&ok(uniface(&g).args(["--json", "stats"]))).unwrap();
+    assert_eq!(st["pending"], 0, "{st}");
+    // a reader is not stopped by the lock file, and changes nothing
+    let log = g.join("shard-000/wal.log");
+    let before = std::fs::read(&log).unwrap();
+    ok(uniface(&g).args(["--json", "identify"]).arg(&photo));
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+    // output into a closed pipe ends quietly (no panic)
+    let mut child = uniface(&g)
+        .args(["--json", "stats"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // check exits non-zero on each kind of damage, and is clean again once it is undone
+    ok(uniface(&g)
+        .arg("enroll")
+        .arg("Aaron_Peirsol")
+        .arg(lfw.join("Aaron_Peirsol/Aaron_Peirsol_0001.jpg")));
+    ok(uniface(&g).arg("check"));
+    let damage = |path: std::path::PathBuf, at: usize, expect: &str| {
+        let good = std::fs::read(&path).unwrap();
+        let mut b = good.clone();
+        b[at] ^= 0xff;
+        std::fs::write(&path, &b).unwrap();
+        let out = uniface(&g).arg("check").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!out.status.success() && text.contains(expect), "{text}");
+        std::fs::write(&path, &good).unwrap();
+        ok(uniface(&g).arg("check"));
+    };
+    damage(log, 30, "followed by a valid frame");
+    damage(g.join("shard-000/hnsw.usearch"), 200, "saved graph");
+    damage(g.join("manifest.json"), 30, "manifest.json");
+}

@@ -99,6 +99,14 @@ typedef enum uf_status {
    A file or directory does not exist.
    */
   UF_STATUS_NOT_FOUND = 11,
+  /*
+   Another writer holds the gallery (one writer per gallery); the message names it.
+   */
+  UF_STATUS_LOCKED = 12,
+  /*
+   The gallery was opened read-only.
+   */
+  UF_STATUS_READ_ONLY = 13,
 } uf_status;
 
 /*
@@ -444,6 +452,25 @@ enum uf_status uf_gallery_open(const char *dir,
                                size_t shards,
                                enum uf_durability durability,
                                struct uf_gallery **out);
+
+/*
+ Open the gallery in `dir` for reading only: no lock is taken (a writer may be enrolling
+ meanwhile), no file is changed (it works on a read-only filesystem); enrollments and
+ removals fail with `UF_STATUS_READ_ONLY`. Release with `uf_gallery_close`.
+ */
+enum uf_status uf_gallery_open_read_only(const char *dir, struct uf_gallery **out);
+
+/*
+ What opening the gallery found and recovered, one line per finding (an unfinished append
+ cut off, temporary files removed, a damaged search graph rebuilt, ...), as NUL-terminated
+ text in `buf` (`len` bytes); empty when opening found nothing to report (or the gallery was
+ just created). `*needed` (if not NULL) receives the size needed, NUL included; a smaller
+ `len` gives `UF_STATUS_BUFFER_TOO_SMALL`.
+ */
+enum uf_status uf_gallery_open_report(const struct uf_gallery *gallery,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *needed);
 
 /*
  Enroll `template` for `subject`; `*template_id` (if not NULL) receives its id. Returns

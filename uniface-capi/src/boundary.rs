@@ -33,6 +33,10 @@ pub enum uf_status {
     UF_STATUS_BUFFER_TOO_SMALL = 10,
     /// A file or directory does not exist.
     UF_STATUS_NOT_FOUND = 11,
+    /// Another writer holds the gallery (one writer per gallery); the message names it.
+    UF_STATUS_LOCKED = 12,
+    /// The gallery was opened read-only.
+    UF_STATUS_READ_ONLY = 13,
 }
 
 /// A static NUL-terminated description of a status code. Thread-safe.
@@ -52,6 +56,8 @@ pub extern "C" fn uf_status_str(status: uf_status) -> *const c_char {
         UF_STATUS_GALLERY => "gallery operation failed\0",
         UF_STATUS_BUFFER_TOO_SMALL => "buffer too small\0",
         UF_STATUS_NOT_FOUND => "file or directory not found\0",
+        UF_STATUS_LOCKED => "the gallery is locked by another writer\0",
+        UF_STATUS_READ_ONLY => "the gallery is open read-only\0",
     };
     s.as_ptr().cast()
 }
@@ -119,9 +125,11 @@ impl From<uniface_index::Error> for Failure {
             E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Self::Status(UF_STATUS_NOT_FOUND, e.to_string())
             }
-            E::Dimension { .. } | E::InvalidSubject => {
+            E::Dimension { .. } | E::InvalidSubject | E::Invalid { .. } => {
                 Self::Status(UF_STATUS_INVALID_ARGUMENT, e.to_string())
             }
+            E::Locked { .. } => Self::Status(UF_STATUS_LOCKED, e.to_string()),
+            E::ReadOnly => Self::Status(UF_STATUS_READ_ONLY, e.to_string()),
             other => Self::Status(UF_STATUS_GALLERY, other.to_string()),
         }
     }

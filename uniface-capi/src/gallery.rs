@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use uniface_index::{Durability, Gallery, GalleryOptions};
+use uniface_index::{Durability, Gallery, GalleryOptions, OpenOptions, OpenReport};
 
 use crate::boundary::{self, uf_status, Failure};
 use crate::{out_arg, ref_arg, str_arg, uf_decision, uf_template};
@@ -18,6 +18,8 @@ const _: () = assert!(UF_SUBJECT_BUFFER == UF_SUBJECT_MAX + 1);
 /// searches may run concurrently from many threads on one handle.
 pub struct uf_gallery {
     inner: Gallery,
+    /// What opening found and recovered (`uf_gallery_open_report`).
+    report: Option<OpenReport>,
 }
 
 /// One ranked subject of an identification.
@@ -73,18 +75,79 @@ pub unsafe extern "C" fn uf_gallery_open(
             uf_durability::UF_DURABILITY_GROUP => Durability::Group,
             uf_durability::UF_DURABILITY_ASYNC => Durability::Async,
         };
-        let inner = if create && !dir.join("manifest.json").exists() {
+        let (inner, report) = if create && !dir.join("manifest.json").exists() {
             let options = GalleryOptions {
-                shards: shards.max(1),
+                shards,
                 durability: mode,
                 ..Default::default()
             };
-            Gallery::create(dir, &options)?
+            (Gallery::create(dir, &options)?, None)
         } else {
             let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
-            Gallery::open(dir, &fp, mode)?.0
+            let (g, r) = Gallery::open(dir, &fp, mode)?;
+            (g, Some(r))
         };
-        *out = Box::into_raw(Box::new(uf_gallery { inner }));
+        *out = Box::into_raw(Box::new(uf_gallery { inner, report }));
+        Ok(())
+    })
+}
+
+/// Open the gallery in `dir` for reading only: no lock is taken (a writer may be enrolling
+/// meanwhile), no file is changed (it works on a read-only filesystem); enrollments and
+/// removals fail with `UF_STATUS_READ_ONLY`. Release with `uf_gallery_close`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_open_read_only(
+    dir: *const c_char,
+    out: *mut *mut uf_gallery,
+) -> uf_status {
+    boundary::run(|| {
+        let dir = Path::new(str_arg(dir, "dir")?);
+        let out = out_arg(out, "out")?;
+        let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
+        let (inner, report) = Gallery::open_with_options(dir, &fp, &OpenOptions::read_only())?;
+        *out = Box::into_raw(Box::new(uf_gallery {
+            inner,
+            report: Some(report),
+        }));
+        Ok(())
+    })
+}
+
+/// What opening the gallery found and recovered, one line per finding (an unfinished append
+/// cut off, temporary files removed, a damaged search graph rebuilt, ...), as NUL-terminated
+/// text in `buf` (`len` bytes); empty when opening found nothing to report (or the gallery was
+/// just created). `*needed` (if not NULL) receives the size needed, NUL included; a smaller
+/// `len` gives `UF_STATUS_BUFFER_TOO_SMALL`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_open_report(
+    gallery: *const uf_gallery,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> uf_status {
+    boundary::run(|| {
+        let g = ref_arg(gallery, "gallery")?;
+        let text = g
+            .report
+            .as_ref()
+            .map(|r| r.messages().join("\n"))
+            .unwrap_or_default();
+        let size = text.len() + 1;
+        if let Some(n) = needed.as_mut() {
+            *n = size;
+        }
+        if len < size {
+            return Err(Failure::TooSmall {
+                needed: size,
+                got: len,
+            });
+        }
+        if buf.is_null() {
+            return Err(Failure::Null("buf"));
+        }
+        let dst = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
+        dst[..text.len()].copy_from_slice(text.as_bytes());
+        dst[text.len()] = 0;
         Ok(())
     })
 }

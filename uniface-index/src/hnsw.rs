@@ -157,25 +157,14 @@ impl Hnsw {
                         Index::restore(&name)
                     }
                 }
-                Ok((len, _)) => {
-                    return dropped(format!(
-                        "{len} bytes do not match its checksum file ({} bytes expected, or a checksum mismatch)",
-                        sum.len
-                    ))
-                }
+                Ok((len, crc)) => return dropped(mismatch(len, crc, &sum)),
                 Err(e) => return dropped(format!("it cannot be read: {e}")),
             },
             None => match storage.read(path) {
                 Ok(b) if b.len() as u64 == sum.len && crc32c(&b) == sum.crc => {
                     Index::restore_from_buffer(&b)
                 }
-                Ok(b) => {
-                    return dropped(format!(
-                        "{} bytes do not match its checksum file ({} bytes expected, or a checksum mismatch)",
-                        b.len(),
-                        sum.len
-                    ))
-                }
+                Ok(b) => return dropped(mismatch(b.len() as u64, crc32c(&b), &sum)),
                 Err(e) => return dropped(format!("it cannot be read: {e}")),
             },
         };
@@ -328,6 +317,18 @@ impl Hnsw {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a graph file fails its checksum file.
+fn mismatch(len: u64, crc: u32, sum: &GraphSum) -> String {
+    if len != sum.len {
+        format!("{len} bytes where its checksum file says {}", sum.len)
+    } else {
+        format!(
+            "CRC-32C {crc:08x} where its checksum file says {:08x}",
+            sum.crc
+        )
     }
 }
 

@@ -683,6 +683,15 @@ fn corrupt_name(storage: &dyn Storage, log: &Path) -> PathBuf {
     name
 }
 
+/// A shard's files as read together: the snapshot (if any), the log's bytes and what they
+/// parse to, and the damage a salvage cut off.
+struct ShardFiles {
+    snapshot: Option<Vec<u8>>,
+    bytes: Vec<u8>,
+    contents: LogContents,
+    salvaged: Option<String>,
+}
+
 /// A shard: state behind the gallery's lock, plus its log.
 pub(crate) struct Shard {
     pub(crate) dir: PathBuf,
@@ -722,11 +731,7 @@ impl Shard {
 
     /// Read the snapshot and the log as one consistent pair: a read-only reader may see a
     /// writer's checkpoint replace them between its two reads, and then reads again.
-    fn read_files(
-        storage: &dyn Storage,
-        dir: &Path,
-        options: &ShardOptions,
-    ) -> Result<(Option<Vec<u8>>, Vec<u8>, LogContents, Option<String>)> {
+    fn read_files(storage: &dyn Storage, dir: &Path, options: &ShardOptions) -> Result<ShardFiles> {
         let snap = Self::snapshot_path(dir);
         let log = Self::wal_path(dir);
         let mut attempt = 0;
@@ -759,7 +764,12 @@ impl Shard {
             if options.read_only && contents.base_seq > snapshot_seq && attempt < 10 {
                 continue; // a checkpoint ran between the two reads
             }
-            return Ok((snapshot, bytes, contents, salvaged));
+            return Ok(ShardFiles {
+                snapshot,
+                bytes,
+                contents,
+                salvaged,
+            });
         }
     }
 
@@ -795,7 +805,12 @@ impl Shard {
                 }
             }
         }
-        let (snapshot, bytes, contents, salvaged) = Self::read_files(st, dir, options)?;
+        let ShardFiles {
+            snapshot,
+            bytes,
+            contents,
+            salvaged,
+        } = Self::read_files(st, dir, options)?;
         let snap_path = Self::snapshot_path(dir);
         let log_path = Self::wal_path(dir);
         let mut state = match &snapshot {
@@ -827,15 +842,6 @@ impl Shard {
         // the graph saved with the snapshot: what it holds is indexed, the rest pending
         let (graph, graph_status) = Hnsw::load(st, &Self::hnsw_path(dir), params, options.view)?;
         state.hnsw = graph;
-        let indexed: Vec<u64> = state
-            .pending
-            .iter()
-            .copied()
-            .filter(|id| state.hnsw.contains(*id))
-            .collect();
-        for id in indexed {
-            state.pending.remove(&id);
-        }
         let snapshot_seq = state.last_seq;
         let mut replayed = 0;
         for rec in &contents.records {
@@ -847,6 +853,17 @@ impl Shard {
                 })?;
                 replayed += 1;
             }
+        }
+        // what the graph holds is indexed, the rest pending (ids are never reused, so a graph
+        // saved after the log's enrollments holds exactly their vectors)
+        let indexed: Vec<u64> = state
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| state.hnsw.contains(*id))
+            .collect();
+        for id in indexed {
+            state.pending.remove(&id);
         }
         let mut report = ShardReport {
             shard: index,

@@ -43,6 +43,12 @@ create_exception!(
 );
 create_exception!(
     uniface,
+    GalleryLockedError,
+    GalleryError,
+    "Another writer holds the gallery (one writer per gallery); the message names it."
+);
+create_exception!(
+    uniface,
     InvalidArgumentError,
     UniFaceError,
     "An argument is out of range or inconsistent (NaN values, wrong dimension, ...)."
@@ -78,7 +84,10 @@ pub fn index(err: uniface_index::Error) -> PyErr {
         E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             PyFileNotFoundError::new_err(err.to_string())
         }
-        E::Dimension { .. } | E::InvalidSubject => InvalidArgumentError::new_err(err.to_string()),
+        E::Dimension { .. } | E::InvalidSubject | E::Invalid { .. } => {
+            InvalidArgumentError::new_err(err.to_string())
+        }
+        E::Locked { .. } => GalleryLockedError::new_err(err.to_string()),
         other => GalleryError::new_err(other.to_string()),
     }
 }
@@ -91,6 +100,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NoFaceError", py.get_type::<NoFaceError>())?;
     m.add("TemplateError", py.get_type::<TemplateError>())?;
     m.add("GalleryError", py.get_type::<GalleryError>())?;
+    m.add("GalleryLockedError", py.get_type::<GalleryLockedError>())?;
     m.add(
         "InvalidArgumentError",
         py.get_type::<InvalidArgumentError>(),

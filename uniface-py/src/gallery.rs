@@ -91,21 +91,81 @@ fn to_py(py: Python<'_>, r: uniface_index::Identification) -> PyResult<Identific
     })
 }
 
+/// What opening a gallery found and recovered: every recovery is reported, never silent.
+#[pyclass(frozen, get_all, module = "uniface")]
+pub struct OpenReport {
+    /// True when opening found nothing to recover or report.
+    pub clean: bool,
+    pub read_only: bool,
+    /// Log records replayed over all shards.
+    pub records_replayed: usize,
+    /// One line per finding, naming the files (an unfinished append cut off and kept,
+    /// temporary files removed, a damaged search graph rebuilt, ...).
+    pub messages: Vec<String>,
+}
+
+#[pymethods]
+impl OpenReport {
+    fn __repr__(&self) -> String {
+        format!(
+            "OpenReport(clean={}, records_replayed={}, messages={:?})",
+            if self.clean { "True" } else { "False" },
+            self.records_replayed,
+            self.messages
+        )
+    }
+}
+
+impl From<&uniface_index::OpenReport> for OpenReport {
+    fn from(r: &uniface_index::OpenReport) -> Self {
+        Self {
+            clean: r.is_clean(),
+            read_only: r.read_only,
+            records_replayed: r.records_replayed(),
+            messages: r.messages(),
+        }
+    }
+}
+
 /// A gallery directory: subjects with templates, crash-safe on disk, searched through HNSW
 /// graphs with exact re-scoring. Safe to share between threads; searches and enrollments
-/// release the GIL. As a context manager it flushes on exit.
+/// release the GIL. As a context manager it closes (flushes and releases the writer's lock) on exit.
 #[pyclass(frozen, module = "uniface")]
 pub struct Gallery {
-    inner: uniface_index::Gallery,
+    /// `None` once closed; calls in flight keep their `Arc` until they return.
+    inner: std::sync::RwLock<Option<std::sync::Arc<uniface_index::Gallery>>>,
+    report: Option<uniface_index::OpenReport>,
+}
+
+impl Gallery {
+    fn wrap(g: uniface_index::Gallery, report: Option<uniface_index::OpenReport>) -> Self {
+        Self {
+            inner: std::sync::RwLock::new(Some(std::sync::Arc::new(g))),
+            report,
+        }
+    }
+
+    /// The open gallery, or `GalleryError` after `close()`.
+    fn g(&self) -> PyResult<std::sync::Arc<uniface_index::Gallery>> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| errors::GalleryError::new_err("the gallery is closed"))
+    }
 }
 
 #[pymethods]
 impl Gallery {
     /// Open the gallery in `path`, or create it there with `create=True` (`shards` shards).
     /// `durability`: "sync" (fsync per enrollment), "group" (shared fsyncs) or "async"
-    /// (left to the OS). `view=True` memory-maps the saved graphs.
+    /// (left to the OS). `view=True` memory-maps the saved graphs. One writer per gallery:
+    /// a second writer raises `GalleryLockedError` at once, or waits up to `wait_lock`
+    /// seconds; `read_only=True` takes no lock and changes no file (enrollments then raise
+    /// `GalleryError`). What opening recovered is in `open_report`.
     #[new]
-    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false))]
+    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false, read_only=false, wait_lock=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -113,37 +173,55 @@ impl Gallery {
         shards: usize,
         durability: &str,
         view: bool,
+        read_only: bool,
+        wait_lock: Option<f64>,
     ) -> PyResult<Self> {
         let mode = self::durability(durability)?;
+        let lock_timeout = match wait_lock {
+            Some(s) if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "wait_lock must be a number of seconds from 0 to 86400, not {s}"
+                )))
+            }
+            s => s.map(std::time::Duration::from_secs_f64),
+        };
         py.detach(|| {
             let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
             let exists = path.join("manifest.json").exists();
-            let inner = if create && !exists {
+            if create && !exists && !read_only {
                 let options = GalleryOptions {
                     shards,
                     durability: mode,
                     ..Default::default()
                 };
-                uniface_index::Gallery::create(&path, &options)?
-            } else {
-                let options = OpenOptions {
-                    durability: mode,
-                    view,
-                    ..OpenOptions::default()
-                };
-                uniface_index::Gallery::open_with_options(&path, &fp, &options)?.0
+                let inner = uniface_index::Gallery::create(&path, &options)?;
+                return Ok(Self::wrap(inner, None));
+            }
+            let options = OpenOptions {
+                durability: mode,
+                view,
+                read_only,
+                lock_timeout,
+                ..OpenOptions::default()
             };
-            Ok(Self { inner })
+            let (inner, report) = uniface_index::Gallery::open_with_options(&path, &fp, &options)?;
+            Ok(Self::wrap(inner, Some(report)))
         })
         .map_err(errors::index)
+    }
+
+    /// What opening found and recovered (None for a gallery just created).
+    #[getter]
+    fn open_report(&self) -> Option<OpenReport> {
+        self.report.as_ref().map(OpenReport::from)
     }
 
     /// Enroll a template (or an embedding) for `subject`; returns the template id once it is
     /// durable and searchable.
     fn enroll(&self, py: Python<'_>, subject: &str, template: &Bound<'_, PyAny>) -> PyResult<u64> {
         let t = as_template(template)?;
-        py.detach(|| self.inner.enroll(subject, &t))
-            .map_err(errors::index)
+        let g = self.g()?;
+        py.detach(|| g.enroll(subject, &t)).map_err(errors::index)
     }
 
     /// Enroll many at once (one log write and one sync per shard); ids in input order.
@@ -161,10 +239,11 @@ impl Gallery {
             )));
         }
         let ts: Vec<_> = templates.iter().map(as_template).collect::<PyResult<_>>()?;
+        let g = self.g()?;
         py.detach(|| {
             let items: Vec<(&str, &uniface_core::template::Template)> =
                 subjects.iter().map(String::as_str).zip(ts.iter()).collect();
-            self.inner.enroll_many(&items)
+            g.enroll_many(&items)
         })
         .map_err(errors::index)
     }
@@ -181,8 +260,9 @@ impl Gallery {
         fpir: Option<f64>,
     ) -> PyResult<Identification> {
         let t = as_template(probe)?;
+        let g = self.g()?;
         let r = py
-            .detach(|| self.inner.identify(&t, k, open_set(fmr, fpir)))
+            .detach(|| g.identify(&t, k, open_set(fmr, fpir)))
             .map_err(errors::index)?;
         to_py(py, r)
     }
@@ -198,8 +278,9 @@ impl Gallery {
         fpir: Option<f64>,
     ) -> PyResult<Vec<Identification>> {
         let ts: Vec<_> = probes.iter().map(as_template).collect::<PyResult<_>>()?;
+        let g = self.g()?;
         let rs = py
-            .detach(|| self.inner.identify_batch(&ts, k, open_set(fmr, fpir)))
+            .detach(|| g.identify_batch(&ts, k, open_set(fmr, fpir)))
             .map_err(errors::index)?;
         rs.into_iter().map(|r| to_py(py, r)).collect()
     }
@@ -214,7 +295,8 @@ impl Gallery {
         fmr: f64,
     ) -> PyResult<Option<Decision>> {
         let t = as_template(probe)?;
-        py.detach(|| self.inner.verify(subject, &t, fmr))
+        let g = self.g()?;
+        py.detach(|| g.verify(subject, &t, fmr))
             .map(|d| d.map(Decision::from))
             .map_err(errors::index)
     }
@@ -222,24 +304,26 @@ impl Gallery {
     /// Remove a subject and all its templates (erased from disk at the next checkpoint);
     /// returns how many templates went.
     fn remove(&self, py: Python<'_>, subject: &str) -> PyResult<usize> {
-        py.detach(|| self.inner.remove_subject(subject))
+        let g = self.g()?;
+        py.detach(|| g.remove_subject(subject))
             .map_err(errors::index)
     }
 
     /// Remove one template; False when there is none with that id.
     fn remove_template(&self, py: Python<'_>, template_id: u64) -> PyResult<bool> {
-        py.detach(|| self.inner.remove_template(template_id))
+        let g = self.g()?;
+        py.detach(|| g.remove_template(template_id))
             .map_err(errors::index)
     }
 
     /// Every subject id, sorted.
-    fn subjects(&self) -> Vec<String> {
-        self.inner.list()
+    fn subjects(&self) -> PyResult<Vec<String>> {
+        Ok(self.g()?.list())
     }
 
     /// Template ids and metadata of a subject, or None.
     fn get<'py>(&self, py: Python<'py>, subject: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.inner
+        self.g()?
             .get(subject)
             .map(|s| {
                 let d = pyo3::types::PyDict::new(py);
@@ -252,43 +336,55 @@ impl Gallery {
 
     /// Make every log durable now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.flush()).map_err(errors::index)
+        let g = self.g()?;
+        py.detach(|| g.flush()).map_err(errors::index)
     }
 
     /// Fold the logs into snapshots (and erase removed subjects from disk).
     fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.checkpoint()).map_err(errors::index)
+        let g = self.g()?;
+        py.detach(|| g.checkpoint()).map_err(errors::index)
     }
 
     /// Move templates waiting for the search graph into it; returns how many.
     #[pyo3(signature = (max_per_shard=None))]
     fn index_pending(&self, py: Python<'_>, max_per_shard: Option<usize>) -> PyResult<usize> {
-        py.detach(|| {
-            self.inner
-                .index_pending(max_per_shard.unwrap_or(usize::MAX))
-        })
-        .map_err(errors::index)
+        let g = self.g()?;
+        py.detach(|| g.index_pending(max_per_shard.unwrap_or(usize::MAX)))
+            .map_err(errors::index)
     }
 
     /// Templates enrolled but not yet in a search graph (found by exact scan meanwhile).
     #[getter]
-    fn pending(&self) -> usize {
-        self.inner.pending()
+    fn pending(&self) -> PyResult<usize> {
+        Ok(self.g()?.pending())
     }
 
     /// Verify checksums and consistency; returns a dict with `problems` (empty when clean).
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let r = py.detach(|| self.inner.check()).map_err(errors::index)?;
+        let g = self.g()?;
+        let r = py.detach(|| g.check()).map_err(errors::index)?;
         let d = pyo3::types::PyDict::new(py);
         d.set_item("shards", r.shards)?;
         d.set_item("subjects", r.subjects)?;
         d.set_item("templates", r.templates)?;
         d.set_item("problems", r.problems)?;
+        d.set_item("notes", r.notes)?;
         Ok(d.into_any())
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.g()?.len())
+    }
+
+    /// Flush and close: the writer's lock is released (once calls in flight return), so the
+    /// gallery can be opened again; later calls on this object raise `GalleryError`.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self.inner.write().unwrap_or_else(|e| e.into_inner()).take();
+        match taken {
+            Some(g) => py.detach(|| g.flush()).map_err(errors::index),
+            None => Ok(()),
+        }
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -302,15 +398,18 @@ impl Gallery {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        self.flush(py)?;
+        self.close(py)?;
         Ok(false)
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Gallery({:?}, templates={})",
-            self.inner.dir().display().to_string(),
-            self.inner.len()
-        )
+        match self.g() {
+            Ok(g) => format!(
+                "Gallery({:?}, templates={})",
+                g.dir().display().to_string(),
+                g.len()
+            ),
+            Err(_) => "Gallery(closed)".into(),
+        }
     }
 }

@@ -48,6 +48,7 @@ fn _uniface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<template::Template>()?;
     m.add_class::<template::Decision>()?;
     m.add_class::<gallery::Gallery>()?;
+    m.add_class::<gallery::OpenReport>()?;
     m.add_class::<gallery::Candidate>()?;
     m.add_class::<gallery::Identification>()?;
     m.add_function(wrap_pyfunction!(template::verify, m)?)?;

@@ -157,6 +157,7 @@ def test_every_error_derives_from_uniface_error_and_shadows_no_builtin() -> None
         "NoFaceError",
         "TemplateError",
         "GalleryError",
+        "GalleryLockedError",
         "InvalidArgumentError",
     ):
         cls = getattr(uniface, name)

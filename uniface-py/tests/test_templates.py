@@ -123,3 +123,16 @@ def test_gallery_enroll_identify_verify_remove_and_reopen(
     assert g2.identify(people["Abel_Pacheco"][-1], fmr=1e-3).known == "Abel_Pacheco"
     info = g2.get("Abel_Pacheco")
     assert info is not None and len(info["templates"]) == 2
+    report = g2.open_report
+    assert report is not None and report.clean and report.messages == []
+    # one writer per gallery; readers take no lock and cannot write
+    with pytest.raises(uniface.GalleryLockedError):
+        uniface.Gallery(path)
+    reader = uniface.Gallery(path, read_only=True)
+    assert reader.subjects() == ["Abel_Pacheco", "Amelia_Vega"]
+    with pytest.raises(uniface.GalleryError):
+        reader.enroll("x", people["Abel_Pacheco"][0])
+    g2.close()
+    with pytest.raises(uniface.GalleryError):
+        g2.subjects()
+    uniface.Gallery(path, wait_lock=1.0).close()

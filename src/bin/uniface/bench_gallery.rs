@@ -294,7 +294,7 @@ fn recovery(data: &Data, g: Gallery, n: usize) -> uniface::Result<Value> {
     let start = Instant::now();
     let (g, report) = Gallery::open(&dir, &data.fp, Durability::Async).map_err(ie)?;
     let s = start.elapsed().as_secs_f64();
-    let replayed: usize = report.replay.iter().map(|r| r.records).sum();
+    let replayed = report.records_replayed();
     Ok(json!({"log_records": replayed, "open_seconds": s, "pending_after": g.pending()}))
 }
 

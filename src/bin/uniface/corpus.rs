@@ -45,7 +45,15 @@ pub fn scan_identities(root: &Path) -> uniface::Result<Vec<(String, Vec<PathBuf>
             continue;
         }
         photos.sort();
-        let name = entry.file_name().to_string_lossy().into_owned();
+        // a subject id is the folder's name exactly: two names that differ only in bytes
+        // that are not UTF-8 must not become one subject
+        let name = entry.file_name().into_string().map_err(|raw| Error::InvalidArgument {
+            name: "subject",
+            message: format!(
+                "the folder name {raw:?} in {} is not UTF-8; rename it (subject ids are UTF-8 text)",
+                root.display()
+            ),
+        })?;
         out.push((name, photos));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

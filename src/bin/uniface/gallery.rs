@@ -1,12 +1,13 @@
 //! `uniface gallery`: a persistent 1:N gallery on disk (`uniface-index`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
 use serde_json::json;
 use uniface::core::template::{ModelFingerprint, Template};
-use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenSet};
+use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet};
 use uniface::{Error, FaceAnalyzer};
 
 /// Graph parameters; what is not given keeps its current (or default) value.
@@ -98,10 +99,15 @@ pub enum GalleryAction {
     },
     /// Counts, graph parameters and templates waiting for the graph.
     Stats,
-    /// Verify checksums and consistency.
+    /// Verify every file from disk (checksums, sequence numbers, the state they add up to)
+    /// without opening the gallery; exits non-zero on any problem.
     Check,
     /// Fold the logs into snapshots.
     Checkpoint,
+    /// Open a shard whose log is damaged before valid records by cutting it at the damage
+    /// (the records after it are lost: they are kept beside the log and listed). Take a copy of
+    /// the gallery first.
+    Repair,
 }
 
 fn index_error(e: uniface::index::Error) -> Error {
@@ -111,10 +117,38 @@ fn index_error(e: uniface::index::Error) -> Error {
     }
 }
 
-fn open(dir: &Path) -> uniface::Result<Gallery> {
-    Gallery::open(dir, &ModelFingerprint::dlib_resnet_v1(), Durability::Group)
-        .map(|(g, _)| g)
-        .map_err(index_error)
+/// How the gallery commands open the gallery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Access {
+    /// Wait this long for another writer instead of failing at once.
+    pub wait_lock: Option<Duration>,
+}
+
+/// Open for writing (the writer's lock) or reading (no lock, nothing changed on disk); what
+/// opening recovered is printed on stderr.
+fn open_as(dir: &Path, access: Access, read_only: bool, salvage: bool) -> uniface::Result<Gallery> {
+    let options = OpenOptions {
+        durability: Durability::Group,
+        read_only,
+        salvage,
+        lock_timeout: access.wait_lock,
+        ..OpenOptions::default()
+    };
+    let (g, report) =
+        Gallery::open_with_options(dir, &ModelFingerprint::dlib_resnet_v1(), &options)
+            .map_err(index_error)?;
+    for m in report.messages() {
+        eprintln!("recovery: {m}");
+    }
+    Ok(g)
+}
+
+fn open(dir: &Path, access: Access) -> uniface::Result<Gallery> {
+    open_as(dir, access, false, false)
+}
+
+fn open_read_only(dir: &Path, access: Access) -> uniface::Result<Gallery> {
+    open_as(dir, access, true, false)
 }
 
 fn largest(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Template> {
@@ -129,7 +163,12 @@ fn largest(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Template> {
     Template::new(ModelFingerprint::dlib_resnet_v1(), &face.embedding)
 }
 
-pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result<()> {
+pub fn run(
+    dir: &Path,
+    action: GalleryAction,
+    json_out: bool,
+    access: Access,
+) -> uniface::Result<()> {
     match action {
         GalleryAction::Create { shards, hnsw } => {
             Gallery::create(
@@ -144,7 +183,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             println!("created {} with {shards} shard(s)", dir.display());
         }
         GalleryAction::Rebuild { hnsw } => {
-            let g = open(dir)?;
+            let g = open(dir, access)?;
             let params = hnsw.apply(g.manifest().hnsw)?;
             let start = std::time::Instant::now();
             let n = g.rebuild(params).map_err(index_error)?;
@@ -160,7 +199,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             subject,
             images,
         } => {
-            let g = open(dir)?;
+            let g = open(dir, access)?;
             let analyzer = FaceAnalyzer::from_env()?;
             let work: Vec<(String, PathBuf)> = match (from_dir, subject) {
                 (Some(root), _) => crate::corpus::scan_identities(&root)?
@@ -175,34 +214,35 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
                     })
                 }
             };
-            let bar = crate::corpus::progress(work.len(), "enrolling");
-            let results: Vec<(String, PathBuf, uniface::Result<u64>)> = work
-                .into_par_iter()
-                .map(|(s, p)| {
-                    let r =
-                        largest(&analyzer, &p).and_then(|t| g.enroll(&s, &t).map_err(index_error));
-                    bar.inc(1);
-                    (s, p, r)
-                })
-                .collect();
-            bar.finish_and_clear();
-            let mut failed = 0;
-            for (s, p, r) in &results {
-                match r {
-                    Ok(id) if json_out => {
+            let total = work.len();
+            let bar = crate::corpus::progress(total, "enrolling");
+            // each enrollment is printed as soon as it is acknowledged (durable), so that the
+            // output of an interrupted run says exactly what got in
+            let failed = std::sync::atomic::AtomicUsize::new(0);
+            work.into_par_iter().for_each(|(s, p)| {
+                match largest(&analyzer, &p).and_then(|t| g.enroll(&s, &t).map_err(index_error)) {
+                    Ok(id) if json_out => bar.suspend(|| {
                         println!("{}", json!({"subject": s, "image": p, "template_id": id}))
-                    }
-                    Ok(id) => println!("{s}: template {id} from {}", p.display()),
+                    }),
+                    Ok(id) => bar.suspend(|| println!("{s}: template {id} from {}", p.display())),
                     Err(e) => {
-                        failed += 1;
-                        eprintln!("{}: {e}", p.display());
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        bar.suspend(|| eprintln!("{}: {e}", p.display()));
                     }
                 }
-            }
-            // move the new templates into the search graphs and make everything durable
+                bar.inc(1);
+            });
+            bar.finish_and_clear();
+            // move the new templates into the search graphs, save them (a reopen then loads
+            // them instead of indexing again) and make everything durable
             g.index_pending(usize::MAX).map_err(index_error)?;
+            g.save_graphs().map_err(index_error)?;
             g.flush().map_err(index_error)?;
-            crate::corpus::failures(failed, results.len(), "enrolled")?;
+            crate::corpus::failures(
+                failed.load(std::sync::atomic::Ordering::Relaxed),
+                total,
+                "enrolled",
+            )?;
         }
         GalleryAction::Identify {
             image,
@@ -210,7 +250,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             fmr,
             fpir,
         } => {
-            let g = open(dir)?;
+            let g = open_read_only(dir, access)?;
             let t = largest(&FaceAnalyzer::from_env()?, &image)?;
             let rule = fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir);
             let r = g.identify(&t, k, rule).map_err(index_error)?;
@@ -241,7 +281,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             image,
             fmr,
         } => {
-            let g = open(dir)?;
+            let g = open_read_only(dir, access)?;
             let t = largest(&FaceAnalyzer::from_env()?, &image)?;
             match g.verify(&subject, &t, fmr).map_err(index_error)? {
                 Some(d) if json_out => println!(
@@ -264,7 +304,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             }
         }
         GalleryAction::Remove { subject, template } => {
-            let g = open(dir)?;
+            let g = open(dir, access)?;
             let n = match (subject, template) {
                 (Some(s), _) => g.remove_subject(&s).map_err(index_error)?,
                 (None, Some(t)) => usize::from(g.remove_template(t).map_err(index_error)?),
@@ -279,7 +319,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             println!("removed {n} template(s)");
         }
         GalleryAction::Stats => {
-            let g = open(dir)?;
+            let g = open_read_only(dir, access)?;
             let m = g.manifest();
             let (subjects, templates) = (g.list().len(), g.len());
             if json_out {
@@ -299,8 +339,7 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             }
         }
         GalleryAction::Check => {
-            let g = open(dir)?;
-            let r = g.check().map_err(index_error)?;
+            let r = uniface::index::check(dir).map_err(index_error)?;
             if json_out {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
@@ -318,6 +357,9 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
                 for p in &r.problems {
                     println!("  {p}");
                 }
+                for n in &r.notes {
+                    println!("  note: {n}");
+                }
             }
             if !r.is_clean() {
                 return Err(Error::InvalidArgument {
@@ -327,8 +369,23 @@ pub fn run(dir: &Path, action: GalleryAction, json_out: bool) -> uniface::Result
             }
         }
         GalleryAction::Checkpoint => {
-            open(dir)?.checkpoint().map_err(index_error)?;
+            open(dir, access)?.checkpoint().map_err(index_error)?;
             println!("checkpoint written");
+        }
+        GalleryAction::Repair => {
+            let g = open_as(dir, access, false, true)?;
+            g.checkpoint().map_err(index_error)?;
+            let r = g.check().map_err(index_error)?;
+            println!(
+                "repaired: {} subjects, {} templates; {}",
+                r.subjects,
+                r.templates,
+                if r.is_clean() {
+                    "consistent"
+                } else {
+                    "PROBLEMS remain"
+                }
+            );
         }
     }
     Ok(())

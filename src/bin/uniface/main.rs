@@ -139,10 +139,15 @@ enum Command {
     },
     /// A persistent 1:N gallery: create, enroll, identify, verify, remove, stats, check.
     Gallery {
-        #[arg(long)]
-        gallery: PathBuf,
+        /// The gallery folder.
+        #[arg(long, global = true)]
+        gallery: Option<PathBuf>,
         #[arg(long, global = true)]
         json: bool,
+        /// Wait up to this many seconds for another writer to finish instead of failing at
+        /// once (one writer per gallery; identify, verify, stats and check never wait).
+        #[arg(long, global = true, value_name = "SECONDS")]
+        wait_lock: Option<f64>,
         #[command(subcommand)]
         action: gallery::GalleryAction,
     },
@@ -335,14 +340,33 @@ enum BackendArg {
     Candle,
 }
 
+/// Whether a panic is the standard library's "failed printing to stdout: Broken pipe": the
+/// reader of our output went away (`uniface ... | head -1`), which ends the command quietly.
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.contains("Broken pipe")
+}
+
 fn main() -> ExitCode {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match std::panic::catch_unwind(move || run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+        Err(p) if is_broken_pipe(p.as_ref()) => ExitCode::SUCCESS,
+        Err(p) => std::panic::resume_unwind(p),
     }
 }
 
@@ -423,8 +447,24 @@ fn run(cli: Cli) -> uniface::Result<()> {
         Command::Gallery {
             gallery: dir,
             json,
+            wait_lock,
             action,
-        } => gallery::run(&dir, action, json),
+        } => {
+            let dir = dir.ok_or_else(|| Error::InvalidArgument {
+                name: "gallery",
+                message: "give the gallery folder with --gallery DIR".into(),
+            })?;
+            let wait_lock = match wait_lock {
+                Some(s) if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) => {
+                    return Err(Error::InvalidArgument {
+                        name: "wait-lock",
+                        message: format!("{s} is not a number of seconds from 0 to 86400"),
+                    })
+                }
+                s => s.map(std::time::Duration::from_secs_f64),
+            };
+            gallery::run(&dir, action, json, gallery::Access { wait_lock })
+        }
         Command::Verify {
             json,
             fmr,

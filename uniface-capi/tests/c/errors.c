@@ -200,6 +200,19 @@ int main(int argc, char **argv) {
     EXPECT_STATUS(uf_gallery_remove(g, "someone", &removed), UF_STATUS_OK);
     EXPECT(removed == 1);
     EXPECT_STATUS(uf_gallery_checkpoint(g), UF_STATUS_OK);
+    /* one writer per gallery: a second writer is refused, a reader is let in and cannot write */
+    uf_gallery *second = NULL;
+    EXPECT_STATUS(uf_gallery_open(dir, false, 1, UF_DURABILITY_SYNC, &second), UF_STATUS_LOCKED);
+    EXPECT(second == NULL);
+    uf_gallery *reader = NULL;
+    EXPECT_STATUS(uf_gallery_open_read_only(dir, &reader), UF_STATUS_OK);
+    EXPECT_STATUS(uf_gallery_enroll(reader, "someone", t, NULL), UF_STATUS_READ_ONLY);
+    size_t report_len = 0;
+    EXPECT_STATUS(uf_gallery_open_report(reader, NULL, 0, &report_len), UF_STATUS_BUFFER_TOO_SMALL);
+    char report[256];
+    EXPECT_STATUS(uf_gallery_open_report(reader, report, sizeof report, &report_len), UF_STATUS_OK);
+    EXPECT(report_len == 1 && report[0] == 0); /* a clean open reports nothing */
+    EXPECT_STATUS(uf_gallery_close(reader), UF_STATUS_OK);
     EXPECT_STATUS(uf_gallery_close(g), UF_STATUS_OK);
     /* a corrupt manifest is a typed error, not a crash */
     char manifest[4200];
