@@ -626,6 +626,8 @@ impl Gallery {
         self.calibration = table;
     }
 
+    /// A template's vector, if it is of this gallery's model and dimension (stored templates
+    /// are validated in full before they are logged, by `validate`).
     fn check_template(&self, t: &Template) -> Result<Vec<f32>> {
         if !self.fingerprint_matches(t.fingerprint()) {
             return Err(Error::Core(uniface_core::Error::FingerprintMismatch {
@@ -640,14 +642,21 @@ impl Gallery {
                 got: v.len(),
             });
         }
+        Ok(v)
+    }
+
+    /// A probe's vector: as [`Gallery::check_template`], and within the values a stored
+    /// template may hold (so that every distance is finite).
+    fn check_probe(&self, t: &Template) -> Result<Vec<f32>> {
+        let v = self.check_template(t)?;
         if let Some(i) = v
             .iter()
             .position(|x| !x.is_finite() || x.abs() > crate::MAX_COMPONENT)
         {
             return Err(Error::Invalid {
-                what: "template",
+                what: "probe",
                 message: format!(
-                    "value {i} is {}: template values must be finite and within ±{}",
+                    "value {i} is {}: values must be finite and within ±{}",
                     v[i],
                     crate::MAX_COMPONENT
                 ),
@@ -850,7 +859,7 @@ impl Gallery {
         k: usize,
         open_set: impl Into<OpenSet>,
     ) -> Result<Identification> {
-        let v = self.check_template(probe)?;
+        let v = self.check_probe(probe)?;
         let (fmr, fpir) = match open_set.into() {
             OpenSet::Fmr(f) => (f, None),
             OpenSet::Fpir(f) => (self.fmr_for_fpir(f)?, Some(f)),
@@ -953,7 +962,7 @@ impl Gallery {
         probe: &Template,
         fmr: f64,
     ) -> Result<Option<calibration::Decision>> {
-        let v = self.check_template(probe)?;
+        let v = self.check_probe(probe)?;
         let shard = self.router.shard_of(subject);
         let s = read_shard(self.slot(shard)?, shard)?;
         let Some(entry) = s.state.subjects.get(subject) else {

@@ -408,6 +408,8 @@ pub struct Wal {
     synced: Condvar,
     durability: Durability,
     syncs: AtomicU64,
+    /// Set with `SyncState::failed` (a lock-free check on the write path).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
@@ -444,6 +446,7 @@ impl Wal {
             synced: Condvar::new(),
             durability,
             syncs: Default::default(),
+            stopped: Default::default(),
         }
     }
 
@@ -465,9 +468,18 @@ impl Wal {
         }
     }
 
+    /// [`Wal::check_failed`] without taking the state lock when all is well.
+    fn check_stopped(&self) -> Result<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return self.check_failed(&lock(&self.state));
+        }
+        Ok(())
+    }
+
     fn fail(&self, why: String) {
         let mut s = lock(&self.state);
         s.failed.get_or_insert(why);
+        self.stopped.store(true, Ordering::Release);
         drop(s);
         self.synced.notify_all();
     }
@@ -517,7 +529,7 @@ impl Wal {
         }
         buf.extend_from_slice(&encode_frame(&records[start..]));
         let mut f = lock(&self.file);
-        self.check_failed(&lock(&self.state))?;
+        self.check_stopped()?;
         let good = f.len();
         if let Err(e) = f.append(&buf) {
             // nothing may follow a partial frame: cut it off, or stop writing
@@ -536,7 +548,7 @@ impl Wal {
     /// Wait until record `seq` is as durable as the mode promises.
     pub fn commit(&self, seq: u64) -> Result<()> {
         match self.durability {
-            Durability::Async => self.check_failed(&lock(&self.state)),
+            Durability::Async => self.check_stopped(),
             Durability::Sync => self.sync_now(),
             Durability::Group => self.wait_synced(seq),
         }

@@ -411,7 +411,7 @@ fn counts(steps: &[Step]) -> (u64, u64) {
 #[test]
 fn every_fault_at_every_point_loses_nothing_acknowledged() {
     let full = std::env::var("UNIFACE_FAULTS").is_ok_and(|v| v == "full");
-    let steps = workload(if full { 6 } else { 2 });
+    let steps = workload(if full { 20 } else { 2 });
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()

@@ -392,8 +392,14 @@ fn a_large_shard_searches_through_the_graph_and_its_pending_buffer() {
     let items: Vec<(&str, &Template)> = names.iter().map(String::as_str).zip(&ts).collect();
     g.enroll_many(&items).unwrap();
     assert_eq!(g.pending(), n);
-    // index most of them; the rest stay pending and must still be found
-    let indexed = g.index_pending(n - 500).unwrap();
+    // index most of them; the rest stay pending and must still be found (inserted from one
+    // thread, so that the graph, and so its recall, is the same in every run: with parallel
+    // insertion it varies, and 1 miss in 63 probes was seen when other tests shared the CPUs)
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let indexed = one_thread.install(|| g.index_pending(n - 500)).unwrap();
     assert_eq!(indexed, n - 500);
     assert_eq!(g.pending(), 500);
     let mut hits = 0;
