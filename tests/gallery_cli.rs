@@ -176,3 +176,57 @@ fn the_cli_refuses_bad_sizes_and_names_and_check_fails_on_damage() {
     damage(g.join("shard-000/hnsw.usearch"), 200, "saved graph");
     damage(g.join("manifest.json"), 30, "manifest.json");
 }
+
+#[test]
+fn enroll_prints_each_enrollment_once_it_is_durable() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let lfw = shared_data().join("lfw");
+    let people = tmp.path().join("people");
+    // about 40 photos: seconds of work after the first one is acknowledged
+    let mut n = 0;
+    for entry in std::fs::read_dir(&lfw).unwrap() {
+        let dir = entry.unwrap().path();
+        for f in std::fs::read_dir(&dir).unwrap().take(2) {
+            let f = f.unwrap().path();
+            let d = people.join(dir.file_name().unwrap());
+            std::fs::create_dir_all(&d).unwrap();
+            std::os::unix::fs::symlink(&f, d.join(f.file_name().unwrap())).unwrap();
+            n += 1;
+        }
+        if n >= 40 {
+            break;
+        }
+    }
+    let g = tmp.path().join("g");
+    ok(uniface(&g).arg("create"));
+    let mut child = uniface(&g)
+        .args(["--json", "enroll", "--from-dir"])
+        .arg(&people)
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // the first line came while the run was still going: kill it there
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run had already ended"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let printed: Value = serde_json::from_str(&first).unwrap();
+    let st: Value = serde_json::from_str(&ok(uniface(&g).args(["--json", "stats"]))).unwrap();
+    let templates = st["templates"].as_u64().unwrap();
+    assert!(templates >= 1 && templates < n as u64, "{st}");
+    // what was printed is in the gallery
+    let subject = printed["subject"].as_str().unwrap();
+    let photo = printed["image"].as_str().unwrap();
+    let v: Value =
+        serde_json::from_str(&ok(uniface(&g).args(["--json", "verify", subject, photo]))).unwrap();
+    assert_eq!(v["match"], true, "{v}");
+}

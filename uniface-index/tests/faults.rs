@@ -745,3 +745,45 @@ fn invalid_templates_are_refused_before_they_are_logged() {
     assert_eq!(g.len(), 2);
     assert!(g.identify(&template(1), 1, 1e-3).is_ok());
 }
+
+#[test]
+fn a_rebuild_killed_before_its_manifest_leaves_graphs_that_are_rebuilt_not_misused() {
+    let disk = MemStorage::new();
+    let g = Gallery::create(Path::new("/g"), &gallery_options(&disk)).unwrap();
+    for i in 0..30 {
+        g.enroll(&name(i), &template(i as u64)).unwrap();
+    }
+    g.index_pending(usize::MAX).unwrap();
+    g.checkpoint().unwrap();
+    let manifest = Path::new("/g/manifest.json");
+    let old = disk.read(manifest).unwrap();
+    g.rebuild(HnswParams {
+        connectivity: 8,
+        ..g.manifest().hnsw
+    })
+    .unwrap();
+    drop(g);
+    // the state a kill between writing the new graphs and the manifest leaves
+    disk.overwrite(manifest, &old);
+    let options = OpenOptions {
+        storage: Arc::new(disk.clone()),
+        ..OpenOptions::default()
+    };
+    let (g, report) = Gallery::open_with_options(
+        Path::new("/g"),
+        &ModelFingerprint::dlib_resnet_v1(),
+        &options,
+    )
+    .unwrap();
+    let said = report.messages().join("\n");
+    assert!(said.contains("other parameters"), "{said}");
+    assert_eq!(g.manifest().hnsw.connectivity, 16);
+    assert_eq!(g.pending(), 30, "the mismatched graph was used");
+    for i in (0..30).step_by(5) {
+        let r = g.identify(&template(i as u64), 1, 1e-3).unwrap();
+        assert_eq!(r.candidates[0].subject, name(i));
+    }
+    g.index_pending(usize::MAX).unwrap();
+    g.checkpoint().unwrap();
+    assert!(g.check().unwrap().is_clean());
+}
