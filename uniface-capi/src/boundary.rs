@@ -174,18 +174,41 @@ pub unsafe extern "C" fn uf_last_error_message(
     needed: *mut usize,
 ) -> uf_status {
     let message = LAST_ERROR.with(|e| e.borrow().clone());
-    let size = message.len() + 1;
-    if let Some(n) = needed.as_mut() {
+    match write_text(&message, buf, len, needed) {
+        Ok(()) => uf_status::UF_STATUS_OK,
+        Err(Failure::TooSmall { .. }) => uf_status::UF_STATUS_BUFFER_TOO_SMALL,
+        Err(_) => uf_status::UF_STATUS_NULL_PARAMETER,
+    }
+}
+
+/// Copy `text` and a NUL into `buf` (`len` bytes); `*needed` (if not NULL) receives the size
+/// needed. Nothing is written when `len` is too small or `buf` is NULL.
+///
+/// # Safety
+/// `buf` is NULL or valid for `len` bytes; `needed` is NULL or valid.
+pub(crate) unsafe fn write_text(
+    text: &str,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> Outcome<()> {
+    let size = text.len() + 1;
+    // SAFETY: `needed` is NULL or valid (the caller's contract).
+    if let Some(n) = unsafe { needed.as_mut() } {
         *n = size;
     }
     if len < size {
-        return uf_status::UF_STATUS_BUFFER_TOO_SMALL;
+        return Err(Failure::TooSmall {
+            needed: size,
+            got: len,
+        });
     }
     if buf.is_null() {
-        return uf_status::UF_STATUS_NULL_PARAMETER;
+        return Err(Failure::Null("buf"));
     }
-    let dst = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
-    dst[..message.len()].copy_from_slice(message.as_bytes());
-    dst[message.len()] = 0;
-    uf_status::UF_STATUS_OK
+    // SAFETY: `buf` is valid for `len ≥ size` bytes (the caller's contract).
+    let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
+    dst[..text.len()].copy_from_slice(text.as_bytes());
+    dst[text.len()] = 0;
+    Ok(())
 }

@@ -132,23 +132,7 @@ pub unsafe extern "C" fn uf_gallery_open_report(
             .as_ref()
             .map(|r| r.messages().join("\n"))
             .unwrap_or_default();
-        let size = text.len() + 1;
-        if let Some(n) = needed.as_mut() {
-            *n = size;
-        }
-        if len < size {
-            return Err(Failure::TooSmall {
-                needed: size,
-                got: len,
-            });
-        }
-        if buf.is_null() {
-            return Err(Failure::Null("buf"));
-        }
-        let dst = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
-        dst[..text.len()].copy_from_slice(text.as_bytes());
-        dst[text.len()] = 0;
-        Ok(())
+        boundary::write_text(&text, buf, len, needed)
     })
 }
 

@@ -430,40 +430,37 @@ impl MemStorage {
     /// `fsync`, each file's contents as of its last `fsync` (plus half of what was appended
     /// since, for a torn power loss). Locks are gone, no fault is set.
     pub fn after_power_loss(&self) -> MemStorage {
-        let d = self.lock();
-        let mut disk = Disk {
-            dirs: d.dirs.clone(),
-            ..Default::default()
-        };
-        for (path, &ino) in &d.durable_names {
-            let old = &d.inodes[ino];
-            let mut data = old.durable.clone();
-            if d.torn && old.data.len() > data.len() && old.data.starts_with(&data) {
-                let extra = (old.data.len() - data.len()) / 2;
-                data.extend_from_slice(&old.data[data.len()..data.len() + extra]);
-            }
-            disk.names.insert(path.clone(), disk.inodes.len());
-            disk.durable_names.insert(path.clone(), disk.inodes.len());
-            disk.inodes.push(Inode {
-                durable: data.clone(),
-                data,
-                lost: None,
-            });
-        }
-        MemStorage {
-            disk: Arc::new(Mutex::new(disk)),
-        }
+        self.image(true)
     }
 
     /// The disk as a restarted process finds it (no power loss: everything written is there).
     pub fn after_crash(&self) -> MemStorage {
+        self.image(false)
+    }
+
+    fn image(&self, power_loss: bool) -> MemStorage {
         let d = self.lock();
         let mut disk = Disk {
             dirs: d.dirs.clone(),
             ..Default::default()
         };
-        for (path, &ino) in &d.names {
-            let data = d.inodes[ino].data.clone();
+        let names = if power_loss {
+            &d.durable_names
+        } else {
+            &d.names
+        };
+        for (path, &ino) in names {
+            let old = &d.inodes[ino];
+            let data = if !power_loss {
+                old.data.clone()
+            } else {
+                let mut data = old.durable.clone();
+                if d.torn && old.data.len() > data.len() && old.data.starts_with(&data) {
+                    let extra = (old.data.len() - data.len()) / 2;
+                    data.extend_from_slice(&old.data[data.len()..data.len() + extra]);
+                }
+                data
+            };
             disk.names.insert(path.clone(), disk.inodes.len());
             disk.durable_names.insert(path.clone(), disk.inodes.len());
             disk.inodes.push(Inode {
