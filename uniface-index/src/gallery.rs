@@ -421,6 +421,9 @@ impl Gallery {
             });
         }
         storage.create_dir(dir).map_err(|e| io(dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent).map_err(|e| io(parent, e))?;
+        }
         for i in 0..options.shards {
             let d = shard_dir(dir, i);
             if storage.exists(&d).map_err(|e| io(&d, e))? {
@@ -996,9 +999,11 @@ impl Gallery {
     /// Returns how many graphs were saved.
     pub fn save_graphs(&self) -> Result<usize> {
         self.writable()?;
+        // usearch must not save while an insertion or a search runs: no indexer, no reader
+        let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut saved = 0;
         for (i, s) in self.loaded() {
-            saved += usize::from(read_shard(s, i)?.save_graph()?);
+            saved += usize::from(write_shard(s, i)?.save_graph()?);
         }
         Ok(saved)
     }
@@ -1027,7 +1032,12 @@ impl Gallery {
         for (i, s) in self.loaded() {
             let from = since[i];
             let s = read_shard(s, i)?;
-            if from >= s.state.last_seq {
+            // only what is durable: a change written but not yet synced may still be lost
+            let upto = match s.wal() {
+                Ok(w) => w.durable_seq().min(s.state.last_seq),
+                Err(_) => s.state.last_seq,
+            };
+            if from >= upto {
                 continue;
             }
             let records =
@@ -1043,7 +1053,7 @@ impl Gallery {
             out.extend(
                 records
                     .into_iter()
-                    .filter(|r| r.seq > from && r.seq <= s.state.last_seq)
+                    .filter(|r| r.seq > from && r.seq <= upto)
                     .map(|record| Change { shard: i, record }),
             );
         }
@@ -1102,6 +1112,8 @@ impl Gallery {
     /// state the disk holds compared with this open gallery's memory (template ids, subjects,
     /// metadata, sequence numbers). No write lands between the two (the shards are read-locked).
     pub fn check(&self) -> Result<CheckReport> {
+        // (the manifest before the shards: `set_expansion_search` takes them in that order)
+        let manifest = self.manifest();
         let guards = self
             .loaded()
             .map(|(i, s)| read_shard(s, i).map(|g| (i, g)))
@@ -1109,13 +1121,18 @@ impl Gallery {
         let local: Vec<usize> = guards.iter().map(|(i, _)| *i).collect();
         let (mut report, on_disk) = check_files(&self.storage, &self.dir, Some(&local));
         if let Ok(m) = read_manifest(self.storage.as_ref(), &self.dir.join("manifest.json")) {
-            if m != *read_lock(&self.manifest) {
+            if m != manifest {
                 report
                     .problems
                     .push("manifest.json differs from the open gallery's".into());
             }
         }
         for (i, g) in &guards {
+            if let Some(why) = g.wal().ok().and_then(|w| w.failure()) {
+                report.problems.push(format!(
+                    "shard {i}: its log stopped accepting writes ({why}); what it holds since is not known to be durable: reopen the gallery"
+                ));
+            }
             if let Some(disk) = on_disk.get(i) {
                 report.problems.extend(
                     compare_states(&g.state, disk)
@@ -1136,15 +1153,37 @@ impl Gallery {
         let _one_indexer = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = 0;
         for (i, shard) in self.loaded() {
-            let batch = write_shard(shard, i)?.state.take_pending(max_per_shard)?;
+            let (generation, batch) = write_shard(shard, i)?.state.take_pending(max_per_shard)?;
             if batch.is_empty() {
                 continue;
             }
             {
                 let s = read_shard(shard, i)?;
-                batch
-                    .par_iter()
-                    .try_for_each(|(id, v)| s.state.hnsw.add(*id, v))?;
+                let graph = &s.state.hnsw;
+                if graph.generation() != generation {
+                    continue; // a checkpoint or a rebuild replaced the graph meanwhile
+                }
+                // on threads of our own, not rayon's: searches on the pool that wait for this
+                // shard (behind a waiting writer) must not starve the insertion holding it
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let chunk = batch.len().div_ceil(workers).max(1);
+                std::thread::scope(|sc| {
+                    let jobs: Vec<_> = batch
+                        .chunks(chunk)
+                        .map(|part| {
+                            sc.spawn(move || {
+                                part.iter()
+                                    .filter(|(id, _)| !graph.contains(*id))
+                                    .try_for_each(|(id, v)| graph.add(*id, v))
+                            })
+                        })
+                        .collect();
+                    jobs.into_iter().try_for_each(|j| {
+                        j.join().unwrap_or_else(|_| {
+                            Err(Error::Usearch("an indexing thread panicked".into()))
+                        })
+                    })
+                })?;
             }
             let ids: Vec<u64> = batch.iter().map(|b| b.0).collect();
             write_shard(shard, i)?.state.finish_indexing(&ids)?;

@@ -38,6 +38,14 @@ pub(crate) struct Hnsw {
     /// distances in its integer units (each value × 127). Taken from the index itself, since
     /// a restored graph may predate the manifest's storage.
     distance_scale: f32,
+    /// Unique per graph made or loaded: an indexing batch prepared for one graph is never
+    /// inserted into its replacement.
+    generation: u64,
+}
+
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn distance_scale(index: &Index) -> f32 {
@@ -59,11 +67,16 @@ impl Hnsw {
             index,
             viewed: None,
             params: *params,
+            generation: next_generation(),
         })
     }
 
     pub(crate) fn params(&self) -> &HnswParams {
         &self.params
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A restored usearch index made ready for this gallery's use; an error when its
@@ -108,6 +121,7 @@ impl Hnsw {
             index,
             viewed: view,
             params: *params,
+            generation: next_generation(),
         })
     }
 

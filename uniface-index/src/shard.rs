@@ -1,8 +1,8 @@
 //! One shard of a gallery: its templates in memory (a contiguous matrix for exact scoring),
 //! its write-ahead log, and its snapshot file.
 //!
-//! Snapshot layout (little-endian): magic `UFGS`, `u16` version 1, `u64` last sequence number
-//! covered, `u32` dimension, `u32` subject count, then per subject: name (`u32` + UTF-8),
+//! Snapshot layout (little-endian): magic `UFGS`, `u16` version 2, `u64` last sequence number
+//! covered, `u64` highest template id ever enrolled, `u32` dimension, `u32` subject count, then per subject: name (`u32` + UTF-8),
 //! metadata (`u32` + bytes), `u32` template count, per template `u64` id + `dim` f32 values;
 //! finally the CRC-32C of everything before it. Written to a temporary file, synced, renamed
 //! over the old one, and the directory synced.
@@ -34,7 +34,7 @@ use crate::{Error, HnswParams, Result};
 pub const EXACT_SCAN_LIMIT: usize = 4_096;
 
 const SNAP_MAGIC: [u8; 4] = *b"UFGS";
-const SNAP_VERSION: u16 = 1;
+const SNAP_VERSION: u16 = 2;
 
 /// Hashes template ids (already unique integers) with one multiplication instead of SipHash:
 /// the id lookups of every search candidate are on the query path.
@@ -73,6 +73,9 @@ struct Entry {
     vector: Vec<f32>,
 }
 
+/// Templates with their vectors, to be inserted into a graph.
+pub(crate) type Batch = Vec<(u64, Vec<f32>)>;
+
 /// In-memory state of a shard (everything but the log).
 pub(crate) struct State {
     pub(crate) dim: usize,
@@ -88,6 +91,9 @@ pub(crate) struct State {
     pub(crate) pending: BTreeSet<u64>,
     /// Templates removed from the graph since it was built (usearch keeps their bytes).
     tombstones: usize,
+    /// The highest template id ever enrolled here (kept in the snapshot, so that ids of
+    /// removed templates are never handed out again).
+    pub(crate) max_id: u64,
 }
 
 impl State {
@@ -102,6 +108,7 @@ impl State {
             hnsw,
             pending: Default::default(),
             tombstones: 0,
+            max_id: 0,
         }
     }
 
@@ -122,8 +129,9 @@ impl State {
         self.templates.keys().copied()
     }
 
+    /// The highest template id ever enrolled (removed ones included).
     pub(crate) fn max_template_id(&self) -> Option<u64> {
-        self.templates.keys().copied().max()
+        self.templates.keys().copied().max().max(Some(self.max_id))
     }
 
     pub(crate) fn contains_template(&self, id: u64) -> bool {
@@ -141,14 +149,28 @@ impl State {
         self.templates.get(&id).map(|e| e.vector.as_slice())
     }
 
+    /// Take `id` out of the graph if it holds it (whether or not it is also pending: a graph
+    /// saved after enrollments that the log replays holds them). The graph is derived data: if
+    /// usearch fails, it is dropped (every template pending) instead of failing the change.
+    fn unindex(&mut self, id: u64) {
+        self.pending.remove(&id);
+        if self.hnsw.contains(id) {
+            self.tombstones += 1;
+            if self.hnsw.remove(id).is_err() {
+                let params = *self.hnsw.params();
+                if let Ok(fresh) = Hnsw::new(&params) {
+                    self.hnsw = fresh;
+                    self.pending = self.templates.keys().copied().collect();
+                }
+            }
+        }
+    }
+
     fn remove_row(&mut self, id: u64) -> Result<()> {
         let Some(e) = self.templates.remove(&id) else {
             return Ok(());
         };
-        if !self.pending.remove(&id) && self.hnsw.contains(id) {
-            self.hnsw.remove(id)?;
-            self.tombstones += 1;
-        }
+        self.unindex(id);
         if let Some(moved_from) = self.matrix.swap_remove(e.row) {
             self.rows.swap_remove(e.row);
             if moved_from != e.row {
@@ -183,6 +205,7 @@ impl State {
                 }
                 self.remove_row(*template_id)?;
                 let row = self.matrix.push(vector)?;
+                self.max_id = self.max_id.max(*template_id);
                 self.pending.insert(*template_id);
                 self.rows.push(*template_id);
                 self.templates.insert(
@@ -208,7 +231,13 @@ impl State {
                 }
             }
             Op::SetMetadata { subject, metadata } => {
-                self.subjects.entry(subject.clone()).or_default().metadata = metadata.clone();
+                let s = self.subjects.entry(subject.clone()).or_default();
+                s.metadata = metadata.clone();
+                // a subject with neither templates nor metadata is not kept (as a snapshot
+                // would not keep it)
+                if s.metadata.is_empty() && s.templates.is_empty() {
+                    self.subjects.remove(subject);
+                }
             }
         }
         self.last_seq = self.last_seq.max(rec.seq);
@@ -289,7 +318,7 @@ impl State {
 
     /// Up to `max` pending templates with their vectors, after making room for them in the
     /// graph (exclusive access).
-    pub(crate) fn take_pending(&mut self, max: usize) -> Result<Vec<(u64, Vec<f32>)>> {
+    pub(crate) fn take_pending(&mut self, max: usize) -> Result<(u64, Batch)> {
         // oldest first: the graph's nodes then lie in enrollment order, so a subject's
         // templates (usually enrolled together) are neighbours in memory as well
         let batch: Vec<(u64, Vec<f32>)> = self
@@ -299,7 +328,7 @@ impl State {
             .filter_map(|id| self.templates.get(id).map(|e| (*id, e.vector.clone())))
             .collect();
         self.hnsw.reserve(batch.len())?;
-        Ok(batch)
+        Ok((self.hnsw.generation(), batch))
     }
 
     /// Every template with its vector (a rebuild's input).
@@ -339,14 +368,30 @@ impl State {
     /// out of the graph what was removed in the meantime.
     pub(crate) fn finish_indexing(&mut self, ids: &[u64]) -> Result<()> {
         for id in ids {
-            if !self.pending.remove(id)
-                && !self.templates.contains_key(id)
-                && self.hnsw.contains(*id)
-            {
-                self.hnsw.remove(*id)?;
+            if !self.pending.remove(id) && !self.templates.contains_key(id) {
+                // removed while it was being inserted: out again, and the graph's file must
+                // not be saved with its bytes
+                self.unindex(*id);
             }
         }
         Ok(())
+    }
+
+    /// After a saved graph was loaded and the log replayed: what the graph holds is indexed;
+    /// ids it holds that are no longer enrolled count as tombstones (so the graph is not saved
+    /// again with their bytes).
+    pub(crate) fn settle_graph(&mut self) {
+        let indexed: Vec<u64> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| self.hnsw.contains(*id))
+            .collect();
+        for id in &indexed {
+            self.pending.remove(id);
+        }
+        let held = self.templates.len() - self.pending.len();
+        self.tombstones += self.hnsw.len().saturating_sub(held);
     }
 
     fn snapshot_bytes(&self) -> Vec<u8> {
@@ -354,6 +399,7 @@ impl State {
         out.extend_from_slice(&SNAP_MAGIC);
         out.extend_from_slice(&SNAP_VERSION.to_le_bytes());
         out.extend_from_slice(&self.last_seq.to_le_bytes());
+        out.extend_from_slice(&self.max_template_id().unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&(self.dim as u32).to_le_bytes());
         out.extend_from_slice(&(self.subjects.len() as u32).to_le_bytes());
         for (name, s) in &self.subjects {
@@ -388,7 +434,7 @@ impl State {
             path: path.to_owned(),
             message: m.to_owned(),
         };
-        if bytes.len() < 26 || bytes[..4] != SNAP_MAGIC {
+        if bytes.len() < 34 || bytes[..4] != SNAP_MAGIC {
             return Err(bad("not a shard snapshot"));
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
@@ -407,6 +453,7 @@ impl State {
             return Err(bad("unsupported snapshot version"));
         }
         let last_seq = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("header"))?);
+        let max_id = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("header"))?);
         let dim = u32_(take(4)?);
         if dim != expected_dim {
             return Err(bad(&format!(
@@ -444,6 +491,7 @@ impl State {
             return Err(bad("trailing bytes"));
         }
         state.last_seq = last_seq;
+        state.max_id = state.max_id.max(max_id);
         Ok(state)
     }
 }
@@ -856,15 +904,7 @@ impl Shard {
         }
         // what the graph holds is indexed, the rest pending (ids are never reused, so a graph
         // saved after the log's enrollments holds exactly their vectors)
-        let indexed: Vec<u64> = state
-            .pending
-            .iter()
-            .copied()
-            .filter(|id| state.hnsw.contains(*id))
-            .collect();
-        for id in indexed {
-            state.pending.remove(&id);
-        }
+        state.settle_graph();
         let mut report = ShardReport {
             shard: index,
             snapshot_seq,
@@ -898,18 +938,27 @@ impl Shard {
                     .map_err(|e| io(&keep, e))?;
                 report.tail_saved_to = Some(keep);
             }
-            if contents.last_seq() < state.last_seq {
+            // the log goes on in a new file holding the valid frames, written and synced now:
+            // after an earlier `fsync` failure (in this process or a previous one) the kernel
+            // may hold pages of the old file marked clean that never reached the disk, which
+            // no later `fsync` would write; what was replayed is now durable for certain (and
+            // a torn tail is left behind in the old file's bytes)
+            let fresh = if contents.last_seq() < state.last_seq {
                 // the snapshot covers more than the log holds (an `Async` log lost its end in a
                 // power cut after a checkpoint): start the log after the snapshot
-                wal::write_empty(st, &log_path, state.last_seq)?;
-                st.sync_dir(dir).map_err(|e| io(dir, e))?;
-            }
-            let mut file = st.open_log(&log_path).map_err(|e| io(&log_path, e))?;
-            if contents.last_seq() >= state.last_seq && (file.len() as usize) > cut {
-                file.truncate(cut as u64)
-                    .and_then(|()| file.sync())
-                    .map_err(|e| io(&log_path, e))?;
-            }
+                wal::header(state.last_seq).to_vec()
+            } else {
+                bytes[..cut].to_vec()
+            };
+            let tmp = log_path.with_extension("tmp");
+            st.write_synced(&tmp, &fresh)
+                .and_then(|()| st.rename(&tmp, &log_path))
+                .and_then(|()| st.sync_dir(dir))
+                .map_err(|e| {
+                    let _ = st.remove(&tmp);
+                    io(&log_path, e)
+                })?;
+            let file = st.open_log(&log_path).map_err(|e| io(&log_path, e))?;
             Some(Arc::new(Wal::new(
                 storage.clone(),
                 &log_path,
@@ -962,7 +1011,13 @@ impl Shard {
     /// removed from it since it was built: their bytes would be written (erasure waits for a
     /// checkpoint instead).
     pub(crate) fn save_graph(&self) -> Result<bool> {
-        self.wal()?;
+        if let Some(why) = self.wal()?.failure() {
+            // the graph may hold templates whose enrollment never became durable
+            return Err(Error::Failed {
+                path: Self::wal_path(&self.dir),
+                reason: why,
+            });
+        }
         if self.state.tombstones > 0 || self.state.hnsw.len() == 0 {
             return Ok(false);
         }

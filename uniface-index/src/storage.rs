@@ -289,7 +289,7 @@ impl Inode {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Disk {
     inodes: Vec<Inode>,
     /// Path → inode, as the running system sees it.
@@ -430,37 +430,18 @@ impl MemStorage {
     /// `fsync`, each file's contents as of its last `fsync` (plus half of what was appended
     /// since, for a torn power loss). Locks are gone, no fault is set.
     pub fn after_power_loss(&self) -> MemStorage {
-        self.image(true)
-    }
-
-    /// The disk as a restarted process finds it (no power loss: everything written is there).
-    pub fn after_crash(&self) -> MemStorage {
-        self.image(false)
-    }
-
-    fn image(&self, power_loss: bool) -> MemStorage {
         let d = self.lock();
         let mut disk = Disk {
             dirs: d.dirs.clone(),
             ..Default::default()
         };
-        let names = if power_loss {
-            &d.durable_names
-        } else {
-            &d.names
-        };
-        for (path, &ino) in names {
+        for (path, &ino) in &d.durable_names {
             let old = &d.inodes[ino];
-            let data = if !power_loss {
-                old.data.clone()
-            } else {
-                let mut data = old.durable.clone();
-                if d.torn && old.data.len() > data.len() && old.data.starts_with(&data) {
-                    let extra = (old.data.len() - data.len()) / 2;
-                    data.extend_from_slice(&old.data[data.len()..data.len() + extra]);
-                }
-                data
-            };
+            let mut data = old.durable.clone();
+            if d.torn && old.data.len() > data.len() && old.data.starts_with(&data) {
+                let extra = (old.data.len() - data.len()) / 2;
+                data.extend_from_slice(&old.data[data.len()..data.len() + extra]);
+            }
             disk.names.insert(path.clone(), disk.inodes.len());
             disk.durable_names.insert(path.clone(), disk.inodes.len());
             disk.inodes.push(Inode {
@@ -469,6 +450,27 @@ impl MemStorage {
                 lost: None,
             });
         }
+        MemStorage {
+            disk: Arc::new(Mutex::new(disk)),
+        }
+    }
+
+    /// The disk as a restarted process finds it: the same running kernel, so everything
+    /// written is readable, and what is not yet durable — pages whose write-back failed
+    /// included — is still not. Locks are gone, no fault is set.
+    pub fn after_crash(&self) -> MemStorage {
+        let d = self.lock();
+        let disk = Disk {
+            locks: Default::default(),
+            fault: Fault::None,
+            ops: 0,
+            syncs: 0,
+            powered_off: false,
+            torn: false,
+            read_only: false,
+            sync_delay: Default::default(),
+            ..d.clone()
+        };
         MemStorage {
             disk: Arc::new(Mutex::new(disk)),
         }

@@ -554,6 +554,17 @@ impl Wal {
         }
     }
 
+    /// The last sequence number as durable as the mode promises (what a change feed may hand
+    /// to replicas: a record written but not yet synced may still be lost, and its sequence
+    /// number then reused).
+    pub fn durable_seq(&self) -> u64 {
+        let s = lock(&self.state);
+        match self.durability {
+            Durability::Async => s.written,
+            _ => s.synced,
+        }
+    }
+
     /// How many `fdatasync` calls this log has made (group commit makes fewer than appends).
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
