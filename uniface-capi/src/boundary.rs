@@ -125,6 +125,7 @@ impl From<uniface_index::Error> for Failure {
             E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Self::Status(UF_STATUS_NOT_FOUND, e.to_string())
             }
+            E::Missing { .. } => Self::Status(UF_STATUS_NOT_FOUND, e.to_string()),
             E::Dimension { .. } | E::InvalidSubject | E::Invalid { .. } => {
                 Self::Status(UF_STATUS_INVALID_ARGUMENT, e.to_string())
             }

@@ -84,6 +84,7 @@ pub fn index(err: uniface_index::Error) -> PyErr {
         E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             PyFileNotFoundError::new_err(err.to_string())
         }
+        E::Missing { .. } => PyFileNotFoundError::new_err(err.to_string()),
         E::Dimension { .. } | E::InvalidSubject | E::Invalid { .. } => {
             InvalidArgumentError::new_err(err.to_string())
         }
