@@ -868,8 +868,10 @@ impl Gallery {
             OpenSet::Fpir(f) => (self.fmr_for_fpir(f)?, Some(f)),
         };
         let threshold = self.calibration.threshold_for_fmr(fmr)?;
+        // a caller's `k` never sizes an allocation: there are at most `len` candidates
+        let k = k.min(self.len());
         // oversample so that one subject's several templates cannot crowd others out
-        let per_shard = (k * 4).max(8);
+        let per_shard = k.saturating_mul(4).max(8);
         let local: Vec<(usize, &RwLock<Shard>)> = self.loaded().collect();
         let mut found = if local.len() == 1 {
             // no hand-off to the thread pool for a single shard: it costs more than it saves

@@ -748,3 +748,20 @@ fn a_saved_graph_never_keeps_a_removed_template_and_ids_are_never_reused() {
     );
     assert!(g.check().unwrap().is_clean());
 }
+
+#[test]
+fn any_k_is_answered_with_at_most_every_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(2)).unwrap();
+    for id in 0..5 {
+        g.enroll(&format!("p{id}"), &template(id, 0)).unwrap();
+    }
+    for k in [0usize, 1, 5, 6, 100_000_000_000, usize::MAX] {
+        let r = g.identify(&template(1, 1), k, 1e-3).unwrap();
+        assert_eq!(r.candidates.len(), k.min(5), "k {k}");
+    }
+    let batch = g
+        .identify_batch(&[template(2, 1)], usize::MAX, 1e-3)
+        .unwrap();
+    assert_eq!(batch[0].candidates.len(), 5);
+}
