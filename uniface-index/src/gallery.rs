@@ -433,7 +433,7 @@ impl Gallery {
         for i in 0..options.shards {
             Shard::create(storage, &shard_dir(dir, i))?;
         }
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
             model_id: options.fingerprint.model_id.clone(),
             weights_sha256: hex(&options.fingerprint.weights_sha256),
@@ -445,7 +445,7 @@ impl Gallery {
             hnsw,
             checksum: String::new(),
         };
-        write_manifest(storage, dir, &manifest)?;
+        write_manifest(storage, dir, &mut manifest)?;
         let open = OpenOptions {
             durability: options.durability,
             storage: options.storage.clone(),
@@ -1223,7 +1223,7 @@ impl Gallery {
         let mut m = write_lock(&self.manifest);
         let mut next = m.clone();
         next.hnsw = params;
-        write_manifest(self.storage.as_ref(), &self.dir, &next)?;
+        write_manifest(self.storage.as_ref(), &self.dir, &mut next)?;
         *m = next;
         Ok(done)
     }
@@ -1236,7 +1236,7 @@ impl Gallery {
         let mut next = m.clone();
         next.hnsw.expansion_search = ef;
         check_hnsw(&next.hnsw)?;
-        write_manifest(self.storage.as_ref(), &self.dir, &next)?;
+        write_manifest(self.storage.as_ref(), &self.dir, &mut next)?;
         for (i, shard) in self.loaded() {
             write_shard(shard, i)?.state.hnsw.set_expansion_search(ef);
         }
@@ -1413,11 +1413,13 @@ fn read_manifest(storage: &dyn Storage, path: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-fn write_manifest(storage: &dyn Storage, dir: &Path, manifest: &Manifest) -> Result<()> {
+/// Write `manifest` with its checksum (which is set in `manifest` too, so that the open
+/// gallery's copy equals the file's).
+fn write_manifest(storage: &dyn Storage, dir: &Path, manifest: &mut Manifest) -> Result<()> {
     let path = dir.join("manifest.json");
-    let mut m = manifest.clone();
-    m.checksum = m.compute_checksum()?;
-    let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Corrupt {
+    manifest.checksum = manifest.compute_checksum()?;
+    let m = &*manifest;
+    let json = serde_json::to_vec_pretty(m).map_err(|e| Error::Corrupt {
         path: path.clone(),
         message: e.to_string(),
     })?;

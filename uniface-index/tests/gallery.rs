@@ -765,3 +765,23 @@ fn any_k_is_answered_with_at_most_every_subject() {
         .unwrap();
     assert_eq!(batch[0].candidates.len(), 5);
 }
+
+#[test]
+fn a_new_or_retuned_gallery_checks_clean_against_its_own_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(2)).unwrap();
+    g.enroll("a", &template(1, 0)).unwrap();
+    assert!(g.check().unwrap().is_clean(), "{:?}", g.check().unwrap());
+    g.set_expansion_search(32).unwrap();
+    assert!(g.check().unwrap().is_clean(), "{:?}", g.check().unwrap());
+    g.rebuild(HnswParams {
+        connectivity: 8,
+        ..g.manifest().hnsw
+    })
+    .unwrap();
+    assert!(g.check().unwrap().is_clean(), "{:?}", g.check().unwrap());
+    assert_eq!(g.manifest(), {
+        drop(g);
+        open(dir.path()).manifest()
+    });
+}
