@@ -1390,8 +1390,12 @@ fn read_manifest(storage: &dyn Storage, path: &Path) -> Result<Manifest> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(FORMAT_VERSION)) {
+        let found = version.map_or("no format version".into(), |v| {
+            format!("format version {v}")
+        });
         return Err(corrupt(format!(
-            "format version {version:?}; this library reads version {FORMAT_VERSION}"
+            "{found}; this library reads version {FORMAT_VERSION} (galleries of version 1 \
+             have no checksums: re-create the gallery and enroll again)"
         )));
     }
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;

@@ -616,7 +616,8 @@ pub struct ShardReport {
     pub torn_tail: Option<TornTail>,
     /// Where a writer kept the bytes it cut off.
     pub tail_saved_to: Option<PathBuf>,
-    /// With `salvage`: records cut off behind damage (they may have been acknowledged).
+    /// With `salvage`: the damage that the log was cut at (what followed it may have been
+    /// acknowledged).
     pub salvaged: Option<String>,
     /// Interrupted writes' temporary files that a writer removed.
     pub removed_temporary: Vec<PathBuf>,
@@ -637,7 +638,20 @@ impl ShardReport {
     pub fn messages(&self, dir: &Path) -> Vec<String> {
         let mut m = Vec::new();
         let log = Shard::wal_path(dir);
-        if let Some(t) = &self.torn_tail {
+        if let (Some(t), Some(_)) = (&self.torn_tail, &self.salvaged) {
+            m.push(format!(
+                "shard {}: {}: SALVAGED: kept {} records; the {} bytes from byte {} on, which may hold acknowledged records, were cut off{}",
+                self.shard,
+                log.display(),
+                self.records_replayed,
+                t.bytes,
+                t.offset,
+                self.tail_saved_to
+                    .as_ref()
+                    .map(|p| format!(" and kept in {}", p.display()))
+                    .unwrap_or_default()
+            ));
+        } else if let Some(t) = &self.torn_tail {
             let what = match &self.tail_saved_to {
                 Some(p) => format!("cut off and kept in {}", p.display()),
                 None => "ignored (read-only open)".into(),
@@ -649,13 +663,6 @@ impl ShardReport {
                 t.bytes,
                 t.offset,
                 t.reason
-            ));
-        }
-        if let Some(s) = &self.salvaged {
-            m.push(format!(
-                "shard {}: {}: SALVAGED: {s}",
-                self.shard,
-                log.display()
             ));
         }
         for p in &self.removed_temporary {
@@ -916,12 +923,7 @@ impl Shard {
             removed_temporary,
             graph: graph_status,
         };
-        if let Some(why) = salvaged {
-            report.salvaged = Some(format!(
-                "kept the {} records before the damage; {why}",
-                contents.records.len()
-            ));
-        }
+        report.salvaged = salvaged;
         let wal = if options.read_only {
             None
         } else {
