@@ -38,10 +38,37 @@ impl PixelFormat {
     }
 }
 
-/// Decode an image file to RGB (EXIF orientation applied, default pixel limit).
+/// Default largest accepted image file: 64 MB (a 100-megapixel JPEG is far smaller).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Decode an image file to RGB (EXIF orientation applied, default pixel and file-size limits).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_limited(path, DEFAULT_MAX_FILE_BYTES)?;
     decode_rgb_named(&path.display().to_string(), &bytes, DEFAULT_MAX_PIXELS)
+}
+
+/// Read a file of at most `max_bytes` bytes: a larger one is refused before its contents are
+/// read (its declared size first, then through a reader that stops one byte past the limit,
+/// for files whose size is not known in advance), so a 2 GB file costs nothing.
+pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let too_big = |size: String| Error::Image {
+        path: path.display().to_string(),
+        message: format!("{size} bytes: larger than the {max_bytes}-byte limit for an image file"),
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let declared = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if declared > max_bytes {
+        return Err(too_big(declared.to_string()));
+    }
+    let mut bytes = Vec::with_capacity(declared as usize);
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(format!("more than {max_bytes}")));
+    }
+    Ok(bytes)
 }
 
 /// Decode encoded bytes to RGB (EXIF orientation applied, default pixel limit).
@@ -171,6 +198,25 @@ pub fn from_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.jpg");
+        // a sparse 2 GB file: refused by its declared size, no byte of it read
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(2 << 30).unwrap();
+        let e = load_rgb(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("2147483648 bytes") && e.contains("junk.jpg"),
+            "{e}"
+        );
+        // the limit itself is inclusive
+        std::fs::write(&path, png(4, 4)).unwrap();
+        let n = std::fs::metadata(&path).unwrap().len();
+        assert!(read_limited(&path, n).is_ok());
+        assert!(read_limited(&path, n - 1).is_err());
+    }
 
     fn png(w: u32, h: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(w, h, |x, y| ::image::Rgb([x as u8, y as u8, 7]));
