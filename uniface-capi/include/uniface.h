@@ -312,7 +312,8 @@ enum uf_status uf_analyzer_analyze_encoded(const struct uf_analyzer *analyzer,
 
 /*
  As `uf_analyzer_analyze_file`, from raw pixels: `height` rows of `stride` bytes, each
- starting with `width` pixels in `format`. `len` is the buffer's size in bytes (checked).
+ starting with `width` pixels in `format` (a `uf_pixel_format` value; others:
+ `UF_STATUS_INVALID_ARGUMENT`). `len` is the buffer's size in bytes (checked).
  */
 enum uf_status uf_analyzer_analyze_pixels(const struct uf_analyzer *analyzer,
                                           const uint8_t *pixels,
@@ -320,7 +321,7 @@ enum uf_status uf_analyzer_analyze_pixels(const struct uf_analyzer *analyzer,
                                           uint32_t width,
                                           uint32_t height,
                                           size_t stride,
-                                          enum uf_pixel_format format,
+                                          uint32_t format,
                                           struct uf_faces **out);
 
 /*
@@ -329,7 +330,7 @@ enum uf_status uf_analyzer_analyze_pixels(const struct uf_analyzer *analyzer,
  */
 enum uf_status uf_analyzer_assess_file(const struct uf_analyzer *analyzer,
                                        const char *path,
-                                       enum uf_policy policy,
+                                       uint32_t policy,
                                        struct uf_assessment *out);
 
 /*
@@ -431,9 +432,10 @@ enum uf_status uf_verify(const struct uf_template *a,
 const char *uf_reason_str(uint16_t code);
 
 /*
- A static NUL-terminated description of a status code. Thread-safe.
+ A static NUL-terminated description of a status code (any value: one that is not a
+ `uf_status` gives "unknown status code"). Thread-safe.
  */
-const char *uf_status_str(enum uf_status status);
+const char *uf_status_str(uint32_t status);
 
 /*
  Copy the message of the last failure on this thread into `buf` (`len` bytes, NUL
@@ -445,12 +447,13 @@ enum uf_status uf_last_error_message(char *buf, size_t len, size_t *needed);
 
 /*
  Open the gallery in `dir`, or create it there when `create` is true and there is none
- (`shards` ≥ 1 shards). Release with `uf_gallery_close`.
+ (`shards` ≥ 1 shards). `durability` is a `uf_durability` value (others:
+ `UF_STATUS_INVALID_ARGUMENT`). Release with `uf_gallery_close`.
  */
 enum uf_status uf_gallery_open(const char *dir,
                                bool create,
                                size_t shards,
-                               enum uf_durability durability,
+                               uint32_t durability,
                                struct uf_gallery **out);
 
 /*

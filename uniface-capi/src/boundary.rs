@@ -39,10 +39,32 @@ pub enum uf_status {
     UF_STATUS_READ_ONLY = 13,
 }
 
-/// A static NUL-terminated description of a status code. Thread-safe.
+/// A static NUL-terminated description of a status code (any value: one that is not a
+/// `uf_status` gives "unknown status code"). Thread-safe.
 #[no_mangle]
-pub extern "C" fn uf_status_str(status: uf_status) -> *const c_char {
+pub extern "C" fn uf_status_str(status: u32) -> *const c_char {
     use uf_status::*;
+    // an integer, never a Rust enum, comes from C: a value outside the enum would be
+    // undefined behaviour as a `uf_status`
+    let known = [
+        UF_STATUS_OK,
+        UF_STATUS_NULL_PARAMETER,
+        UF_STATUS_PANIC,
+        UF_STATUS_INVALID_ARGUMENT,
+        UF_STATUS_IO,
+        UF_STATUS_MODEL,
+        UF_STATUS_IMAGE,
+        UF_STATUS_NO_FACE,
+        UF_STATUS_TEMPLATE,
+        UF_STATUS_GALLERY,
+        UF_STATUS_BUFFER_TOO_SMALL,
+        UF_STATUS_NOT_FOUND,
+        UF_STATUS_LOCKED,
+        UF_STATUS_READ_ONLY,
+    ];
+    let Some(&status) = known.iter().find(|s| **s as u32 == status) else {
+        return c"unknown status code".as_ptr();
+    };
     let s: &'static str = match status {
         UF_STATUS_OK => "ok\0",
         UF_STATUS_NULL_PARAMETER => "a required pointer argument was NULL\0",

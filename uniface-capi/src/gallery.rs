@@ -58,22 +58,28 @@ fn subject_arg(p: *const c_char) -> Result<&'static str, Failure> {
 }
 
 /// Open the gallery in `dir`, or create it there when `create` is true and there is none
-/// (`shards` ≥ 1 shards). Release with `uf_gallery_close`.
+/// (`shards` ≥ 1 shards). `durability` is a `uf_durability` value (others:
+/// `UF_STATUS_INVALID_ARGUMENT`). Release with `uf_gallery_close`.
 #[no_mangle]
 pub unsafe extern "C" fn uf_gallery_open(
     dir: *const c_char,
     create: bool,
     shards: usize,
-    durability: uf_durability,
+    durability: u32,
     out: *mut *mut uf_gallery,
 ) -> uf_status {
     boundary::run(|| {
         let dir = Path::new(str_arg(dir, "dir")?);
         let out = out_arg(out, "out")?;
         let mode = match durability {
-            uf_durability::UF_DURABILITY_SYNC => Durability::Sync,
-            uf_durability::UF_DURABILITY_GROUP => Durability::Group,
-            uf_durability::UF_DURABILITY_ASYNC => Durability::Async,
+            d if d == uf_durability::UF_DURABILITY_SYNC as u32 => Durability::Sync,
+            d if d == uf_durability::UF_DURABILITY_GROUP as u32 => Durability::Group,
+            d if d == uf_durability::UF_DURABILITY_ASYNC as u32 => Durability::Async,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "durability {other} is not a uf_durability (0, 1 or 2)"
+                )))
+            }
         };
         let (inner, report) = if create && !dir.join("manifest.json").exists() {
             let options = GalleryOptions {

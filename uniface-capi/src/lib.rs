@@ -278,7 +278,8 @@ pub unsafe extern "C" fn uf_analyzer_analyze_encoded(
 }
 
 /// As `uf_analyzer_analyze_file`, from raw pixels: `height` rows of `stride` bytes, each
-/// starting with `width` pixels in `format`. `len` is the buffer's size in bytes (checked).
+/// starting with `width` pixels in `format` (a `uf_pixel_format` value; others:
+/// `UF_STATUS_INVALID_ARGUMENT`). `len` is the buffer's size in bytes (checked).
 #[no_mangle]
 pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
     analyzer: *const uf_analyzer,
@@ -287,7 +288,7 @@ pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
     width: u32,
     height: u32,
     stride: usize,
-    format: uf_pixel_format,
+    format: u32,
     out: *mut *mut uf_faces,
 ) -> uf_status {
     boundary::run(|| {
@@ -297,13 +298,18 @@ pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
         if width == 0 || height == 0 {
             return Err(Failure::invalid("width and height must be positive"));
         }
-        let format = match format {
-            uf_pixel_format::UF_PIXEL_RGB => PixelFormat::Rgb,
-            uf_pixel_format::UF_PIXEL_BGR => PixelFormat::Bgr,
-            uf_pixel_format::UF_PIXEL_RGBA => PixelFormat::Rgba,
-            uf_pixel_format::UF_PIXEL_BGRA => PixelFormat::Bgra,
-            uf_pixel_format::UF_PIXEL_GRAY => PixelFormat::Gray,
-        };
+        use uf_pixel_format::*;
+        let format = [
+            (UF_PIXEL_RGB, PixelFormat::Rgb),
+            (UF_PIXEL_BGR, PixelFormat::Bgr),
+            (UF_PIXEL_RGBA, PixelFormat::Rgba),
+            (UF_PIXEL_BGRA, PixelFormat::Bgra),
+            (UF_PIXEL_GRAY, PixelFormat::Gray),
+        ]
+        .into_iter()
+        .find(|(c, _)| *c as u32 == format)
+        .map(|(_, f)| f)
+        .ok_or_else(|| Failure::invalid(format!("format {format} is not a uf_pixel_format")))?;
         let img = image::from_raw(data, width as usize, height as usize, stride, format)?;
         analyze(a, &img, out)
     })
@@ -315,18 +321,23 @@ pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
 pub unsafe extern "C" fn uf_analyzer_assess_file(
     analyzer: *const uf_analyzer,
     path: *const c_char,
-    policy: uf_policy,
+    policy: u32,
     out: *mut uf_assessment,
 ) -> uf_status {
     boundary::run(|| {
         let a = ref_arg(analyzer, "analyzer")?;
         let path = str_arg(path, "path")?;
         let out = out_arg(out, "out")?;
-        let img = image::load_rgb(std::path::Path::new(path))?;
         let policy = match policy {
-            uf_policy::UF_POLICY_ENROLLMENT => Policy::enrollment(),
-            uf_policy::UF_POLICY_VERIFICATION => Policy::verification(),
+            p if p == uf_policy::UF_POLICY_ENROLLMENT as u32 => Policy::enrollment(),
+            p if p == uf_policy::UF_POLICY_VERIFICATION as u32 => Policy::verification(),
+            other => {
+                return Err(Failure::invalid(format!(
+                    "policy {other} is not a uf_policy (0 or 1)"
+                )))
+            }
         };
+        let img = image::load_rgb(std::path::Path::new(path))?;
         let live = if policy.require_live {
             Some(a.liveness.get()?)
         } else {

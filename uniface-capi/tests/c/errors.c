@@ -69,6 +69,9 @@ int main(int argc, char **argv) {
     /* version macros agree with the library */
     EXPECT(strcmp(uf_version(), UF_VERSION_STRING) == 0);
     EXPECT(strcmp(uf_status_str(UF_STATUS_OK), "ok") == 0);
+    /* integers, not enums, cross the boundary: values outside the enums are defined */
+    EXPECT(strcmp(uf_status_str(999), "unknown status code") == 0);
+    EXPECT(strcmp(uf_status_str(UINT32_MAX), "unknown status code") == 0);
     EXPECT(strcmp(uf_reason_str(8), "blurry") == 0);
     EXPECT(strcmp(uf_reason_str(999), "unknown") == 0);
 
@@ -120,6 +123,11 @@ int main(int argc, char **argv) {
                                              UF_PIXEL_RGB, &faces), UF_STATUS_IMAGE);
     EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 0, 64, 64 * 3,
                                              UF_PIXEL_RGB, &faces), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, 64 * 3,
+                                             99, &faces), UF_STATUS_INVALID_ARGUMENT);
+    uf_assessment assessment;
+    EXPECT_STATUS(uf_analyzer_assess_file(analyzer, argv[1], 7, &assessment),
+                  UF_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, 64 * 3,
                                              UF_PIXEL_RGB, &faces), UF_STATUS_OK);
     EXPECT(uf_faces_count(faces) == 0); /* grey square: no face, not an error */
@@ -177,6 +185,8 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s/gallery", argv[2]);
     uf_gallery *g = NULL;
     EXPECT_STATUS(uf_gallery_open(dir, false, 1, UF_DURABILITY_SYNC, &g), UF_STATUS_NOT_FOUND);
+    EXPECT_STATUS(uf_gallery_open(dir, true, 1, 3, &g), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT(g == NULL);
     EXPECT_STATUS(uf_gallery_open(dir, true, 1, UF_DURABILITY_SYNC, &g), UF_STATUS_OK);
     EXPECT_STATUS(uf_gallery_enroll(g, NULL, t, NULL), UF_STATUS_NULL_PARAMETER);
     char long_subject[400];
