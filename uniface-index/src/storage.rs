@@ -341,6 +341,18 @@ impl Disk {
         }
     }
 
+    /// `fsync` of inode `ino`: counted, maybe failed (dropping its unsynced bytes from the
+    /// write-back, as Linux does), else its contents become durable.
+    fn fsync(&mut self, ino: usize) -> io::Result<()> {
+        if let Err(e) = self.op(true) {
+            self.inodes[ino].fail_sync();
+            return Err(e);
+        }
+        self.file_syncs += 1;
+        self.inodes[ino].sync();
+        Ok(())
+    }
+
     fn inode(&self, path: &Path) -> io::Result<usize> {
         self.names
             .get(path)
@@ -562,13 +574,7 @@ impl LogFile for MemLog {
         }
         self.with(|d| {
             let ino = self.ino(d)?;
-            if let Err(e) = d.op(true) {
-                d.inodes[ino].fail_sync();
-                return Err(e);
-            }
-            d.file_syncs += 1;
-            d.inodes[ino].sync();
-            Ok(())
+            d.fsync(ino)
         })
     }
 
@@ -672,25 +678,13 @@ impl Storage for MemStorage {
         d.inodes[ino].data = bytes[..n].to_vec();
         d.inodes[ino].rewritten(0);
         written?;
-        if let Err(e) = d.op(true) {
-            d.inodes[ino].fail_sync();
-            return Err(e);
-        }
-        d.file_syncs += 1;
-        d.inodes[ino].sync();
-        Ok(())
+        d.fsync(ino)
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut d = self.lock();
         let ino = d.inode(path)?;
-        if let Err(e) = d.op(true) {
-            d.inodes[ino].fail_sync();
-            return Err(e);
-        }
-        d.file_syncs += 1;
-        d.inodes[ino].sync();
-        Ok(())
+        d.fsync(ino)
     }
 
     fn open_log(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {

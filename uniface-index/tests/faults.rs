@@ -245,17 +245,24 @@ fn gallery_options(storage: &MemStorage) -> GalleryOptions {
     }
 }
 
-fn reopen(storage: &MemStorage) -> uniface_index::Result<Gallery> {
+/// Open the gallery on `storage` with `options` (their storage replaced).
+fn open_on(
+    storage: &MemStorage,
+    options: OpenOptions,
+) -> uniface_index::Result<(Gallery, uniface_index::OpenReport)> {
     let options = OpenOptions {
         storage: Arc::new(storage.clone()),
-        ..OpenOptions::default()
+        ..options
     };
     Gallery::open_with_options(
         Path::new("/g"),
         &ModelFingerprint::dlib_resnet_v1(),
         &options,
     )
-    .map(|(g, _)| g)
+}
+
+fn reopen(storage: &MemStorage) -> uniface_index::Result<Gallery> {
+    open_on(storage, OpenOptions::default()).map(|(g, _)| g)
 }
 
 /// Compare a reopened gallery with the model; returns the violations, and the id of one more
@@ -572,16 +579,7 @@ fn a_second_writer_is_refused_and_readers_change_nothing() {
     let before = disk.files();
     let reader_disk = disk.clone();
     reader_disk.set_read_only(true);
-    let options = OpenOptions {
-        storage: Arc::new(reader_disk.clone()),
-        ..OpenOptions::read_only()
-    };
-    let (r, report) = Gallery::open_with_options(
-        Path::new("/g"),
-        &ModelFingerprint::dlib_resnet_v1(),
-        &options,
-    )
-    .unwrap();
+    let (r, report) = open_on(&reader_disk, OpenOptions::read_only()).unwrap();
     assert!(report.is_clean(), "{:?}", report.messages());
     assert_eq!(
         r.identify(&template(1), 1, 1e-3).unwrap().candidates.len(),
@@ -600,16 +598,10 @@ fn a_second_writer_is_refused_and_readers_change_nothing() {
         let disk = disk.clone();
         move || {
             let options = OpenOptions {
-                storage: Arc::new(disk),
                 lock_timeout: Some(std::time::Duration::from_secs(30)),
                 ..OpenOptions::default()
             };
-            Gallery::open_with_options(
-                Path::new("/g"),
-                &ModelFingerprint::dlib_resnet_v1(),
-                &options,
-            )
-            .map(|(g, _)| g.len())
+            open_on(&disk, options).map(|(g, _)| g.len())
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -645,15 +637,12 @@ fn damage_and_missing_files_are_typed_errors_and_check_finds_them() {
     assert!(e.contains("followed by a valid frame"), "{e}");
     assert_eq!(disk.read(&log).unwrap(), b, "the log was cut");
     // salvage keeps what precedes the damage and says so
-    let options = OpenOptions {
-        storage: Arc::new(disk.clone()),
-        salvage: true,
-        ..OpenOptions::default()
-    };
-    let (_, report) = Gallery::open_with_options(
-        Path::new("/g"),
-        &ModelFingerprint::dlib_resnet_v1(),
-        &options,
+    let (_, report) = open_on(
+        &disk,
+        OpenOptions {
+            salvage: true,
+            ..OpenOptions::default()
+        },
     )
     .unwrap();
     assert!(
@@ -689,17 +678,7 @@ fn damage_and_missing_files_are_typed_errors_and_check_finds_them() {
     let mid = b.len() / 2;
     b[mid..mid + 64].fill(0xff);
     disk.overwrite(&graph, &b);
-    let options = OpenOptions {
-        storage: Arc::new(disk.clone()),
-        read_only: true,
-        ..OpenOptions::default()
-    };
-    let (g, report) = Gallery::open_with_options(
-        Path::new("/g"),
-        &ModelFingerprint::dlib_resnet_v1(),
-        &options,
-    )
-    .unwrap();
+    let (g, report) = open_on(&disk, OpenOptions::read_only()).unwrap();
     assert!(!report.is_clean());
     assert!(
         !g.check().unwrap().is_clean(),
@@ -787,16 +766,7 @@ fn a_rebuild_killed_before_its_manifest_leaves_graphs_that_are_rebuilt_not_misus
     drop(g);
     // the state a kill between writing the new graphs and the manifest leaves
     disk.overwrite(manifest, &old);
-    let options = OpenOptions {
-        storage: Arc::new(disk.clone()),
-        ..OpenOptions::default()
-    };
-    let (g, report) = Gallery::open_with_options(
-        Path::new("/g"),
-        &ModelFingerprint::dlib_resnet_v1(),
-        &options,
-    )
-    .unwrap();
+    let (g, report) = open_on(&disk, OpenOptions::default()).unwrap();
     let said = report.messages().join("\n");
     assert!(said.contains("other parameters"), "{said}");
     assert_eq!(g.manifest().hnsw.connectivity, 16);
