@@ -19,8 +19,15 @@ fn detector() -> LivenessDetector {
     .expect("liveness models")
 }
 
+/// The golden crops come from boxes found at full resolution: the 1280×1707 spoof photo at
+/// upsample 1 needs a canvas past the default budget, so these tests lift it.
 fn analyzer() -> FaceAnalyzer {
-    FaceAnalyzer::new(models()).expect("analyzer")
+    FaceAnalyzer::new(models())
+        .expect("analyzer")
+        .with_options(uniface::DetectOptions {
+            max_canvas_pixels: 40_000_000,
+            ..Default::default()
+        })
 }
 
 /// (golden crop stem, photo, expected verdict)

@@ -131,3 +131,82 @@ fn tiny_and_odd_images_return_no_faces() {
         assert_eq!(analyzer().analyze(&img).unwrap().len(), 0, "{w}x{h}");
     }
 }
+
+fn iou(a: &uniface::FaceBox, b: &uniface::FaceBox) -> f64 {
+    let inter = a.rect().intersect(&b.rect()).area() as f64;
+    inter / (a.rect().area() as f64 + b.rect().area() as f64 - inter)
+}
+
+/// A 12-megapixel version of the group photo (upscaled 3.125×, as a phone would take it) is
+/// detected under the canvas budget, on a reduced copy, and gives the same six faces.
+#[test]
+fn a_phone_sized_photo_is_detected_within_the_budget() {
+    use uniface::core::detect::{Resolution, DEFAULT_MAX_CANVAS_PIXELS};
+    let path = shared_data().join("photos/group_6faces_insightface_t1.jpg");
+    let small = uniface::core::image::load_rgb(&path).unwrap();
+    let s = 3.125;
+    let big = image::imageops::resize(
+        &small,
+        (f64::from(small.width()) * s) as u32,
+        (f64::from(small.height()) * s) as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let a = analyzer();
+    let original = a.detect(&small).unwrap();
+    let d = a.detect_planned(&big).unwrap();
+    assert_eq!(d.plan.resolution, Resolution::Reduced);
+    assert!(d.plan.canvas_pixels <= DEFAULT_MAX_CANVAS_PIXELS);
+    assert!(d.plan.warning().unwrap().contains("4000x2768"));
+    assert_eq!(d.faces.len(), original.len(), "{:?}", d.faces);
+    for o in &original {
+        let scaled = uniface::FaceBox {
+            left: (o.left as f64 * s) as i64,
+            top: (o.top as f64 * s) as i64,
+            right: (o.right as f64 * s) as i64,
+            bottom: (o.bottom as f64 * s) as i64,
+            score: o.score,
+        };
+        let best = d.faces.iter().map(|f| iou(f, &scaled)).fold(0.0, f64::max);
+        // measured: 0.52 to 0.92 (box sizes step with the pyramid level)
+        assert!(best >= 0.45, "{o:?} best IoU {best}");
+    }
+    // landmarks and chips come from the full-resolution photo
+    let faces = a.analyze(&big).unwrap();
+    assert_eq!(faces.len(), 6);
+    assert!(faces.iter().all(|f| f.chip.dimensions() == (150, 150)));
+}
+
+/// `upsample` far past what the budget holds is clamped (with a warning), not allocated.
+#[test]
+fn an_extreme_upsample_is_clamped() {
+    use uniface::core::detect::Resolution;
+    let path = shared_data().join("photos/small_face_obama_small.jpg");
+    let img = uniface::core::image::load_rgb(&path).unwrap();
+    for upsample in [7, 31, u32::MAX] {
+        let a = analyzer().clone().with_options(uniface::DetectOptions {
+            upsample,
+            ..Default::default()
+        });
+        let d = a.detect_planned(&img).unwrap();
+        assert_eq!(d.plan.resolution, Resolution::Reduced, "{upsample}");
+        assert!(
+            d.plan.scale() > 4.0 && d.plan.scale() < 16.0,
+            "{:?}",
+            d.plan
+        );
+        assert_eq!(d.faces.len(), 1, "upsample {upsample}");
+        assert!(d.plan.warning().is_some());
+    }
+    // an out-of-range budget is a typed error
+    let a = analyzer().clone().with_options(uniface::DetectOptions {
+        max_canvas_pixels: 0,
+        ..Default::default()
+    });
+    assert!(matches!(
+        a.detect(&img),
+        Err(Error::InvalidArgument {
+            name: "max_canvas_pixels",
+            ..
+        })
+    ));
+}

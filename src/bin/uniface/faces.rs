@@ -2,62 +2,71 @@
 
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use serde_json::{json, Value};
 use uniface::{DetectOptions, FaceAnalyzer};
 
 fn analyse(analyzer: &FaceAnalyzer, path: &PathBuf, embed: bool) -> uniface::Result<Value> {
     let img = uniface::core::image::load_rgb(path)?;
+    let detection = analyzer.detect_planned(&img)?;
+    let found: Vec<_> = detection
+        .faces
+        .iter()
+        .map(|b| (*b, analyzer.landmarks.predict(&img, &b.rect())))
+        .collect();
+    let face = |b: &uniface::FaceBox, lm: &uniface::Landmarks| {
+        json!({
+            "box": [b.left, b.top, b.right, b.bottom],
+            "score": b.score,
+            "landmarks": lm.points.iter().map(|p| [p.x as i64, p.y as i64]).collect::<Vec<_>>(),
+        })
+    };
     let faces: Vec<Value> = if embed {
         analyzer
-            .analyze(&img)?
+            .describe(&img, found)?
             .into_iter()
             .map(|f| {
-                json!({
-                    "box": [f.bbox.left, f.bbox.top, f.bbox.right, f.bbox.bottom],
-                    "score": f.bbox.score,
-                    "landmarks": f.landmarks.points.iter().map(|p| [p.x as i64, p.y as i64]).collect::<Vec<_>>(),
-                    "embedding": f.embedding.to_vec(),
-                })
+                let mut v = face(&f.bbox, &f.landmarks);
+                v["embedding"] = json!(f.embedding.to_vec());
+                v
             })
             .collect()
     } else {
-        analyzer
-            .detect_landmarks(&img)?
-            .into_iter()
-            .map(|(b, lm)| {
-                json!({
-                    "box": [b.left, b.top, b.right, b.bottom],
-                    "score": b.score,
-                    "landmarks": lm.points.iter().map(|p| [p.x as i64, p.y as i64]).collect::<Vec<_>>(),
-                })
-            })
-            .collect()
+        found.iter().map(|(b, lm)| face(b, lm)).collect()
     };
     Ok(json!({
         "image": path,
         "width": img.width(),
         "height": img.height(),
         "faces": faces,
+        "detection": detection.plan,
+        "warning": detection.plan.warning(),
     }))
 }
 
 /// Analyse images in parallel, print in input order; failures are reported per image and make
 /// the exit status non-zero.
-pub fn run(images: &[PathBuf], upsample: u32, json_out: bool, embed: bool) -> uniface::Result<()> {
-    let analyzer = FaceAnalyzer::from_env()?.with_options(DetectOptions {
-        upsample,
-        ..Default::default()
-    });
-    let results: Vec<_> = images
-        .par_iter()
-        .map(|p| analyse(&analyzer, p, embed))
-        .collect();
+pub fn run(
+    images: &[PathBuf],
+    options: DetectOptions,
+    json_out: bool,
+    embed: bool,
+) -> uniface::Result<()> {
+    options.validate()?;
+    let analyzer = FaceAnalyzer::from_env()?.with_options(options);
+    let results = uniface::core::pipeline::par_map_bounded(
+        images,
+        analyzer.batch_memory,
+        |p| analyzer.working_set_of_file(p),
+        |p| analyse(&analyzer, p, embed),
+    );
     let mut failed = 0;
     for (path, r) in images.iter().zip(results) {
         match r {
             Ok(v) if json_out => println!("{v}"),
             Ok(v) => {
+                if let Some(w) = v["warning"].as_str() {
+                    eprintln!("warning: {}: {w}", path.display());
+                }
                 let faces = v["faces"].as_array().map_or(0, Vec::len);
                 println!("{}: {faces} face(s)", path.display());
                 for f in v["faces"].as_array().into_iter().flatten() {

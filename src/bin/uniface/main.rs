@@ -66,12 +66,11 @@ enum Command {
     },
     /// Detect faces (boxes, scores, 5 landmarks) in images.
     Detect {
-        /// One JSON object per image: {"image", "width", "height", "faces": [{"box", "score", "landmarks"}]}.
+        /// One JSON object per image: {"image", "width", "height", "faces": [{"box", "score", "landmarks"}], "detection": {the resolution the detector saw}, "warning"}.
         #[arg(long)]
         json: bool,
-        /// Upsample the image 2x this many times before detecting (finds smaller faces).
-        #[arg(long, default_value_t = 1)]
-        upsample: u32,
+        #[command(flatten)]
+        detection: DetectArgs,
         /// Image files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -81,9 +80,8 @@ enum Command {
         /// As `detect --json`, with "embedding": [128 floats] per face.
         #[arg(long)]
         json: bool,
-        /// Upsample the image 2x this many times before detecting.
-        #[arg(long, default_value_t = 1)]
-        upsample: u32,
+        #[command(flatten)]
+        detection: DetectArgs,
         /// Image files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -334,6 +332,29 @@ enum ModelsAction {
     },
 }
 
+/// Detector options shared by `detect` and `embed`.
+#[derive(clap::Args)]
+struct DetectArgs {
+    /// Upsample the image 2x this many times before detecting (finds smaller faces); clamped,
+    /// with a warning, where the canvas budget cannot hold it.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    /// Largest detector canvas in pixels (12 bytes each): larger photos are detected on a
+    /// resized copy, with a warning. Default: what a 1280x1280 photo needs at upsample 1.
+    #[arg(long, default_value_t = uniface::core::detect::DEFAULT_MAX_CANVAS_PIXELS)]
+    max_canvas_pixels: u64,
+}
+
+impl DetectArgs {
+    fn options(&self) -> uniface::DetectOptions {
+        uniface::DetectOptions {
+            upsample: self.upsample,
+            max_canvas_pixels: self.max_canvas_pixels,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum BackendArg {
     Gemm,
@@ -381,14 +402,14 @@ fn run(cli: Cli) -> uniface::Result<()> {
         } => embed_chip(json, backend, &chips),
         Command::Detect {
             json,
-            upsample,
+            detection,
             images,
-        } => faces::run(&images, upsample, json, false),
+        } => faces::run(&images, detection.options(), json, false),
         Command::Embed {
             json,
-            upsample,
+            detection,
             images,
-        } => faces::run(&images, upsample, json, true),
+        } => faces::run(&images, detection.options(), json, true),
         Command::Eval {
             target:
                 EvalTarget::Lfw {

@@ -6,8 +6,22 @@
 //! fully-convolutional network (three 5×5 stride-2 convolutions, three 5×5 convolutions of 45
 //! filters, a 9×9 scoring head; batch norm folded), turn every positive score of the stride-8
 //! map into an 80×80 window mapped back through the pyramid, and keep the best-scoring windows
-//! with dlib's non-maximum suppression. Large canvases run in horizontal strips, so memory stays
-//! bounded whatever the photo's size.
+//! with dlib's non-maximum suppression.
+//!
+//! # Resolution policy
+//!
+//! Memory is bounded by [`DetectOptions::max_canvas_pixels`], not by the photo. When the
+//! requested upsampling of the photo fits the budget, detection is exactly dlib's. When it does
+//! not (a 12-megapixel phone photo, or `upsample` 7 on a small one), the detector sees a copy
+//! resized to the largest scale whose canvas fits (area-averaged when shrinking, bilinear when
+//! enlarging), boxes are mapped back to the original, and the [`DetectPlan`] says so
+//! ([`Detection::plan`], [`DetectPlan::warning`]). Landmarks and chips are then taken from the
+//! full-resolution photo by the later stages. The smallest face found is about
+//! [`DetectPlan::smallest_face`] pixels wide (80 pixels at the scale the detector saw).
+//!
+//! The canvas is kept as three `f32` planes (12 bytes a pixel); the network runs over it in
+//! horizontal strips, each interleaved on its own, so the working set is the canvas plus one
+//! strip.
 
 mod pyramid;
 mod resize;
@@ -16,6 +30,7 @@ use std::path::Path;
 
 use ::image::RgbImage;
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use crate::dlib::dnn::{self, DnnFile, Layer, LossDetails};
 use crate::geometry::{Point, Rect};
@@ -50,7 +65,20 @@ pub struct DetectOptions {
     pub min_face_size: u32,
     /// Keep at most this many faces (best first); 0 keeps all.
     pub max_faces: usize,
+    /// Largest pyramid canvas, in pixels, the detector builds (12 bytes each). A photo whose
+    /// requested upsampling needs more is detected on a resized copy (see the module's
+    /// resolution policy). Between [`MIN_CANVAS_PIXELS`] and [`MAX_CANVAS_PIXELS`]; default
+    /// [`DEFAULT_MAX_CANVAS_PIXELS`].
+    pub max_canvas_pixels: u64,
 }
+
+/// Default canvas budget: what a 1280×1280 photo needs at `upsample` 1 (its tiled pyramid is
+/// 2584×9250 pixels, 287 MB of `f32` planes).
+pub const DEFAULT_MAX_CANVAS_PIXELS: u64 = 2584 * 9250;
+/// Smallest accepted canvas budget (a 256×256 image's pyramid, about).
+pub const MIN_CANVAS_PIXELS: u64 = 1 << 16;
+/// Largest accepted canvas budget (24 GB of planes).
+pub const MAX_CANVAS_PIXELS: u64 = 1 << 31;
 
 impl Default for DetectOptions {
     fn default() -> Self {
@@ -59,8 +87,102 @@ impl Default for DetectOptions {
             threshold: 0.0,
             min_face_size: 0,
             max_faces: 0,
+            max_canvas_pixels: DEFAULT_MAX_CANVAS_PIXELS,
         }
     }
+}
+
+impl DetectOptions {
+    /// The typed error for out-of-range options (the threshold must be finite, the canvas
+    /// budget in range).
+    pub fn validate(&self) -> Result<()> {
+        if !self.threshold.is_finite() {
+            return Err(Error::InvalidArgument {
+                name: "threshold",
+                message: format!("must be a finite number, got {}", self.threshold),
+            });
+        }
+        if !(MIN_CANVAS_PIXELS..=MAX_CANVAS_PIXELS).contains(&self.max_canvas_pixels) {
+            return Err(Error::InvalidArgument {
+                name: "max_canvas_pixels",
+                message: format!(
+                    "must be between {MIN_CANVAS_PIXELS} and {MAX_CANVAS_PIXELS}, got {}",
+                    self.max_canvas_pixels
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How a photo was presented to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// Upsampled exactly as requested, as dlib does.
+    Exact,
+    /// Resized to fit the canvas budget (less resolution than requested).
+    Reduced,
+}
+
+/// What the detector did with one photo: the resolution it saw and the canvas it built.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct DetectPlan {
+    /// The photo's size.
+    pub width: u32,
+    pub height: u32,
+    pub requested_upsample: u32,
+    pub resolution: Resolution,
+    /// dlib upsampling steps applied (0 when [`Resolution::Reduced`]).
+    pub upsample: u32,
+    /// Size of the image the network saw.
+    pub detect_width: u32,
+    pub detect_height: u32,
+    /// Pixels of the pyramid canvas.
+    pub canvas_pixels: u64,
+    /// The budget it had to fit.
+    pub max_canvas_pixels: u64,
+}
+
+/// The detector window's side at pyramid level 0 (dlib's face model: 80×80).
+const WINDOW_SIDE: f64 = 80.0;
+
+impl DetectPlan {
+    /// Scale of the image the network saw relative to the photo (2 for upsample 1).
+    pub fn scale(&self) -> f64 {
+        f64::from(self.detect_width) / f64::from(self.width.max(1))
+    }
+
+    /// About the narrowest face found, in the photo's pixels.
+    pub fn smallest_face(&self) -> f64 {
+        WINDOW_SIDE / self.scale()
+    }
+
+    /// A sentence for the user when the photo was seen at less than the requested resolution.
+    pub fn warning(&self) -> Option<String> {
+        (self.resolution == Resolution::Reduced).then(|| {
+            format!(
+                "{}x{} at upsample {} needs more than the {}-pixel canvas budget: detected at \
+                 {:.2}x ({}x{}), so faces narrower than about {:.0} pixels are missed \
+                 (raise max_canvas_pixels to find them)",
+                self.width,
+                self.height,
+                self.requested_upsample,
+                self.max_canvas_pixels,
+                self.scale(),
+                self.detect_width,
+                self.detect_height,
+                self.smallest_face(),
+            )
+        })
+    }
+}
+
+/// Faces found in one photo, best first, and how the photo was presented to the network.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Detection {
+    pub faces: Vec<FaceBox>,
+    pub plan: DetectPlan,
 }
 
 #[derive(Debug, Clone)]
@@ -87,8 +209,20 @@ pub struct Detector {
 }
 
 /// Largest canvas area (pixels) processed in one piece: bounds the im2col buffers to about
-/// 200 MB whatever the photo's size.
+/// 100 MB whatever the photo's size.
 const STRIP_PIXELS: usize = 1 << 21;
+
+/// dlib's `pyramid_up` size: (2W + 2) × (2H + 1); `None` past `u32`.
+fn upsampled(w: u64, h: u64, times: u32) -> Option<(u64, u64)> {
+    let (mut w, mut h) = (w, h);
+    for _ in 0..times {
+        (w, h) = (w.checked_mul(2)? + 2, h.checked_mul(2)? + 1);
+        if w > u64::from(u32::MAX) || h > u64::from(u32::MAX) {
+            return None;
+        }
+    }
+    Some((w, h))
+}
 
 impl Detector {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -175,24 +309,144 @@ impl Detector {
         })
     }
 
-    /// Detect faces, best first.
-    pub fn detect(&self, img: &RgbImage, opts: &DetectOptions) -> Result<Vec<FaceBox>> {
-        let (mut w, mut h) = (img.width() as usize, img.height() as usize);
+    /// Pixels of the pyramid canvas for a `w`×`h` image at level 0.
+    fn canvas_pixels(&self, w: u64, h: u64) -> u64 {
+        let t = pyramid::tiling(h as i64, w as i64, self.padding, self.outer_padding);
+        t.width as u64 * t.height as u64
+    }
+
+    /// How a `width`×`height` photo would be presented to the network under `opts` (see the
+    /// module's resolution policy).
+    pub fn plan(&self, width: u32, height: u32, opts: &DetectOptions) -> Result<DetectPlan> {
+        opts.validate()?;
+        let budget = opts.max_canvas_pixels;
+        let (w, h) = (u64::from(width), u64::from(height));
+        let mut plan = DetectPlan {
+            width,
+            height,
+            requested_upsample: opts.upsample,
+            resolution: Resolution::Exact,
+            upsample: opts.upsample,
+            detect_width: width,
+            detect_height: height,
+            canvas_pixels: 0,
+            max_canvas_pixels: budget,
+        };
         if w == 0 || h == 0 {
-            return Ok(Vec::new());
+            return Ok(plan);
         }
-        let mut pixels = std::borrow::Cow::Borrowed(img.as_raw().as_slice());
-        for _ in 0..opts.upsample {
-            // pyramid_up with pyramid_down<2>: (2H+1) × (2W+2), bilinear
-            let (nw, nh) = (2 * w + 2, 2 * h + 1);
-            pixels = std::borrow::Cow::Owned(resize::resize_rgb(&pixels, w, h, nw, nh));
-            (w, h) = (nw, nh);
+        if let Some((uw, uh)) = upsampled(w, h, opts.upsample) {
+            // (past the budget the canvas is not computed: its size could overflow)
+            let canvas = if uw * uh <= budget {
+                self.canvas_pixels(uw, uh)
+            } else {
+                u64::MAX
+            };
+            if canvas <= budget {
+                plan.detect_width = uw as u32;
+                plan.detect_height = uh as u32;
+                plan.canvas_pixels = canvas;
+                return Ok(plan);
+            }
         }
+        // The largest scale, at most the requested one, whose canvas fits: the canvas grows
+        // with the area, so start from the square root of the ratio and step down.
+        let most = 2f64.powi(opts.upsample.min(62) as i32);
+        let at = |s: f64| {
+            let (sw, sh) = (
+                ((w as f64 * s).round() as u64).max(1),
+                ((h as f64 * s).round() as u64).max(1),
+            );
+            (sw, sh, self.canvas_pixels(sw, sh))
+        };
+        let unit = self.canvas_pixels(w, h).max(1) as f64;
+        let mut s = (budget as f64 / unit).sqrt().min(most);
+        let (mut sw, mut sh, mut canvas) = at(s);
+        while canvas > budget && sw > 1 && sh > 1 {
+            s *= 0.995;
+            (sw, sh, canvas) = at(s);
+        }
+        plan.resolution = Resolution::Reduced;
+        plan.upsample = 0;
+        plan.detect_width = sw as u32;
+        plan.detect_height = sh as u32;
+        plan.canvas_pixels = canvas;
+        Ok(plan)
+    }
+
+    /// Detect faces, best first (boxes in the photo's pixels).
+    pub fn detect(&self, img: &RgbImage, opts: &DetectOptions) -> Result<Vec<FaceBox>> {
+        Ok(self.detect_planned(img, opts)?.faces)
+    }
+
+    /// Detect faces, best first, with the plan the photo was detected under.
+    pub fn detect_planned(&self, img: &RgbImage, opts: &DetectOptions) -> Result<Detection> {
+        let plan = self.plan(img.width(), img.height(), opts)?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if w == 0 || h == 0 {
+            return Ok(Detection {
+                faces: Vec::new(),
+                plan,
+            });
+        }
+        let (dw, dh) = (plan.detect_width as usize, plan.detect_height as usize);
+        let raw = img.as_raw().as_slice();
+        let pixels: std::borrow::Cow<[u8]> = match plan.resolution {
+            Resolution::Exact => {
+                let mut pixels = std::borrow::Cow::Borrowed(raw);
+                let (mut cw, mut ch) = (w, h);
+                for _ in 0..plan.upsample {
+                    // pyramid_up with pyramid_down<2>: (2H+1) × (2W+2), bilinear
+                    let (nw, nh) = (2 * cw + 2, 2 * ch + 1);
+                    pixels = std::borrow::Cow::Owned(resize::resize_rgb(&pixels, cw, ch, nw, nh));
+                    (cw, ch) = (nw, nh);
+                }
+                pixels
+            }
+            Resolution::Reduced if dw < w => resize::shrink_rgb(raw, w, h, dw, dh).into(),
+            Resolution::Reduced => resize::resize_rgb(raw, w, h, dw, dh).into(),
+        };
+        // detector pixels → photo pixels
+        let back: Box<dyn Fn(Point) -> Point> = match plan.resolution {
+            Resolution::Exact => {
+                let times = plan.upsample;
+                Box::new(move |mut p: Point| {
+                    for _ in 0..times {
+                        p = Point::new(p.x / 2.0 - 1.25, p.y / 2.0 - 0.75);
+                    }
+                    p
+                })
+            }
+            // area averaging: pixel centres scale about the half-pixel
+            Resolution::Reduced if dw < w => {
+                let (sx, sy) = (w as f64 / dw as f64, h as f64 / dh as f64);
+                Box::new(move |p: Point| Point::new((p.x + 0.5) * sx - 0.5, (p.y + 0.5) * sy - 0.5))
+            }
+            // dlib's bilinear resize samples at x·(n_in − 1)/(n_out − 1)
+            Resolution::Reduced => {
+                let sx = (w as f64 - 1.0) / (dw.max(2) - 1) as f64;
+                let sy = (h as f64 - 1.0) / (dh.max(2) - 1) as f64;
+                Box::new(move |p: Point| Point::new(p.x * sx, p.y * sy))
+            }
+        };
+        let faces = self.detect_pixels(&pixels, dw, dh, opts, back)?;
+        Ok(Detection { faces, plan })
+    }
+
+    /// Detection on the image the network sees; `back` maps its points to the photo.
+    fn detect_pixels(
+        &self,
+        pixels: &[u8],
+        w: usize,
+        h: usize,
+        opts: &DetectOptions,
+        back: Box<dyn Fn(Point) -> Point>,
+    ) -> Result<Vec<FaceBox>> {
         let tiling = pyramid::tiling(h as i64, w as i64, self.padding, self.outer_padding);
         if tiling.rects.is_empty() {
             return Ok(Vec::new());
         }
-        let canvas = self.canvas(&pixels, w, h, &tiling);
+        let canvas = Canvas::new(pixels, self.mean_rgb, &tiling);
         let mut dets = self.score(&canvas, &tiling, opts.threshold)?;
         dets.sort_by(|a, b| b.1.total_cmp(&a.1));
         // dlib's NMS on integer rectangles, best first
@@ -205,14 +459,8 @@ impl Detector {
         }
         let mut out = Vec::with_capacity(kept.len());
         for (r, score) in kept {
-            let (mut a, mut b) = (
-                Point::new(r.left as f64, r.top as f64),
-                Point::new(r.right as f64, r.bottom as f64),
-            );
-            for _ in 0..opts.upsample {
-                a = Point::new(a.x / 2.0 - 1.25, a.y / 2.0 - 0.75);
-                b = Point::new(b.x / 2.0 - 1.25, b.y / 2.0 - 0.75);
-            }
+            let a = back(Point::new(r.left as f64, r.top as f64));
+            let b = back(Point::new(r.right as f64, r.bottom as f64));
             let fb = FaceBox {
                 left: a.x.round() as i64,
                 top: a.y.round() as i64,
@@ -249,50 +497,11 @@ impl Detector {
             || inner / b.area() as f64 > self.nms.1
     }
 
-    /// The normalised tiled pyramid, channels-last.
-    fn canvas(&self, rgb: &[u8], w: usize, h: usize, t: &pyramid::Tiling) -> Vec<f32> {
-        let (cw, ch) = (t.width, t.height);
-        let mut planes = vec![vec![0f32; cw * ch]; 3];
-        let r0 = t.rects[0];
-        for (k, plane) in planes.iter_mut().enumerate() {
-            for y in 0..h {
-                let dst = &mut plane[(r0.top as usize + y) * cw + r0.left as usize..][..w];
-                for (x, d) in dst.iter_mut().enumerate() {
-                    *d = (f32::from(rgb[(y * w + x) * 3 + k]) - self.mean_rgb[k]) / 256.0;
-                }
-            }
-            for i in 1..t.rects.len() {
-                let (s, d) = (t.rects[i - 1], t.rects[i]);
-                let src_off = s.top as usize * cw + s.left as usize;
-                let dst_off = d.top as usize * cw + d.left as usize;
-                // source and destination never overlap; copy the source level out first
-                let src: Vec<f32> = plane
-                    [src_off..src_off + (s.height() as usize - 1) * cw + s.width() as usize]
-                    .to_vec();
-                resize::resize_plane_f32(
-                    &src,
-                    s.width() as usize,
-                    s.height() as usize,
-                    cw,
-                    &mut plane[dst_off..],
-                    d.width() as usize,
-                    d.height() as usize,
-                    cw,
-                );
-            }
-        }
-        let mut nhwc = Vec::with_capacity(cw * ch * 3);
-        for ((r, g), b) in planes[0].iter().zip(&planes[1]).zip(&planes[2]) {
-            nhwc.extend_from_slice(&[*r, *g, *b]);
-        }
-        nhwc
-    }
-
     /// Run the network over the canvas in strips; every score above `threshold` becomes a
     /// window in image coordinates.
     fn score(
         &self,
-        canvas: &[f32],
+        canvas: &Canvas,
         t: &pyramid::Tiling,
         threshold: f32,
     ) -> Result<Vec<(Rect, f32)>> {
@@ -334,11 +543,8 @@ impl Detector {
             let b = (r1 + halo).min(total);
             let in0 = factor * a;
             let in1 = (factor * (b - 1) + span).min(ch);
-            let strip = Tensor::from_slice(
-                &canvas[in0 * cw * 3..in1 * cw * 3],
-                (1, in1 - in0, cw, 3),
-                &self.device,
-            )?;
+            let strip =
+                Tensor::from_vec(canvas.strip(in0, in1), (1, in1 - in0, cw, 3), &self.device)?;
             let mut x = strip;
             // Each ReLU is applied by the consumer: fused into the next im2col, or explicit
             // before the tap-wise head.
@@ -390,5 +596,157 @@ impl Detector {
             b.x.round() as i64,
             b.y.round() as i64,
         )
+    }
+}
+
+/// dlib's normalised tiled pyramid, produced strip by strip with the values the whole canvas
+/// would hold: level 0 is normalised from the image's bytes when a strip needs it, the levels
+/// of the canvas's left column are recomputed for each strip from level 0 through a chain of
+/// bilinear resizes over just the rows the strip needs, and the small levels of the right
+/// column, which every strip near them would otherwise recompute from the whole image, are
+/// kept whole (about half of level 0's area, at 12 bytes a pixel).
+struct Canvas<'a> {
+    rgb: &'a [u8],
+    mean: [f32; 3],
+    /// (left, top, width, height) of each level on the canvas.
+    levels: Vec<(usize, usize, usize, usize)>,
+    width: usize,
+    /// The levels kept whole, one plane per channel.
+    kept: Vec<Option<[Vec<f32>; 3]>>,
+}
+
+/// Rows of a level computed at once when a level is kept (bounds the chain's buffers).
+const KEEP_ROWS: usize = 64;
+
+impl<'a> Canvas<'a> {
+    fn new(rgb: &'a [u8], mean: [f32; 3], t: &pyramid::Tiling) -> Self {
+        let levels: Vec<_> = t
+            .rects
+            .iter()
+            .map(|r| {
+                (
+                    r.left as usize,
+                    r.top as usize,
+                    r.width() as usize,
+                    r.height() as usize,
+                )
+            })
+            .collect();
+        let left = levels.first().map_or(0, |l| l.0);
+        let mut c = Self {
+            rgb,
+            mean,
+            kept: vec![None; levels.len()],
+            levels,
+            width: t.width,
+        };
+        for k in 1..c.levels.len() {
+            if c.levels[k].0 == left {
+                continue; // left column: recomputed per strip
+            }
+            let (_, _, w, h) = c.levels[k];
+            let mut planes: Vec<Vec<f32>> = (0..3)
+                .into_par_iter()
+                .map(|ch| {
+                    let mut plane = Vec::with_capacity(w * h);
+                    for a in (0..h).step_by(KEEP_ROWS) {
+                        plane.extend(c.rows(k, a, (a + KEEP_ROWS).min(h), ch));
+                    }
+                    plane
+                })
+                .collect();
+            let (b, g, r) = (planes.pop(), planes.pop(), planes.pop());
+            c.kept[k] = r.zip(g).zip(b).map(|((r, g), b)| [r, g, b]);
+        }
+        c
+    }
+
+    /// Rows `[a, b)` of level `k`, channel `ch`.
+    fn rows(&self, k: usize, a: usize, b: usize, ch: usize) -> Vec<f32> {
+        let (_, _, w, h) = self.levels[k];
+        if k == 0 {
+            let (mean, rgb) = (self.mean[ch], &self.rgb[a * w * 3..b * w * 3]);
+            return rgb
+                .chunks_exact(3)
+                .map(|p| (f32::from(p[ch]) - mean) / 256.0)
+                .collect();
+        }
+        if let Some(planes) = &self.kept[k] {
+            return planes[ch][a * w..b * w].to_vec();
+        }
+        let (_, _, sw, sh) = self.levels[k - 1];
+        let (c, d) = resize::source_span(sh, h, a..b);
+        let src = self.rows(k - 1, c, d, ch);
+        let mut out = vec![0f32; (b - a) * w];
+        resize::resize_plane_rows_f32(&src, c, sw, sh, &mut out, w, h, a..b);
+        out
+    }
+
+    /// Canvas rows `[y0, y1)`, channels-last.
+    fn strip(&self, y0: usize, y1: usize) -> Vec<f32> {
+        let cw = self.width;
+        let mut out = vec![0f32; (y1 - y0) * cw * 3];
+        for (k, &(left, top, w, h)) in self.levels.iter().enumerate() {
+            let (from, to) = (y0.max(top), y1.min(top + h));
+            if from >= to {
+                continue;
+            }
+            // (the channels' chains are independent: one thread each)
+            let planes: Vec<Vec<f32>> = (0..3)
+                .into_par_iter()
+                .map(|ch| self.rows(k, from - top, to - top, ch))
+                .collect();
+            for (ch, vals) in planes.iter().enumerate() {
+                for (i, row) in vals.chunks_exact(w).enumerate() {
+                    let base = ((from - y0 + i) * cw + left) * 3 + ch;
+                    for (x, v) in row.iter().enumerate() {
+                        out[base + x * 3] = *v;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_budget_is_a_1280_photo_at_upsample_1() {
+        let (w, h) = upsampled(1280, 1280, 1).unwrap();
+        let t = pyramid::tiling(h as i64, w as i64, 10, 11);
+        assert_eq!((t.width * t.height) as u64, DEFAULT_MAX_CANVAS_PIXELS);
+    }
+
+    #[test]
+    fn upsampling_sizes_are_checked() {
+        assert_eq!(upsampled(250, 250, 1), Some((502, 501)));
+        assert_eq!(upsampled(250, 250, 30), None);
+        assert_eq!(upsampled(1, 1, u32::MAX), None);
+    }
+
+    #[test]
+    fn out_of_range_options_are_typed_errors() {
+        for bad in [0, MIN_CANVAS_PIXELS - 1, MAX_CANVAS_PIXELS + 1, u64::MAX] {
+            let o = DetectOptions {
+                max_canvas_pixels: bad,
+                ..Default::default()
+            };
+            assert!(matches!(
+                o.validate(),
+                Err(Error::InvalidArgument {
+                    name: "max_canvas_pixels",
+                    ..
+                })
+            ));
+        }
+        let o = DetectOptions {
+            threshold: f32::NAN,
+            ..Default::default()
+        };
+        assert!(o.validate().is_err());
+        assert!(DetectOptions::default().validate().is_ok());
     }
 }

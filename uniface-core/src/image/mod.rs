@@ -41,10 +41,55 @@ impl PixelFormat {
 /// Default largest accepted image file: 64 MB (a 100-megapixel JPEG is far smaller).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 
+/// Limits on an encoded image, checked before anything proportional to it is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest accepted width × height (checked against the header before decoding).
+    pub max_pixels: u64,
+    /// Largest accepted file (checked against its declared size before reading).
+    pub max_file_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+impl ImageLimits {
+    /// Decode an image file under these limits.
+    pub fn load_rgb(&self, path: &Path) -> Result<RgbImage> {
+        let bytes = read_limited(path, self.max_file_bytes)?;
+        decode_rgb_named(&path.display().to_string(), &bytes, self.max_pixels)
+    }
+}
+
+/// Width and height from an image file's header (nothing decoded); `None` when it cannot be
+/// read or is not an image.
+pub fn peek_dimensions(path: &Path) -> Option<(u32, u32)> {
+    ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
+}
+
+/// Width and height from encoded bytes' header (nothing decoded).
+pub fn peek_dimensions_bytes(bytes: &[u8]) -> Option<(u32, u32)> {
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
+}
+
 /// Decode an image file to RGB (EXIF orientation applied, default pixel and file-size limits).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = read_limited(path, DEFAULT_MAX_FILE_BYTES)?;
-    decode_rgb_named(&path.display().to_string(), &bytes, DEFAULT_MAX_PIXELS)
+    ImageLimits::default().load_rgb(path)
 }
 
 /// Read a file of at most `max_bytes` bytes: a larger one is refused before its contents are
@@ -106,7 +151,8 @@ pub fn decode_rgb_named(name: &str, bytes: &[u8], max_pixels: u64) -> Result<Rgb
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    Ok(img.to_rgb8())
+    // (`into_rgb8` keeps an RGB buffer as it is; `to_rgb8` would copy it)
+    Ok(img.into_rgb8())
 }
 
 /// Decode a JPEG with libjpeg-turbo; `None` when it cannot produce RGB (e.g. CMYK), so the
@@ -125,7 +171,8 @@ fn decode_jpeg(bytes: &[u8]) -> Option<Result<DynamicImage>> {
         let (w, h) = (d.width(), d.height());
         let rows: Vec<[u8; 3]> = d.read_scanlines()?;
         d.finish()?;
-        Ok((w, h, rows.into_iter().flatten().collect()))
+        // (no copy: the pixel rows become the image buffer)
+        Ok((w, h, rows.into_flattened()))
     });
     match decoded {
         Ok(Ok((w, h, px))) => RgbImage::from_raw(w as u32, h as u32, px).map(|i| Ok(i.into())),
@@ -165,6 +212,7 @@ pub fn from_raw(
         DEFAULT_MAX_PIXELS,
     )?;
     let ch = format.channels();
+    // (the pixel limit keeps these small, but the stride is the caller's: checked arithmetic)
     let row = width * ch;
     if stride < row {
         return Err(Error::BufferLength {
@@ -172,7 +220,13 @@ pub fn from_raw(
             got: stride,
         });
     }
-    let needed = stride * (height - 1) + row;
+    let needed = stride
+        .checked_mul(height - 1)
+        .and_then(|n| n.checked_add(row))
+        .ok_or_else(|| Error::InvalidArgument {
+            name: "stride",
+            message: format!("{stride} bytes a row × {height} rows overflows the address space"),
+        })?;
     if data.len() < needed {
         return Err(Error::BufferLength {
             expected: needed,
@@ -267,5 +321,14 @@ mod tests {
             Err(Error::BufferLength { .. })
         ));
         assert!(from_raw(&data, 0, 2, 8, PixelFormat::Bgr).is_err());
+        // a stride whose product with the height overflows is a typed error, not a panic
+        assert!(matches!(
+            from_raw(&data, 2, 2, usize::MAX, PixelFormat::Bgr),
+            Err(Error::InvalidArgument { name: "stride", .. })
+        ));
+        assert!(matches!(
+            from_raw(&data, 2, 3, usize::MAX / 2 + 1, PixelFormat::Bgr),
+            Err(Error::InvalidArgument { name: "stride", .. })
+        ));
     }
 }

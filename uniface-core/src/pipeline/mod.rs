@@ -5,7 +5,7 @@ use ::image::RgbImage;
 use rayon::prelude::*;
 
 use crate::align::{face_chip, CHIP_PADDING, CHIP_SIZE};
-use crate::detect::{DetectOptions, Detector, FaceBox};
+use crate::detect::{DetectOptions, Detection, Detector, FaceBox};
 use crate::embed::{Descriptor, Embedder};
 use crate::landmarks::{Landmarks, ShapePredictor};
 use crate::liveness::{Liveness, LivenessDetector};
@@ -47,6 +47,40 @@ pub struct FaceAnalyzer {
     pub landmarks: ShapePredictor,
     pub embedder: Embedder,
     pub options: DetectOptions,
+    /// Memory, in bytes, that the images a batch works on at once may take together
+    /// (estimated by [`FaceAnalyzer::working_set`]; a batch always takes at least one image).
+    /// Default [`DEFAULT_BATCH_MEMORY`].
+    pub batch_memory: u64,
+}
+
+/// Default memory for the images in flight in a batch: 1 GiB (three 12-megapixel photos).
+/// The detector uses every core on one image, so more images in flight add memory, not speed.
+pub const DEFAULT_BATCH_MEMORY: u64 = 1 << 30;
+
+/// Map `f` over `items` in parallel (rayon), in consecutive windows whose summed `cost` stays
+/// within `budget` (each window holds at least one item), so peak memory follows the budget
+/// and not the number of cores; results in input order. Windows, not a semaphore: a rayon
+/// worker that blocked on one could be the very thread holding the permit.
+pub fn par_map_bounded<T: Sync, R: Send>(
+    items: &[T],
+    budget: u64,
+    cost: impl Fn(&T) -> u64 + Sync,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let costs: Vec<u64> = items.par_iter().map(&cost).collect();
+    let mut out = Vec::with_capacity(items.len());
+    let mut start = 0;
+    while start < items.len() {
+        let mut end = start + 1;
+        let mut sum = costs[start];
+        while end < items.len() && sum.saturating_add(costs[end]) <= budget {
+            sum += costs[end];
+            end += 1;
+        }
+        out.par_extend(items[start..end].par_iter().map(&f));
+        start = end;
+    }
+    out
 }
 
 impl FaceAnalyzer {
@@ -57,6 +91,7 @@ impl FaceAnalyzer {
             landmarks: ShapePredictor::from_file(&models.shape_predictor)?,
             embedder: Embedder::from_file(&models.embedder)?,
             options: DetectOptions::default(),
+            batch_memory: DEFAULT_BATCH_MEMORY,
         })
     }
 
@@ -70,9 +105,39 @@ impl FaceAnalyzer {
         self
     }
 
+    pub fn with_batch_memory(mut self, bytes: u64) -> Self {
+        self.batch_memory = bytes;
+        self
+    }
+
+    /// Estimated peak memory, in bytes, of analysing one `width`×`height` photo: its pixels,
+    /// the copy the detector sees, the canvas planes and one strip of the network.
+    pub fn working_set(&self, width: u32, height: u32) -> u64 {
+        let photo = 3 * u64::from(width) * u64::from(height);
+        match self.detector.plan(width, height, &self.options) {
+            Ok(p) => {
+                let seen = 3 * u64::from(p.detect_width) * u64::from(p.detect_height);
+                photo + seen + 12 * p.canvas_pixels + 100 * p.canvas_pixels.min(1 << 20)
+            }
+            Err(_) => photo,
+        }
+    }
+
+    /// [`FaceAnalyzer::working_set`] of an image file from its header (0 when the header
+    /// cannot be read: such a file fails at once when decoded).
+    pub fn working_set_of_file(&self, path: &std::path::Path) -> u64 {
+        crate::image::peek_dimensions(path).map_or(0, |(w, h)| self.working_set(w, h))
+    }
+
     /// Boxes only.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<FaceBox>> {
         self.detector.detect(img, &self.options)
+    }
+
+    /// Boxes and the plan the photo was detected under (whether it was seen at less than the
+    /// requested resolution).
+    pub fn detect_planned(&self, img: &RgbImage) -> Result<Detection> {
+        self.detector.detect_planned(img, &self.options)
     }
 
     /// Boxes and landmarks.
@@ -206,15 +271,47 @@ impl FaceAnalyzer {
             .collect())
     }
 
-    /// Many images in parallel (rayon), results in input order.
+    /// Many images in parallel (rayon), results in input order; the images worked on at once
+    /// stay within [`FaceAnalyzer::batch_memory`].
     pub fn analyze_batch(&self, images: &[RgbImage]) -> Vec<Result<Vec<Face>>> {
-        images.par_iter().map(|img| self.analyze(img)).collect()
+        par_map_bounded(
+            images,
+            self.batch_memory,
+            |img| self.working_set(img.width(), img.height()),
+            |img| self.analyze(img),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_windows_keep_order_and_the_budget() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let items: Vec<u64> = (0..40).map(|i| 1 + i % 7).collect();
+        let (live, peak) = (AtomicU64::new(0), AtomicU64::new(0));
+        let out = par_map_bounded(
+            &items,
+            10,
+            |&c| c,
+            |&c| {
+                let now = live.fetch_add(c, Ordering::SeqCst) + c;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                live.fetch_sub(c, Ordering::SeqCst);
+                c * 2
+            },
+        );
+        assert_eq!(out, items.iter().map(|c| c * 2).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= 10);
+        // an item over the budget still runs, alone
+        assert_eq!(
+            par_map_bounded(&[50u64, 1], 10, |&c| c, |&c| c),
+            vec![50, 1]
+        );
+    }
 
     #[test]
     fn analyzer_is_send_and_sync() {
