@@ -197,7 +197,9 @@ pub unsafe extern "C" fn uf_last_error_message(
     needed: *mut usize,
 ) -> uf_status {
     let message = LAST_ERROR.with(|e| e.borrow().clone());
-    match write_text(&message, buf, len, needed) {
+    // SAFETY: `buf` is NULL or valid for `len` bytes, `needed` NULL or valid (the header's
+    // contract).
+    match unsafe { write_text(&message, buf, len, needed) } {
         Ok(()) => uf_status::UF_STATUS_OK,
         Err(Failure::TooSmall { .. }) => uf_status::UF_STATUS_BUFFER_TOO_SMALL,
         Err(_) => uf_status::UF_STATUS_NULL_PARAMETER,

@@ -45,9 +45,13 @@ pub enum uf_durability {
     UF_DURABILITY_ASYNC = 2,
 }
 
-fn subject_arg(p: *const c_char) -> Result<&'static str, Failure> {
-    // SAFETY: the caller passes a NUL-terminated string or NULL (checked).
-    let s = unsafe { str_arg(p, "subject")? };
+/// A subject id argument: 1 to `UF_SUBJECT_MAX` bytes of UTF-8.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that stays valid and unchanged for `'a`.
+unsafe fn subject_arg<'a>(p: *const c_char) -> Result<&'a str, Failure> {
+    // SAFETY: forwarded from this function's contract.
+    let s = unsafe { str_arg(p, "subject") }?;
     if s.is_empty() || s.len() > UF_SUBJECT_MAX {
         return Err(Failure::invalid(format!(
             "subject ids are 1 to {UF_SUBJECT_MAX} bytes, got {}",
@@ -69,8 +73,10 @@ pub unsafe extern "C" fn uf_gallery_open(
     out: *mut *mut uf_gallery,
 ) -> uf_status {
     boundary::run(|| {
-        let dir = Path::new(str_arg(dir, "dir")?);
-        let out = out_arg(out, "out")?;
+        // SAFETY: `dir` is NULL or a NUL-terminated string (the header's contract).
+        let dir = Path::new(unsafe { str_arg(dir, "dir") }?);
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let mode = match durability {
             d if d == uf_durability::UF_DURABILITY_SYNC as u32 => Durability::Sync,
             d if d == uf_durability::UF_DURABILITY_GROUP as u32 => Durability::Group,
@@ -107,8 +113,10 @@ pub unsafe extern "C" fn uf_gallery_open_read_only(
     out: *mut *mut uf_gallery,
 ) -> uf_status {
     boundary::run(|| {
-        let dir = Path::new(str_arg(dir, "dir")?);
-        let out = out_arg(out, "out")?;
+        // SAFETY: `dir` is NULL or a NUL-terminated string (the header's contract).
+        let dir = Path::new(unsafe { str_arg(dir, "dir") }?);
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
         let (inner, report) = Gallery::open_with_options(dir, &fp, &OpenOptions::read_only())?;
         *out = Box::into_raw(Box::new(uf_gallery {
@@ -132,13 +140,16 @@ pub unsafe extern "C" fn uf_gallery_open_report(
     needed: *mut usize,
 ) -> uf_status {
     boundary::run(|| {
-        let g = ref_arg(gallery, "gallery")?;
+        // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+        let g = unsafe { ref_arg(gallery, "gallery") }?;
         let text = g
             .report
             .as_ref()
             .map(|r| r.messages().join("\n"))
             .unwrap_or_default();
-        boundary::write_text(&text, buf, len, needed)
+        // SAFETY: `buf` is NULL or valid for writing `len` bytes, `needed` NULL or valid (the
+        // header's contract).
+        unsafe { boundary::write_text(&text, buf, len, needed) }
     })
 }
 
@@ -152,11 +163,15 @@ pub unsafe extern "C" fn uf_gallery_enroll(
     template_id: *mut u64,
 ) -> uf_status {
     boundary::run(|| {
-        let g = ref_arg(gallery, "gallery")?;
-        let subject = subject_arg(subject)?;
-        let t = ref_arg(template, "template")?;
+        // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+        let g = unsafe { ref_arg(gallery, "gallery") }?;
+        // SAFETY: `subject` is NULL or a NUL-terminated string (the header's contract).
+        let subject = unsafe { subject_arg(subject) }?;
+        // SAFETY: `template` is NULL or a live handle of ours (the header's contract).
+        let t = unsafe { ref_arg(template, "template") }?;
         let id = g.inner.enroll(subject, &t.inner)?;
-        if let Some(out) = template_id.as_mut() {
+        // SAFETY: `template_id` is NULL or writable (the header's contract).
+        if let Some(out) = unsafe { template_id.as_mut() } {
             *out = id;
         }
         Ok(())
@@ -178,9 +193,12 @@ pub unsafe extern "C" fn uf_gallery_identify(
     known: *mut bool,
 ) -> uf_status {
     boundary::run(|| {
-        let g = ref_arg(gallery, "gallery")?;
-        let p = ref_arg(probe, "probe")?;
-        let count = out_arg(count, "count")?;
+        // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+        let g = unsafe { ref_arg(gallery, "gallery") }?;
+        // SAFETY: `probe` is NULL or a live handle of ours (the header's contract).
+        let p = unsafe { ref_arg(probe, "probe") }?;
+        // SAFETY: `count` is NULL or writable (the header's contract).
+        let count = unsafe { out_arg(count, "count") }?;
         if candidates.is_null() && capacity > 0 {
             return Err(Failure::Null("candidates"));
         }
@@ -194,15 +212,19 @@ pub unsafe extern "C" fn uf_gallery_identify(
             {
                 *dst = *b as c_char;
             }
-            candidates.add(i).write(uf_candidate {
+            let candidate = uf_candidate {
                 subject,
                 template_id: c.template_id,
                 distance: c.distance,
                 similarity: c.similarity,
-            });
+            };
+            // SAFETY: `candidates` is valid for `capacity` values (the header's contract),
+            // checked non-NULL above, and `i < n ≤ capacity`.
+            unsafe { candidates.add(i).write(candidate) };
         }
         *count = n;
-        if let Some(k) = known.as_mut() {
+        // SAFETY: `known` is NULL or writable (the header's contract).
+        if let Some(k) = unsafe { known.as_mut() } {
             *k = r.known.is_some();
         }
         Ok(())
@@ -220,10 +242,14 @@ pub unsafe extern "C" fn uf_gallery_verify(
     out: *mut uf_decision,
 ) -> uf_status {
     boundary::run(|| {
-        let g = ref_arg(gallery, "gallery")?;
-        let subject = subject_arg(subject)?;
-        let p = ref_arg(probe, "probe")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+        let g = unsafe { ref_arg(gallery, "gallery") }?;
+        // SAFETY: `subject` is NULL or a NUL-terminated string (the header's contract).
+        let subject = unsafe { subject_arg(subject) }?;
+        // SAFETY: `probe` is NULL or a live handle of ours (the header's contract).
+        let p = unsafe { ref_arg(probe, "probe") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         match g.inner.verify(subject, &p.inner, fmr)? {
             Some(d) => {
                 *out = d.into();
@@ -243,10 +269,13 @@ pub unsafe extern "C" fn uf_gallery_remove(
     removed: *mut usize,
 ) -> uf_status {
     boundary::run(|| {
-        let g = ref_arg(gallery, "gallery")?;
-        let subject = subject_arg(subject)?;
+        // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+        let g = unsafe { ref_arg(gallery, "gallery") }?;
+        // SAFETY: `subject` is NULL or a NUL-terminated string (the header's contract).
+        let subject = unsafe { subject_arg(subject) }?;
         let n = g.inner.remove_subject(subject)?;
-        if let Some(out) = removed.as_mut() {
+        // SAFETY: `removed` is NULL or writable (the header's contract).
+        if let Some(out) = unsafe { removed.as_mut() } {
             *out = n;
         }
         Ok(())
@@ -256,19 +285,22 @@ pub unsafe extern "C" fn uf_gallery_remove(
 /// Number of templates (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn uf_gallery_len(gallery: *const uf_gallery) -> usize {
-    gallery.as_ref().map_or(0, |g| g.inner.len())
+    // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+    unsafe { gallery.as_ref() }.map_or(0, |g| g.inner.len())
 }
 
 /// Make every log durable now.
 #[no_mangle]
 pub unsafe extern "C" fn uf_gallery_flush(gallery: *const uf_gallery) -> uf_status {
-    boundary::run(|| Ok(ref_arg(gallery, "gallery")?.inner.flush()?))
+    // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+    boundary::run(|| Ok(unsafe { ref_arg(gallery, "gallery") }?.inner.flush()?))
 }
 
 /// Fold the logs into snapshots (and erase removed subjects from disk).
 #[no_mangle]
 pub unsafe extern "C" fn uf_gallery_checkpoint(gallery: *const uf_gallery) -> uf_status {
-    boundary::run(|| Ok(ref_arg(gallery, "gallery")?.inner.checkpoint()?))
+    // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+    boundary::run(|| Ok(unsafe { ref_arg(gallery, "gallery") }?.inner.checkpoint()?))
 }
 
 /// Flush and release a gallery (NULL: no-op). Not while another thread uses it.
@@ -277,6 +309,8 @@ pub unsafe extern "C" fn uf_gallery_close(gallery: *mut uf_gallery) -> uf_status
     if gallery.is_null() {
         return uf_status::UF_STATUS_OK;
     }
-    let g = Box::from_raw(gallery);
+    // SAFETY: a non-NULL `gallery` came from `Box::into_raw` in `uf_gallery_open*` and is
+    // released once (the header's contract).
+    let g = unsafe { Box::from_raw(gallery) };
     boundary::run(move || Ok(g.inner.flush()?))
 }

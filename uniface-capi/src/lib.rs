@@ -11,9 +11,17 @@
 //! - Strings are NUL-terminated UTF-8.
 
 #![allow(non_camel_case_types)]
+// Every unsafe operation sits in its own `unsafe` block with the reason it is sound.
+#![deny(unsafe_op_in_unsafe_fn)]
 // Every `extern "C"` function checks its pointers for NULL and documents the rest of its
 // contract in the header; clippy's per-function `# Safety` sections would repeat that.
 #![allow(clippy::missing_safety_doc)]
+
+// Panics are caught at the boundary and reported as `UF_STATUS_PANIC` (and the JPEG decoder
+// signals libjpeg errors by unwinding): built with `panic = "abort"`, a bad image would abort
+// the host process instead.
+#[cfg(panic = "abort")]
+compile_error!("uniface-capi must be built with panic = \"unwind\": the C boundary catches panics");
 
 mod boundary;
 mod gallery;
@@ -161,31 +169,46 @@ pub struct uf_template {
     pub(crate) inner: Template,
 }
 
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid and unchanged for `'a`.
 pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &'static str) -> Outcome<&'a str> {
     if p.is_null() {
         return Err(Failure::Null(name));
     }
-    CStr::from_ptr(p)
+    // SAFETY: non-NULL, and NUL-terminated and valid for `'a` (this function's contract).
+    unsafe { CStr::from_ptr(p) }
         .to_str()
         .map_err(|_| Failure::invalid(format!("{name} is not valid UTF-8")))
 }
 
+/// # Safety
+/// `p` is NULL or valid, aligned and not aliased for writing a `T` for `'a`.
 pub(crate) unsafe fn out_arg<'a, T>(p: *mut T, name: &'static str) -> Outcome<&'a mut T> {
-    p.as_mut().ok_or(Failure::Null(name))
+    // SAFETY: this function's contract.
+    unsafe { p.as_mut() }.ok_or(Failure::Null(name))
 }
 
+/// # Safety
+/// `p` is NULL or points to a live `T` that nothing mutates for `'a`.
 pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, name: &'static str) -> Outcome<&'a T> {
-    p.as_ref().ok_or(Failure::Null(name))
+    // SAFETY: this function's contract.
+    unsafe { p.as_ref() }.ok_or(Failure::Null(name))
 }
 
+/// # Safety
+/// `p` is NULL or valid for reading `len` bytes, unchanged for `'a`.
 unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &'static str) -> Outcome<&'a [u8]> {
     if p.is_null() {
         return Err(Failure::Null(name));
     }
-    Ok(std::slice::from_raw_parts(p, len))
+    // SAFETY: non-NULL, valid for `len` bytes (this function's contract).
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
 /// Copy `values` into the caller's `out` (`len` floats): NULL and short buffers refused.
+///
+/// # Safety
+/// `out` is NULL or valid for writing `len` floats.
 unsafe fn copy_out(out: *mut f32, len: usize, values: &[f32]) -> Outcome<()> {
     if out.is_null() {
         return Err(Failure::Null("out"));
@@ -196,7 +219,8 @@ unsafe fn copy_out(out: *mut f32, len: usize, values: &[f32]) -> Outcome<()> {
             got: len,
         });
     }
-    std::slice::from_raw_parts_mut(out, values.len()).copy_from_slice(values);
+    // SAFETY: non-NULL, valid for `len ≥ values.len()` floats (this function's contract).
+    unsafe { std::slice::from_raw_parts_mut(out, values.len()) }.copy_from_slice(values);
     Ok(())
 }
 
@@ -214,11 +238,13 @@ pub unsafe extern "C" fn uf_analyzer_new(
     out: *mut *mut uf_analyzer,
 ) -> uf_status {
     boundary::run(|| {
-        let out = out_arg(out, "out")?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let store = if models_dir.is_null() {
             ModelStore::from_env()?
         } else {
-            ModelStore::offline(PathBuf::from(str_arg(models_dir, "models_dir")?))
+            // SAFETY: `models_dir` is NULL or a NUL-terminated string (the header's contract).
+            ModelStore::offline(PathBuf::from(unsafe { str_arg(models_dir, "models_dir") }?))
         };
         let set = store.ensure()?;
         let inner = uniface_core::FaceAnalyzer::new(&set)?;
@@ -234,7 +260,8 @@ pub unsafe extern "C" fn uf_analyzer_new(
 #[no_mangle]
 pub unsafe extern "C" fn uf_analyzer_free(analyzer: *mut uf_analyzer) {
     if !analyzer.is_null() {
-        drop(Box::from_raw(analyzer));
+        // SAFETY: from `Box::into_raw` in `uf_analyzer_new`, released once (the header's contract).
+        drop(unsafe { Box::from_raw(analyzer) });
     }
 }
 
@@ -254,9 +281,12 @@ pub unsafe extern "C" fn uf_analyzer_analyze_file(
     out: *mut *mut uf_faces,
 ) -> uf_status {
     boundary::run(|| {
-        let a = ref_arg(analyzer, "analyzer")?;
-        let path = str_arg(path, "path")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `analyzer` is NULL or a live handle of ours (the header's contract).
+        let a = unsafe { ref_arg(analyzer, "analyzer") }?;
+        // SAFETY: `path` is NULL or a NUL-terminated string (the header's contract).
+        let path = unsafe { str_arg(path, "path") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         analyze(a, &image::load_rgb(std::path::Path::new(path))?, out)
     })
 }
@@ -270,9 +300,12 @@ pub unsafe extern "C" fn uf_analyzer_analyze_encoded(
     out: *mut *mut uf_faces,
 ) -> uf_status {
     boundary::run(|| {
-        let a = ref_arg(analyzer, "analyzer")?;
-        let bytes = bytes_arg(data, len, "data")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `analyzer` is NULL or a live handle of ours (the header's contract).
+        let a = unsafe { ref_arg(analyzer, "analyzer") }?;
+        // SAFETY: `data` is NULL or readable for the length given (the header's contract).
+        let bytes = unsafe { bytes_arg(data, len, "data") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         analyze(a, &image::decode_rgb(bytes)?, out)
     })
 }
@@ -292,9 +325,12 @@ pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
     out: *mut *mut uf_faces,
 ) -> uf_status {
     boundary::run(|| {
-        let a = ref_arg(analyzer, "analyzer")?;
-        let data = bytes_arg(pixels, len, "pixels")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `analyzer` is NULL or a live handle of ours (the header's contract).
+        let a = unsafe { ref_arg(analyzer, "analyzer") }?;
+        // SAFETY: `pixels` is NULL or readable for the length given (the header's contract).
+        let data = unsafe { bytes_arg(pixels, len, "pixels") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         if width == 0 || height == 0 {
             return Err(Failure::invalid("width and height must be positive"));
         }
@@ -325,9 +361,12 @@ pub unsafe extern "C" fn uf_analyzer_assess_file(
     out: *mut uf_assessment,
 ) -> uf_status {
     boundary::run(|| {
-        let a = ref_arg(analyzer, "analyzer")?;
-        let path = str_arg(path, "path")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `analyzer` is NULL or a live handle of ours (the header's contract).
+        let a = unsafe { ref_arg(analyzer, "analyzer") }?;
+        // SAFETY: `path` is NULL or a NUL-terminated string (the header's contract).
+        let path = unsafe { str_arg(path, "path") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let policy = match policy {
             p if p == uf_policy::UF_POLICY_ENROLLMENT as u32 => Policy::enrollment(),
             p if p == uf_policy::UF_POLICY_VERIFICATION as u32 => Policy::verification(),
@@ -384,10 +423,14 @@ pub unsafe extern "C" fn uf_analyzer_liveness_file(
     is_live: *mut bool,
 ) -> uf_status {
     boundary::run(|| {
-        let a = ref_arg(analyzer, "analyzer")?;
-        let path = str_arg(path, "path")?;
-        let score = out_arg(score, "score")?;
-        let is_live = out_arg(is_live, "is_live")?;
+        // SAFETY: `analyzer` is NULL or a live handle of ours (the header's contract).
+        let a = unsafe { ref_arg(analyzer, "analyzer") }?;
+        // SAFETY: `path` is NULL or a NUL-terminated string (the header's contract).
+        let path = unsafe { str_arg(path, "path") }?;
+        // SAFETY: `score` is NULL or writable (the header's contract).
+        let score = unsafe { out_arg(score, "score") }?;
+        // SAFETY: `is_live` is NULL or writable (the header's contract).
+        let is_live = unsafe { out_arg(is_live, "is_live") }?;
         let img = image::load_rgb(std::path::Path::new(path))?;
         let faces = a.inner.detect(&img)?;
         let face = faces
@@ -416,11 +459,15 @@ fn face_box(b: &uniface_core::detect::FaceBox) -> uf_box {
 /// Number of faces (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn uf_faces_count(faces: *const uf_faces) -> usize {
-    faces.as_ref().map_or(0, |f| f.faces.len())
+    // SAFETY: `faces` is NULL or a live handle of ours (the header's contract).
+    unsafe { faces.as_ref() }.map_or(0, |f| f.faces.len())
 }
 
+/// # Safety
+/// `faces` is NULL or a live `uf_faces` handle, not freed for `'a`.
 unsafe fn face_at<'a>(faces: *const uf_faces, index: usize) -> Outcome<&'a uniface_core::Face> {
-    let f = ref_arg(faces, "faces")?;
+    // SAFETY: `faces` is NULL or a live handle of ours (the header's contract).
+    let f = unsafe { ref_arg(faces, "faces") }?;
     f.faces.get(index).ok_or_else(|| {
         Failure::invalid(format!(
             "face index {index} out of range ({} faces)",
@@ -437,8 +484,10 @@ pub unsafe extern "C" fn uf_faces_box(
     out: *mut uf_box,
 ) -> uf_status {
     boundary::run(|| {
-        let f = face_at(faces, index)?;
-        *out_arg(out, "out")? = face_box(&f.bbox);
+        // SAFETY: `faces` is NULL or a live `uf_faces` handle (the header's contract).
+        let f = unsafe { face_at(faces, index) }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        *unsafe { out_arg(out, "out") }? = face_box(&f.bbox);
         Ok(())
     })
 }
@@ -453,14 +502,16 @@ pub unsafe extern "C" fn uf_faces_landmarks(
     len: usize,
 ) -> uf_status {
     boundary::run(|| {
-        let f = face_at(faces, index)?;
+        // SAFETY: `faces` is NULL or a live `uf_faces` handle (the header's contract).
+        let f = unsafe { face_at(faces, index) }?;
         let xy: Vec<f32> = f
             .landmarks
             .points
             .iter()
             .flat_map(|p| [p.x as f32, p.y as f32])
             .collect();
-        copy_out(out, len, &xy)
+        // SAFETY: `out` is NULL or writable for `len` floats (the header's contract).
+        unsafe { copy_out(out, len, &xy) }
     })
 }
 
@@ -473,7 +524,9 @@ pub unsafe extern "C" fn uf_faces_embedding(
     out: *mut f32,
     len: usize,
 ) -> uf_status {
-    boundary::run(|| copy_out(out, len, &face_at(faces, index)?.embedding))
+    // SAFETY: `faces` is NULL or a live handle; `out` is NULL or valid for writing `len`
+    // floats (the header's contract).
+    boundary::run(|| unsafe { copy_out(out, len, &face_at(faces, index)?.embedding) })
 }
 
 /// A template of face `index` (release with `uf_template_free`).
@@ -484,8 +537,10 @@ pub unsafe extern "C" fn uf_faces_template(
     out: *mut *mut uf_template,
 ) -> uf_status {
     boundary::run(|| {
-        let f = face_at(faces, index)?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `faces` is NULL or a live `uf_faces` handle (the header's contract).
+        let f = unsafe { face_at(faces, index) }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let inner = Template::new(ModelFingerprint::dlib_resnet_v1(), &f.embedding)?;
         *out = boxed(uf_template { inner });
         Ok(())
@@ -496,7 +551,8 @@ pub unsafe extern "C" fn uf_faces_template(
 #[no_mangle]
 pub unsafe extern "C" fn uf_faces_free(faces: *mut uf_faces) {
     if !faces.is_null() {
-        drop(Box::from_raw(faces));
+        // SAFETY: from `Box::into_raw` in this library, released once (the header's contract).
+        drop(unsafe { Box::from_raw(faces) });
     }
 }
 
@@ -512,13 +568,16 @@ pub unsafe extern "C" fn uf_template_from_embedding(
         if embedding.is_null() {
             return Err(Failure::Null("embedding"));
         }
-        let out = out_arg(out, "out")?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         if len != UF_EMBEDDING_DIM {
             return Err(Failure::invalid(format!(
                 "embeddings of the default model have {UF_EMBEDDING_DIM} values, got {len}"
             )));
         }
-        let v = std::slice::from_raw_parts(embedding, len);
+        // SAFETY: `embedding` is non-NULL (checked above) and valid for `len` floats (the
+        // header's contract).
+        let v = unsafe { std::slice::from_raw_parts(embedding, len) };
         let inner = Template::new(ModelFingerprint::dlib_resnet_v1(), v)?;
         *out = boxed(uf_template { inner });
         Ok(())
@@ -536,9 +595,11 @@ pub unsafe extern "C" fn uf_template_serialize(
     needed: *mut usize,
 ) -> uf_status {
     boundary::run(|| {
-        let t = ref_arg(template, "template")?;
+        // SAFETY: `template` is NULL or a live handle of ours (the header's contract).
+        let t = unsafe { ref_arg(template, "template") }?;
         let bytes = t.inner.to_bytes();
-        if let Some(n) = needed.as_mut() {
+        // SAFETY: `needed` is NULL or writable (the header's contract).
+        if let Some(n) = unsafe { needed.as_mut() } {
             *n = bytes.len();
         }
         if len < bytes.len() {
@@ -550,7 +611,8 @@ pub unsafe extern "C" fn uf_template_serialize(
         if buf.is_null() {
             return Err(Failure::Null("buf"));
         }
-        std::slice::from_raw_parts_mut(buf, bytes.len()).copy_from_slice(&bytes);
+        // SAFETY: `buf` is non-NULL, writable for `len ≥ bytes.len()` bytes (header's contract).
+        unsafe { std::slice::from_raw_parts_mut(buf, bytes.len()) }.copy_from_slice(&bytes);
         Ok(())
     })
 }
@@ -563,8 +625,10 @@ pub unsafe extern "C" fn uf_template_deserialize(
     out: *mut *mut uf_template,
 ) -> uf_status {
     boundary::run(|| {
-        let bytes = bytes_arg(data, len, "data")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `data` is NULL or readable for the length given (the header's contract).
+        let bytes = unsafe { bytes_arg(data, len, "data") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let inner = Template::from_bytes(bytes)?;
         *out = boxed(uf_template { inner });
         Ok(())
@@ -578,14 +642,17 @@ pub unsafe extern "C" fn uf_template_vector(
     out: *mut f32,
     len: usize,
 ) -> uf_status {
-    boundary::run(|| copy_out(out, len, &ref_arg(template, "template")?.inner.vector()))
+    // SAFETY: `template` is NULL or a live handle; `out` is NULL or valid for writing `len`
+    // floats (the header's contract).
+    boundary::run(|| unsafe { copy_out(out, len, &ref_arg(template, "template")?.inner.vector()) })
 }
 
 /// Release a template (NULL: no-op).
 #[no_mangle]
 pub unsafe extern "C" fn uf_template_free(template: *mut uf_template) {
     if !template.is_null() {
-        drop(Box::from_raw(template));
+        // SAFETY: from `Box::into_raw` in this library, released once (the header's contract).
+        drop(unsafe { Box::from_raw(template) });
     }
 }
 
@@ -599,9 +666,12 @@ pub unsafe extern "C" fn uf_verify(
     out: *mut uf_decision,
 ) -> uf_status {
     boundary::run(|| {
-        let a = ref_arg(a, "a")?;
-        let b = ref_arg(b, "b")?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: `a` is NULL or a live handle of ours (the header's contract).
+        let a = unsafe { ref_arg(a, "a") }?;
+        // SAFETY: `b` is NULL or a live handle of ours (the header's contract).
+        let b = unsafe { ref_arg(b, "b") }?;
+        // SAFETY: `out` is NULL or writable (the header's contract).
+        let out = unsafe { out_arg(out, "out") }?;
         let d = a.inner.distance(&b.inner)?;
         *out = uniface_core::calibration::decide(d, fmr)?.into();
         Ok(())

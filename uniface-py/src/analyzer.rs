@@ -15,6 +15,9 @@ use crate::image::ImageInput;
 
 type BoxTuple = (i64, i64, i64, i64);
 
+/// Most threads `analyze_batch` starts for its own pool.
+const MAX_THREADS: i64 = 1024;
+
 fn box_tuple(b: &FaceBox) -> BoxTuple {
     (b.left, b.top, b.right, b.bottom)
 }
@@ -199,16 +202,30 @@ impl FaceAnalyzer {
     /// Load the models from `models_dir` (a folder holding the three dlib files; never
     /// downloads), or from the store (`UNIFACE_MODEL_DIR`, else the cache under
     /// `UNIFACE_HOME`, fetched and verified on first use). `upsample` doubles the image that
-    /// many times before detection (finds smaller faces); `min_face_size` drops faces whose
-    /// box is narrower (pixels).
+    /// many times before detection (finds smaller faces; clamped, with less resolution, where
+    /// the canvas budget cannot hold it); `min_face_size` drops faces whose box is narrower
+    /// (pixels); `max_canvas_pixels` bounds the detector's canvas (default: what a 1280×1280
+    /// photo needs at upsample 1): larger photos are detected on a reduced copy.
     #[new]
-    #[pyo3(signature = (models_dir=None, *, upsample=1, min_face_size=0))]
+    #[pyo3(signature = (models_dir=None, *, upsample=1, min_face_size=0, max_canvas_pixels=None))]
     fn new(
         py: Python<'_>,
         models_dir: Option<PathBuf>,
-        upsample: u32,
-        min_face_size: u32,
+        upsample: i64,
+        min_face_size: i64,
+        max_canvas_pixels: Option<i64>,
     ) -> PyResult<Self> {
+        use uniface_core::detect::{
+            DEFAULT_MAX_CANVAS_PIXELS, MAX_CANVAS_PIXELS, MIN_CANVAS_PIXELS,
+        };
+        let upsample = errors::int_arg("upsample", upsample, 0, u32::MAX.into())?;
+        let min_face_size = errors::int_arg("min_face_size", min_face_size, 0, u32::MAX.into())?;
+        let max_canvas_pixels = errors::int_arg(
+            "max_canvas_pixels",
+            max_canvas_pixels.unwrap_or(DEFAULT_MAX_CANVAS_PIXELS as i64),
+            MIN_CANVAS_PIXELS as i64,
+            MAX_CANVAS_PIXELS as i64,
+        )?;
         py.detach(|| {
             let store = match models_dir {
                 Some(d) => ModelStore::offline(d),
@@ -218,6 +235,7 @@ impl FaceAnalyzer {
             let options = DetectOptions {
                 upsample,
                 min_face_size,
+                max_canvas_pixels,
                 ..DetectOptions::default()
             };
             let inner = uniface_core::FaceAnalyzer::new(&set)?.with_options(options);
@@ -289,25 +307,25 @@ impl FaceAnalyzer {
 
     /// `analyze` for many images in parallel (the GIL is released for the whole batch);
     /// results in input order. The first image that fails raises. `threads` runs the batch
-    /// on its own pool of that many threads (default: the shared pool, one thread per core).
+    /// on its own pool of that many threads (1 to 1024; default: the shared pool, one thread
+    /// per core). The images worked on at once stay within 1 GiB (estimated from their
+    /// sizes), whatever the thread count.
     #[pyo3(signature = (images, *, bgr=false, threads=None))]
     fn analyze_batch(
         &self,
         py: Python<'_>,
         images: Vec<Bound<'_, PyAny>>,
         bgr: bool,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> PyResult<Vec<Vec<Face>>> {
+        let threads: Option<usize> = threads
+            .map(|n| errors::int_arg("threads", n, 1, MAX_THREADS))
+            .transpose()?;
         let inputs: Vec<ImageInput> = images
             .iter()
             .map(|i| ImageInput::from_py(i, bgr))
             .collect::<PyResult<_>>()?;
         let pool = match threads {
-            Some(0) => {
-                return Err(errors::InvalidArgumentError::new_err(
-                    "threads must be at least 1",
-                ))
-            }
             Some(n) => Some(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
@@ -317,12 +335,16 @@ impl FaceAnalyzer {
             None => None,
         };
         let results = py.detach(|| {
-            use rayon::prelude::*;
             let run = || {
-                inputs
-                    .par_iter()
-                    .map(|i| self.compute(&i.load()?, false, false))
-                    .collect::<Vec<_>>()
+                uniface_core::pipeline::par_map_bounded(
+                    &inputs,
+                    self.inner.batch_memory,
+                    |i| {
+                        i.dimensions()
+                            .map_or(0, |(w, h)| self.inner.working_set(w, h))
+                    },
+                    |i| self.compute(&i.load()?, false, false),
+                )
             };
             match &pool {
                 Some(p) => p.install(run),

@@ -54,6 +54,20 @@ create_exception!(
     "An argument is out of range or inconsistent (NaN values, wrong dimension, ...)."
 );
 
+/// An integer argument within `[lo, hi]`, converted to `T`; anything else is an
+/// `InvalidArgumentError` naming the argument and its range (integers are taken as `i64`, so
+/// 0, negative values and 2^63 − 1 all arrive here rather than failing in the conversion).
+pub fn int_arg<T: TryFrom<i64>>(name: &str, v: i64, lo: i64, hi: i64) -> PyResult<T> {
+    if (lo..=hi).contains(&v) {
+        if let Ok(t) = T::try_from(v) {
+            return Ok(t);
+        }
+    }
+    Err(InvalidArgumentError::new_err(format!(
+        "{name} must be from {lo} to {hi}, got {v}"
+    )))
+}
+
 /// Map a core error to its Python exception.
 pub fn core(err: uniface_core::Error) -> PyErr {
     use uniface_core::Error as E;

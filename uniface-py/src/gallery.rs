@@ -170,12 +170,13 @@ impl Gallery {
         py: Python<'_>,
         path: PathBuf,
         create: bool,
-        shards: usize,
+        shards: i64,
         durability: &str,
         view: bool,
         read_only: bool,
         wait_lock: Option<f64>,
     ) -> PyResult<Self> {
+        let shards: usize = errors::int_arg("shards", shards, 1, uniface_index::MAX_SHARDS as i64)?;
         let mode = self::durability(durability)?;
         let lock_timeout = match wait_lock {
             Some(s) if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) => {
@@ -255,10 +256,11 @@ impl Gallery {
         &self,
         py: Python<'_>,
         probe: &Bound<'_, PyAny>,
-        k: usize,
+        k: i64,
         fmr: f64,
         fpir: Option<f64>,
     ) -> PyResult<Identification> {
+        let k: usize = errors::int_arg("k", k, 0, i64::MAX)?;
         let t = as_template(probe)?;
         let g = self.g()?;
         let r = py
@@ -273,10 +275,11 @@ impl Gallery {
         &self,
         py: Python<'_>,
         probes: Vec<Bound<'_, PyAny>>,
-        k: usize,
+        k: i64,
         fmr: f64,
         fpir: Option<f64>,
     ) -> PyResult<Vec<Identification>> {
+        let k: usize = errors::int_arg("k", k, 0, i64::MAX)?;
         let ts: Vec<_> = probes.iter().map(as_template).collect::<PyResult<_>>()?;
         let g = self.g()?;
         let rs = py
@@ -348,10 +351,13 @@ impl Gallery {
 
     /// Move templates waiting for the search graph into it; returns how many.
     #[pyo3(signature = (max_per_shard=None))]
-    fn index_pending(&self, py: Python<'_>, max_per_shard: Option<usize>) -> PyResult<usize> {
+    fn index_pending(&self, py: Python<'_>, max_per_shard: Option<i64>) -> PyResult<usize> {
+        let most: usize = match max_per_shard {
+            Some(n) => errors::int_arg("max_per_shard", n, 0, i64::MAX)?,
+            None => usize::MAX,
+        };
         let g = self.g()?;
-        py.detach(|| g.index_pending(max_per_shard.unwrap_or(usize::MAX)))
-            .map_err(errors::index)
+        py.detach(|| g.index_pending(most)).map_err(errors::index)
     }
 
     /// Templates enrolled but not yet in a search graph (found by exact scan meanwhile).

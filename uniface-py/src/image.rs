@@ -68,6 +68,17 @@ impl ImageInput {
         )))
     }
 
+    /// Width and height without decoding (from the header for files and bytes).
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        match self {
+            Self::Path(p) => image::peek_dimensions(p),
+            Self::Encoded(b) => image::peek_dimensions_bytes(b),
+            Self::Pixels { width, height, .. } => {
+                Some(((*width).try_into().ok()?, (*height).try_into().ok()?))
+            }
+        }
+    }
+
     /// Decode or convert (call without the GIL).
     pub fn load(&self) -> uniface_core::Result<RgbImage> {
         match self {
