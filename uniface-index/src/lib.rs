@@ -184,9 +184,18 @@ pub(crate) fn l2_options(params: &HnswParams) -> IndexOptions {
     }
 }
 
+/// Most vectors [`new_l2_index`] reserves room for (2^32).
+pub const MAX_INDEX_CAPACITY: usize = 1 << 32;
+
 /// Create an empty squared-L2 usearch index with `params` (the configuration a gallery's
 /// shards use) and room for `capacity` vectors: the raw baseline of the benchmarks.
 pub fn new_l2_index(params: &HnswParams, capacity: usize) -> Result<Index> {
+    if capacity > MAX_INDEX_CAPACITY {
+        return Err(Error::Invalid {
+            what: "capacity",
+            message: format!("{capacity}; at most {MAX_INDEX_CAPACITY} vectors"),
+        });
+    }
     let index =
         usearch::new_index(&l2_options(params)).map_err(|e| Error::Usearch(e.to_string()))?;
     index

@@ -183,7 +183,8 @@ fn decode_payload(p: &[u8]) -> Option<Vec<Record>> {
     let mut r = Reader { b: p, at: 0 };
     let first = u64::from_le_bytes(r.take::<8>()?);
     let count = u32::from_le_bytes(r.take::<4>()?) as u64;
-    if count == 0 || count > p.len() as u64 {
+    // (each operation takes at least 5 bytes: `count` cannot promise more records than that)
+    if count == 0 || count > (p.len() as u64).saturating_sub(12) / 5 {
         return None;
     }
     let mut out = Vec::with_capacity(count as usize);

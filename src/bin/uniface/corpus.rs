@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
+use uniface::core::pipeline::par_map_bounded;
 use uniface::core::template::ModelFingerprint;
 use uniface::{Descriptor, DetectOptions, Error, FaceAnalyzer};
 
@@ -228,9 +228,16 @@ pub fn describe_all(
     };
     let writer = open_cache(cache, &header, cached.is_empty())?;
     let bar = progress(images.len(), "embedding");
-    let out: uniface::Result<Vec<Option<Descriptor>>> = images
-        .par_iter()
-        .map(|p| {
+    // (images in flight bounded by memory, not by the core count)
+    let cost = |p: &PathBuf| {
+        if cached.contains_key(&key(p)) {
+            0
+        } else {
+            analyzer.working_set_of_file(p)
+        }
+    };
+    let out: uniface::Result<Vec<Option<Descriptor>>> =
+        par_map_bounded(images, analyzer.batch_memory, cost, |p| {
             let k = key(p);
             if let Some(d) = cached.get(&k) {
                 bar.inc(1);
@@ -245,6 +252,7 @@ pub fn describe_all(
             bar.inc(1);
             Ok(d)
         })
+        .into_iter()
         .collect();
     bar.finish_and_clear();
     out

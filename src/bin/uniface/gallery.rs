@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use rayon::prelude::*;
 use serde_json::json;
 use uniface::core::template::{ModelFingerprint, Template};
 use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet};
@@ -219,19 +218,28 @@ pub fn run(
             // each enrollment is printed as soon as it is acknowledged (durable), so that the
             // output of an interrupted run says exactly what got in
             let failed = std::sync::atomic::AtomicUsize::new(0);
-            work.into_par_iter().for_each(|(s, p)| {
-                match largest(&analyzer, &p).and_then(|t| g.enroll(&s, &t).map_err(index_error)) {
-                    Ok(id) if json_out => bar.suspend(|| {
-                        println!("{}", json!({"subject": s, "image": p, "template_id": id}))
-                    }),
-                    Ok(id) => bar.suspend(|| println!("{s}: template {id} from {}", p.display())),
-                    Err(e) => {
-                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        bar.suspend(|| eprintln!("{}: {e}", p.display()));
+            // (images in flight bounded by memory, not by the core count)
+            let cost = |(_, p): &(String, PathBuf)| analyzer.working_set_of_file(p);
+            uniface::core::pipeline::par_map_bounded(
+                &work,
+                analyzer.batch_memory,
+                cost,
+                |(s, p)| {
+                    match largest(&analyzer, p).and_then(|t| g.enroll(s, &t).map_err(index_error)) {
+                        Ok(id) if json_out => bar.suspend(|| {
+                            println!("{}", json!({"subject": s, "image": p, "template_id": id}))
+                        }),
+                        Ok(id) => {
+                            bar.suspend(|| println!("{s}: template {id} from {}", p.display()))
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            bar.suspend(|| eprintln!("{}: {e}", p.display()));
+                        }
                     }
-                }
-                bar.inc(1);
-            });
+                    bar.inc(1);
+                },
+            );
             bar.finish_and_clear();
             // move the new templates into the search graphs, save them (a reopen then loads
             // them instead of indexing again) and make everything durable

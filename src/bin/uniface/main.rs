@@ -259,15 +259,30 @@ enum EvalTarget {
     },
 }
 
+/// Bounds of the benchmark sizes (each sizes an allocation).
+fn bounded(lo: u64, hi: u64) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync {
+    move |v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| format!("expected a whole number from {lo} to {hi}"))
+    }
+}
+const RUNS: fn(&str) -> Result<usize, String> = |v| bounded(1, 100_000)(v);
+const TEMPLATES: fn(&str) -> Result<usize, String> = |v| bounded(1, 20_000_000)(v);
+const BATCH: fn(&str) -> Result<usize, String> = |v| bounded(1, 4096)(v);
+const QUERIES: fn(&str) -> Result<usize, String> = |v| bounded(1, 1_000_000)(v);
+
 #[derive(Subcommand)]
 enum BenchTarget {
     /// Embedder speed: the GEMM path against candle's stock conv2d and a plain GEMM, in one run.
     Embed {
         /// Chips per forward pass.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = BATCH)]
         batch: usize,
         /// Timed forward passes per backend (after one warm-up pass).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = RUNS)]
         runs: usize,
         /// Also print the time of every layer of the GEMM path.
         #[arg(long)]
@@ -281,9 +296,11 @@ enum BenchTarget {
     /// shards, durable enroll rate per durability mode, open and recovery time, bytes per
     /// template.
     Gallery {
-        #[arg(long, default_value_t = 100_000)]
+        /// Synthetic templates (1 to 20,000,000).
+        #[arg(long, default_value_t = 100_000, value_parser = TEMPLATES)]
         templates: usize,
-        #[arg(long, default_value_t = 1000)]
+        /// Probes (1 to 1,000,000).
+        #[arg(long, default_value_t = 1000, value_parser = QUERIES)]
         queries: usize,
         /// Search expansions ("ef") to sweep, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "16,24,32,48,64,96")]
@@ -298,17 +315,17 @@ enum BenchTarget {
     Gate {
         #[arg(long)]
         image: PathBuf,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = RUNS)]
         runs: usize,
         #[arg(long)]
         json: bool,
     },
     /// 1:N scoring throughput (f32, f16, i8) against the plain memory-read bandwidth.
     Compare {
-        /// Gallery size; keep it well above the last-level cache.
-        #[arg(long, default_value_t = 1_000_000)]
+        /// Gallery size (1 to 20,000,000); keep it well above the last-level cache.
+        #[arg(long, default_value_t = 1_000_000, value_parser = TEMPLATES)]
         templates: usize,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = RUNS)]
         runs: usize,
         #[arg(long)]
         json: bool,

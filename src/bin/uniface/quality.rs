@@ -221,7 +221,6 @@ pub fn eval(
     liveness_sample: usize,
     json_out: bool,
 ) -> uniface::Result<()> {
-    use rayon::prelude::*;
     use std::collections::HashMap;
     use std::io::Write;
     use uniface::core::calibration::{self, LabelledSet};
@@ -266,10 +265,12 @@ pub fn eval(
     }
     let writer = crate::corpus::open_cache(cache, header, cached.is_empty())?;
     let bar = crate::corpus::progress(images.len(), "assessing");
-    let rows: Vec<Option<Row>> = images
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| -> uniface::Result<Option<Row>> {
+    let indexed: Vec<(usize, &PathBuf)> = images.iter().enumerate().collect();
+    let rows: Vec<Option<Row>> = uniface::core::pipeline::par_map_bounded(
+        &indexed,
+        analyzer.batch_memory,
+        |(_, p)| analyzer.working_set_of_file(p),
+        |&(i, p)| -> uniface::Result<Option<Row>> {
             let k = key(p);
             if let Some(r) = cached.get(&k) {
                 bar.inc(1);
@@ -283,8 +284,10 @@ pub fn eval(
             }
             bar.inc(1);
             Ok(r)
-        })
-        .collect::<uniface::Result<_>>()?;
+        },
+    )
+    .into_iter()
+    .collect::<uniface::Result<_>>()?;
     bar.finish_and_clear();
     // Every pair of the photos with a face: the FMR 1e-3 threshold and the genuine pairs.
     let mut ids: HashMap<String, u32> = HashMap::new();

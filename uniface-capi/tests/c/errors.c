@@ -125,7 +125,19 @@ int main(int argc, char **argv) {
                                              UF_PIXEL_RGB, &faces), UF_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, 64 * 3,
                                              99, &faces), UF_STATUS_INVALID_ARGUMENT);
+    /* extreme sizes: typed errors, never an allocation of that size or UF_STATUS_PANIC */
+    EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, UINT32_MAX,
+                                             UINT32_MAX, SIZE_MAX, UF_PIXEL_RGB, &faces), UF_STATUS_IMAGE);
+    EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, SIZE_MAX,
+                                             UF_PIXEL_RGB, &faces), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, SIZE_MAX / 2 + 1,
+                                             UF_PIXEL_RGB, &faces), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, 64 * 3,
+                                             UINT32_MAX, &faces), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT(faces == NULL);
     uf_assessment assessment;
+    EXPECT_STATUS(uf_analyzer_assess_file(analyzer, argv[1], UINT32_MAX, &assessment),
+                  UF_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(uf_analyzer_assess_file(analyzer, argv[1], 7, &assessment),
                   UF_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(uf_analyzer_analyze_pixels(analyzer, pixels, sizeof pixels, 64, 64, 64 * 3,
@@ -142,6 +154,8 @@ int main(int argc, char **argv) {
     uf_box box;
     EXPECT_STATUS(uf_faces_embedding(faces, 0, embedding, UF_EMBEDDING_DIM - 1), UF_STATUS_BUFFER_TOO_SMALL);
     EXPECT_STATUS(uf_faces_embedding(faces, 1, embedding, UF_EMBEDDING_DIM), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_faces_embedding(faces, SIZE_MAX, embedding, UF_EMBEDDING_DIM), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_faces_box(faces, SIZE_MAX, &box), UF_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(uf_faces_embedding(faces, 0, NULL, UF_EMBEDDING_DIM), UF_STATUS_NULL_PARAMETER);
     EXPECT_STATUS(uf_faces_landmarks(faces, 0, landmarks, 9), UF_STATUS_BUFFER_TOO_SMALL);
     EXPECT_STATUS(uf_faces_landmarks(faces, 0, landmarks, UF_LANDMARK_VALUES), UF_STATUS_OK);
@@ -186,6 +200,10 @@ int main(int argc, char **argv) {
     uf_gallery *g = NULL;
     EXPECT_STATUS(uf_gallery_open(dir, false, 1, UF_DURABILITY_SYNC, &g), UF_STATUS_NOT_FOUND);
     EXPECT_STATUS(uf_gallery_open(dir, true, 1, 3, &g), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_gallery_open(dir, true, 1, UINT32_MAX, &g), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_gallery_open(dir, true, 0, UF_DURABILITY_SYNC, &g), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_gallery_open(dir, true, 4097, UF_DURABILITY_SYNC, &g), UF_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(uf_gallery_open(dir, true, SIZE_MAX, UF_DURABILITY_SYNC, &g), UF_STATUS_INVALID_ARGUMENT);
     EXPECT(g == NULL);
     EXPECT_STATUS(uf_gallery_open(dir, true, 1, UF_DURABILITY_SYNC, &g), UF_STATUS_OK);
     EXPECT_STATUS(uf_gallery_enroll(g, NULL, t, NULL), UF_STATUS_NULL_PARAMETER);
@@ -205,6 +223,11 @@ int main(int argc, char **argv) {
     uf_candidate c[2];
     EXPECT_STATUS(uf_gallery_identify(g, t, 1e-4, c, 2, &count, &known), UF_STATUS_OK);
     EXPECT(count == 1 && strcmp(c[0].subject, "someone") == 0 && c[0].template_id == id);
+    /* a capacity of 10^12 sizes nothing: at most the gallery's size is written */
+    EXPECT_STATUS(uf_gallery_identify(g, t, 1e-4, c, (size_t)1000000000000ULL, &count, &known), UF_STATUS_OK);
+    EXPECT(count == 1);
+    EXPECT_STATUS(uf_gallery_identify(g, t, 1e-4, c, SIZE_MAX, &count, &known), UF_STATUS_OK);
+    EXPECT(count == 1);
     EXPECT_STATUS(uf_gallery_verify(g, "nobody", t, 1e-4, &d), UF_STATUS_INVALID_ARGUMENT);
     size_t removed = 0;
     EXPECT_STATUS(uf_gallery_remove(g, "someone", &removed), UF_STATUS_OK);

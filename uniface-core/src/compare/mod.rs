@@ -246,7 +246,11 @@ impl TemplateMatrix {
     pub fn from_templates(templates: &[Template], element: ElementType) -> Result<Self> {
         let dim = templates.first().map_or(0, Template::dimension);
         let mut m = Self::new(dim, element);
-        m.reserve(templates.len());
+        // (reserved only when every template has the first one's dimension; else `push`
+        // reports the odd one)
+        if templates.iter().all(|t| t.dimension() == dim) {
+            m.reserve(templates.len());
+        }
         for t in templates {
             m.push_template(t)?;
         }
@@ -255,7 +259,10 @@ impl TemplateMatrix {
 
     /// Reserve room for `additional` more rows.
     pub fn reserve(&mut self, additional: usize) {
-        let n = additional * self.dim;
+        // (a hint: a size past the address space reserves nothing rather than overflowing)
+        let Some(n) = additional.checked_mul(self.dim) else {
+            return;
+        };
         match &mut self.rows {
             Rows::F32(v) => v.reserve(n),
             Rows::F16(v) => v.reserve(n),

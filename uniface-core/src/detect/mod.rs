@@ -158,6 +158,18 @@ impl DetectPlan {
         WINDOW_SIDE / self.scale()
     }
 
+    /// Estimated peak bytes the detector takes for this photo beyond the photo itself: the
+    /// copy it sees, the canvas levels it keeps, and one strip of the network (measured: a
+    /// 4000×3000 photo at the default budget takes about 210 MB).
+    pub fn memory_bytes(&self) -> u64 {
+        let seen = if self.resolution == Resolution::Exact && self.upsample == 0 {
+            0
+        } else {
+            3 * u64::from(self.detect_width) * u64::from(self.detect_height)
+        };
+        seen + 2 * self.canvas_pixels + 48 * self.canvas_pixels.min(STRIP_PIXELS as u64)
+    }
+
     /// A sentence for the user when the photo was seen at less than the requested resolution.
     pub fn warning(&self) -> Option<String> {
         (self.resolution == Resolution::Reduced).then(|| {

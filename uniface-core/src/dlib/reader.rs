@@ -238,9 +238,10 @@ impl<'a> DatReader<'a> {
     /// A `matrix<float>` column vector (`-nr`, `-nc`, then the elements).
     pub fn float_matrix(&mut self, limit: usize) -> DecodeResult<(usize, usize, Vec<f32>)> {
         let start = self.pos;
-        let nr = -self.long()?;
-        let nc = -self.long()?;
-        let (Ok(nr), Ok(nc)) = (usize::try_from(nr), usize::try_from(nc)) else {
+        // dlib stores the negated sizes; `-i64::MIN` does not exist, so negate with a check
+        let (nr, nc) = (self.long()?, self.long()?);
+        let neg = |v: i64| v.checked_neg().and_then(|v| usize::try_from(v).ok());
+        let (Some(nr), Some(nc)) = (neg(nr), neg(nc)) else {
             self.pos = start;
             return self.error(format!("bad matrix shape {nr}x{nc}"));
         };
@@ -315,5 +316,20 @@ mod tests {
             b.extend([0x04, 0xff, 0xff, 0xff, 0x0f]);
         }
         assert!(DatReader::new(&b).tensor().is_err());
+    }
+
+    #[test]
+    fn a_matrix_size_of_i64_min_is_an_error_not_an_overflow() {
+        // -(2^63): control 0x88 and the magnitude 2^63, little-endian; then 1 × 1
+        let min = [0x88, 0, 0, 0, 0, 0, 0, 0, 0x80];
+        assert_eq!(DatReader::new(&min).long().unwrap(), i64::MIN);
+        let mut b = min.to_vec();
+        b.extend([0x81, 0x01]);
+        let e = DatReader::new(&b).float_matrix(16).unwrap_err();
+        assert!(e.message.contains("bad matrix shape"), "{e:?}");
+        // and a positive size (dlib writes negated ones) is refused too
+        assert!(DatReader::new(&[0x01, 0x02, 0x81, 0x01])
+            .float_matrix(16)
+            .is_err());
     }
 }

@@ -198,6 +198,14 @@ fn depthwise(
     pad: usize,
 ) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4()?;
+    // (the kernel size is the model file's: a kernel wider than the map is an error, not a
+    // wrapped subtraction)
+    if k == 0 || stride == 0 || k > h + 2 * pad || k > wd + 2 * pad {
+        return Err(Error::InvalidArgument {
+            name: "kernel",
+            message: format!("a {k}x{k} depthwise kernel (stride {stride}) over a {h}x{wd} map"),
+        });
+    }
     let ho = (h + 2 * pad - k) / stride + 1;
     let wo = (wd + 2 * pad - k) / stride + 1;
     let input = x.flatten_all()?.to_vec1::<f32>()?;

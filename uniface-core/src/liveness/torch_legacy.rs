@@ -143,7 +143,8 @@ fn parse_tensors(
             .ok()
             .and_then(|c| c.checked_mul(size))
             .ok_or_else(|| format_error(file, pos, format!("storage {key}: bad count {count}")))?;
-        let body = bytes.get(pos + 8..pos + 8 + len).ok_or_else(|| {
+        let end = (pos + 8).checked_add(len);
+        let body = end.and_then(|end| bytes.get(pos + 8..end)).ok_or_else(|| {
             format_error(
                 file,
                 pos,
@@ -170,18 +171,39 @@ fn parse_tensors(
             .get(key)
             .ok_or_else(|| format_error(file, keys_at, format!("{name}: storage {key} missing")))?;
         let shape = info.layout.shape().dims().to_vec();
-        let numel: usize = shape.iter().product();
+        // The shape is the file's word: checked against the storage before anything is
+        // allocated for it (a view never holds more values than its storage).
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= raw.len() / 4)
+            .ok_or_else(|| {
+                format_error(
+                    file,
+                    keys_at,
+                    format!(
+                        "{name}: shape {shape:?} holds more values than its {}-byte storage",
+                        raw.len()
+                    ),
+                )
+            })?;
         let offset = info.layout.start_offset();
         let stride = info.layout.stride();
         let mut values = Vec::with_capacity(numel);
         // Gather in row-major order through the (possibly non-contiguous) strides.
         let mut index = vec![0usize; shape.len()];
+        let outside = || format_error(file, keys_at, format!("{name}: view outside its storage"));
         for _ in 0..numel {
-            let elem: usize = index.iter().zip(stride).map(|(i, s)| i * s).sum();
-            let at = offset + elem * 4;
-            let b = raw.get(at..at + 4).ok_or_else(|| {
-                format_error(file, keys_at, format!("{name}: view outside its storage"))
-            })?;
+            let at = index
+                .iter()
+                .zip(stride)
+                .try_fold(0usize, |acc, (i, s)| acc.checked_add(i.checked_mul(*s)?))
+                .and_then(|elem| elem.checked_mul(4)?.checked_add(offset))
+                .ok_or_else(outside)?;
+            let b = at
+                .checked_add(4)
+                .and_then(|end| raw.get(at..end))
+                .ok_or_else(outside)?;
             values.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             for d in (0..shape.len()).rev() {
                 index[d] += 1;
@@ -200,6 +222,37 @@ fn parse_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_shapes_are_checked_against_the_storage() {
+        // Legacy torch.save files written by a script with a stand-in `torch` module: one
+        // float tensor `w` over a storage of six floats 0..6, declared (2, 3) with strides
+        // (3, 1); then (2^31 − 1, 2^31 − 1); then (2, 3) with a stride of 2^30.
+        fn unhex(h: &str) -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        let good = unhex(GOOD);
+        let t = read_state_dict("good.pth", &good).unwrap();
+        assert_eq!(t["w"].shape, [2, 3]);
+        assert_eq!(t["w"].values, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        // a shape far past the storage: refused before allocating 2^62 values
+        let e = read_state_dict("huge.pth", &unhex(HUGE))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds more values"), "{e}");
+        // a stride that leaves the storage: refused
+        let e = read_state_dict("stride.pth", &unhex(STRIDE))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside its storage"), "{e}");
+    }
+
+    const GOOD: &str = "80028a0a6cfc9c46f9206aa850192e80024de9032e80027d710028581000000070726f746f636f6c5f76657273696f6e71014de903580d0000006c6974746c655f656e6469616e710288752e80027d7100580100000077710163746f7263682e5f7574696c730a5f72656275696c645f74656e736f725f76320a71022828580700000073746f72616765710363746f7263680a466c6f617453746f726167650a71045801000000307105580300000063707571064b06747107514b004b024b038671084b034b018671098963636f6c6c656374696f6e730a4f726465726564446963740a710a2952710b74710c52710d732e80025d71005801000000307101612e0600000000000000000000000000803f0000004000004040000080400000a040";
+    const HUGE: &str = "80028a0a6cfc9c46f9206aa850192e80024de9032e80027d710028581000000070726f746f636f6c5f76657273696f6e71014de903580d0000006c6974746c655f656e6469616e710288752e80027d7100580100000077710163746f7263682e5f7574696c730a5f72656275696c645f74656e736f725f76320a71022828580700000073746f72616765710363746f7263680a466c6f617453746f726167650a71045801000000307105580300000063707571064b06747107514b004affffff7f4affffff7f8671084affffff7f4b018671098963636f6c6c656374696f6e730a4f726465726564446963740a710a2952710b74710c52710d732e80025d71005801000000307101612e0600000000000000000000000000803f0000004000004040000080400000a040";
+    const STRIDE: &str = "80028a0a6cfc9c46f9206aa850192e80024de9032e80027d710028581000000070726f746f636f6c5f76657273696f6e71014de903580d0000006c6974746c655f656e6469616e710288752e80027d7100580100000077710163746f7263682e5f7574696c730a5f72656275696c645f74656e736f725f76320a71022828580700000073746f72616765710363746f7263680a466c6f617453746f726167650a71045801000000307105580300000063707571064b06747107514b004b024b038671084a000000404b018671098963636f6c6c656374696f6e730a4f726465726564446963740a710a2952710b74710c52710d732e80025d71005801000000307101612e0600000000000000000000000000803f0000004000004040000080400000a040";
 
     #[test]
     fn garbage_is_a_format_error() {

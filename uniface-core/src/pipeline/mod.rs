@@ -110,17 +110,15 @@ impl FaceAnalyzer {
         self
     }
 
-    /// Estimated peak memory, in bytes, of analysing one `width`×`height` photo: its pixels,
-    /// the copy the detector sees, the canvas planes and one strip of the network.
+    /// Estimated peak memory, in bytes, of analysing one `width`×`height` photo: its pixels
+    /// and what the detector takes ([`crate::detect::DetectPlan::memory_bytes`]).
     pub fn working_set(&self, width: u32, height: u32) -> u64 {
         let photo = 3 * u64::from(width) * u64::from(height);
-        match self.detector.plan(width, height, &self.options) {
-            Ok(p) => {
-                let seen = 3 * u64::from(p.detect_width) * u64::from(p.detect_height);
-                photo + seen + 12 * p.canvas_pixels + 100 * p.canvas_pixels.min(1 << 20)
-            }
-            Err(_) => photo,
-        }
+        let detector = self
+            .detector
+            .plan(width, height, &self.options)
+            .map_or(0, |p| p.memory_bytes());
+        photo + detector
     }
 
     /// [`FaceAnalyzer::working_set`] of an image file from its header (0 when the header
