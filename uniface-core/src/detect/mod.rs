@@ -657,18 +657,14 @@ impl<'a> Canvas<'a> {
                 continue; // left column: recomputed per strip
             }
             let (_, _, w, h) = c.levels[k];
-            let mut planes: Vec<Vec<f32>> = (0..3)
-                .into_par_iter()
-                .map(|ch| {
-                    let mut plane = Vec::with_capacity(w * h);
-                    for a in (0..h).step_by(KEEP_ROWS) {
-                        plane.extend(c.rows(k, a, (a + KEEP_ROWS).min(h), ch));
-                    }
-                    plane
-                })
-                .collect();
-            let (b, g, r) = (planes.pop(), planes.pop(), planes.pop());
-            c.kept[k] = r.zip(g).zip(b).map(|((r, g), b)| [r, g, b]);
+            let planes = std::array::from_fn(|ch| {
+                let mut plane = Vec::with_capacity(w * h);
+                for a in (0..h).step_by(KEEP_ROWS) {
+                    plane.extend(c.rows(k, a, (a + KEEP_ROWS).min(h), ch));
+                }
+                plane
+            });
+            c.kept[k] = Some(planes);
         }
         c
     }
@@ -678,10 +674,16 @@ impl<'a> Canvas<'a> {
         let (_, _, w, h) = self.levels[k];
         if k == 0 {
             let (mean, rgb) = (self.mean[ch], &self.rgb[a * w * 3..b * w * 3]);
-            return rgb
-                .chunks_exact(3)
-                .map(|p| (f32::from(p[ch]) - mean) / 256.0)
-                .collect();
+            let mut out = vec![0f32; (b - a) * w];
+            // (rows on every core, written in place: no allocation on the workers)
+            out.par_chunks_mut(w)
+                .zip(rgb.par_chunks(w * 3))
+                .for_each(|(o, p)| {
+                    for (v, px) in o.iter_mut().zip(p.chunks_exact(3)) {
+                        *v = (f32::from(px[ch]) - mean) / 256.0;
+                    }
+                });
+            return out;
         }
         if let Some(planes) = &self.kept[k] {
             return planes[ch][a * w..b * w].to_vec();
@@ -703,18 +705,16 @@ impl<'a> Canvas<'a> {
             if from >= to {
                 continue;
             }
-            // (the channels' chains are independent: one thread each)
-            let planes: Vec<Vec<f32>> = (0..3)
-                .into_par_iter()
-                .map(|ch| self.rows(k, from - top, to - top, ch))
-                .collect();
-            for (ch, vals) in planes.iter().enumerate() {
-                for (i, row) in vals.chunks_exact(w).enumerate() {
-                    let base = ((from - y0 + i) * cw + left) * 3 + ch;
-                    for (x, v) in row.iter().enumerate() {
-                        out[base + x * 3] = *v;
-                    }
-                }
+            for ch in 0..3 {
+                let vals = self.rows(k, from - top, to - top, ch);
+                let rows = &mut out[(from - y0) * cw * 3..(to - y0) * cw * 3];
+                rows.par_chunks_mut(cw * 3)
+                    .zip(vals.par_chunks(w))
+                    .for_each(|(dst, row)| {
+                        for (x, v) in row.iter().enumerate() {
+                            dst[(left + x) * 3 + ch] = *v;
+                        }
+                    });
             }
         }
         out

@@ -3,6 +3,8 @@
 //! time in single precision (as dlib's SIMD path does, positions accumulated in `f32`, integer
 //! parts truncated) and the last columns in double precision.
 
+use rayon::prelude::*;
+
 /// Visit each output pixel of a row with (left, right, lr_frac) as dlib's SIMD + tail loops do.
 /// `lanes(c, left, right, frac)` handles one output column.
 fn row_positions(
@@ -120,16 +122,19 @@ pub(crate) fn resize_plane_rows_f32(
         return;
     }
     let (x_scale, y_scale) = scales(in_w, in_h, out_w, out_h);
-    for (r, top, bottom, tb) in source_rows(in_h, out_h, y_scale)
+    // Row positions in order (they accumulate), then the rows on every core. The workers
+    // only write into `dst`: nothing is allocated on their threads, where glibc would keep
+    // the memory in per-thread arenas and the process would grow.
+    let positions: Vec<(usize, usize, f64)> = source_rows(in_h, out_h, y_scale)
         .skip(rows.start)
         .take(rows.len())
-    {
+        .map(|(_, top, bottom, tb)| (top, bottom, tb))
+        .collect();
+    let row = |(out, &(top, bottom, tb)): (&mut [f32], &(usize, usize, f64))| {
         let (rt, rb) = (
             &src[(top - first) * in_w..],
             &src[(bottom - first) * in_w..],
         );
-        let o = r - rows.start;
-        let out = &mut dst[o * out_w..(o + 1) * out_w];
         row_positions(in_w, out_w, x_scale, |c, l, rr, frac| {
             out[c] = match frac {
                 Frac::Single(f) => {
@@ -145,8 +150,17 @@ pub(crate) fn resize_plane_rows_f32(
                 }
             };
         });
+    };
+    let out = &mut dst[..positions.len() * out_w];
+    if out.len() >= PAR_VALUES {
+        out.par_chunks_mut(out_w).zip(&positions).for_each(row);
+    } else {
+        out.chunks_mut(out_w).zip(&positions).for_each(row);
     }
 }
+
+/// Output values above which a resize runs its rows in parallel.
+const PAR_VALUES: usize = 1 << 16;
 
 /// Resize interleaved RGB bytes — dlib's RGB path (results truncated to bytes).
 pub(crate) fn resize_rgb(

@@ -70,13 +70,20 @@ impl ImageLimits {
 /// Width and height from an image file's header (nothing decoded); `None` when it cannot be
 /// read or is not an image.
 pub fn peek_dimensions(path: &Path) -> Option<(u32, u32)> {
-    ImageReader::open(path)
+    use std::io::Read;
+    // Only the first MiB is read: headers of real photos (EXIF included) lie well inside it,
+    // and a 2 GB junk file costs nothing here either.
+    let mut head = Vec::new();
+    std::fs::File::open(path)
         .ok()?
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
+        .take(PEEK_BYTES)
+        .read_to_end(&mut head)
+        .ok()?;
+    peek_dimensions_bytes(&head)
 }
+
+/// Bytes of a file [`peek_dimensions`] reads.
+const PEEK_BYTES: u64 = 1 << 20;
 
 /// Width and height from encoded bytes' header (nothing decoded).
 pub fn peek_dimensions_bytes(bytes: &[u8]) -> Option<(u32, u32)> {
@@ -265,8 +272,11 @@ mod tests {
             e.contains("2147483648 bytes") && e.contains("junk.jpg"),
             "{e}"
         );
+        // the header peek that sizes batches reads its first MiB only
+        assert_eq!(peek_dimensions(&path), None);
         // the limit itself is inclusive
         std::fs::write(&path, png(4, 4)).unwrap();
+        assert_eq!(peek_dimensions(&path), Some((4, 4)));
         let n = std::fs::metadata(&path).unwrap().len();
         assert!(read_limited(&path, n).is_ok());
         assert!(read_limited(&path, n - 1).is_err());
