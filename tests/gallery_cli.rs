@@ -140,6 +140,12 @@ fn the_cli_refuses_bad_sizes_and_names_and_check_fails_on_damage() {
     let before = std::fs::read(&log).unwrap();
     ok(uniface(&g).args(["--json", "identify"]).arg(&photo));
     assert_eq!(std::fs::read(&log).unwrap(), before);
+    // a k of 10^11 sizes nothing (it once asked for 25.6 TB): one subject, one candidate
+    let r: Value = serde_json::from_str(&ok(uniface(&g)
+        .args(["--json", "identify", "--k", "100000000000"])
+        .arg(&photo)))
+    .unwrap();
+    assert_eq!(r["candidates"].as_array().map(Vec::len), Some(1), "{r}");
     // output into a closed pipe ends quietly (no panic)
     let mut child = uniface(&g)
         .args(["--json", "stats"])
