@@ -236,3 +236,36 @@ fn enroll_prints_each_enrollment_once_it_is_durable() {
         serde_json::from_str(&ok(uniface(&g).args(["--json", "verify", subject, photo]))).unwrap();
     assert_eq!(v["match"], true, "{v}");
 }
+
+/// `--help` describes each command under its own name, and `--gallery` works after the
+/// subcommand too, as users type it.
+#[test]
+fn help_names_each_command_and_options_go_after_the_subcommand() {
+    let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("eval").contains("Measure accuracy"), "{help}");
+    assert!(line("verify").contains("same person"), "{help}");
+    assert!(!line("verify").contains("Measure accuracy"), "{help}");
+    let tmp = tempfile::tempdir().unwrap();
+    let g = tmp.path().join("g");
+    let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
+        .args(["gallery", "create", "--gallery"])
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(g.join("manifest.json").exists());
+}

@@ -86,7 +86,6 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Measure accuracy on labelled data.
     /// Are the faces in two photos the same person? A calibrated 1:1 decision.
     ///
     /// Compares the largest face of each photo. The threshold comes from the calibration table
@@ -149,6 +148,7 @@ enum Command {
         #[command(subcommand)]
         action: gallery::GalleryAction,
     },
+    /// Measure accuracy on labelled data (LFW verification, open-set identification).
     Eval {
         #[command(subcommand)]
         target: EvalTarget,
