@@ -4,6 +4,7 @@ ones, nothing deadlocks, and the GIL is released (other Python threads keep runn
 from __future__ import annotations
 
 import pathlib
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,25 +47,34 @@ def test_eight_threads_share_one_analyzer(
 def test_the_gil_is_released_during_analysis(
     analyzer: uniface.FaceAnalyzer, data: pathlib.Path
 ) -> None:
+    """Counted, not timed: with the interpreter's switch interval set out of reach, a second
+    thread can run only when the main thread gives the GIL up itself. It counts while the
+    batch runs, so the batch gave it up; had it held the GIL, the count would be exactly 0
+    when the call returns."""
     paths = lfw_paths(data, 6)
     ticks = 0
-    stop = threading.Event()
+    go, stop = threading.Event(), threading.Event()
 
     def count() -> None:
         nonlocal ticks
+        go.wait()
         while not stop.is_set():
             ticks += 1
-            time.sleep(0.001)
+            time.sleep(0)  # gives the GIL back at once, so the main thread can resume
 
+    interval = sys.getswitchinterval()
     t = threading.Thread(target=count)
-    start = time.perf_counter()
     t.start()
-    analyzer.analyze_batch(paths * 3)
-    elapsed = time.perf_counter() - start
-    stop.set()
-    t.join()
-    # a thread that needs the GIL every millisecond kept running during the batch
-    assert ticks > elapsed * 1000 * 0.2, (ticks, elapsed)
+    try:
+        sys.setswitchinterval(1000.0)
+        go.set()
+        analyzer.analyze_batch(paths)
+        during = ticks
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        t.join()
+    assert during > 0
 
 
 def test_threads_enroll_and_identify_in_one_gallery(tmp_path: pathlib.Path) -> None:
