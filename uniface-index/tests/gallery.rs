@@ -464,8 +464,11 @@ fn large_gallery(dir: &Path, n: usize) -> Gallery {
     g
 }
 
+/// Top-1 identity rate of the graph over 97 probes. The graph is built on several threads, so
+/// its shape and an occasional miss depend on the build order: in CI, one miss in 25 probes once
+/// failed the old 0.99 bar. Measured 1.00 in repeated runs; the bar, 0.97, allows two misses.
 fn hit_rate(g: &Gallery, n: usize) -> f64 {
-    let ids: Vec<u64> = (0..n as u64).step_by(211).collect();
+    let ids: Vec<u64> = (0..n as u64).step_by(53).collect();
     let hits = ids
         .iter()
         .filter(|&&id| {
@@ -489,7 +492,8 @@ fn memory_mapped_graphs_search_then_turn_writable_and_rebuild_changes_parameters
     };
     let (g, _) = Gallery::open_with_options(dir.path(), &fp, &view).unwrap();
     assert_eq!(g.pending(), 0, "the mapped graph holds every template");
-    assert!(hit_rate(&g, n) >= 0.99);
+    let rate = hit_rate(&g, n);
+    assert!(rate >= 0.97, "{rate}");
     // a new enrollment is found at once (pending, scanned exactly), then indexed: the first
     // insertion reads the mapped graph into memory
     g.enroll("newcomer", &template(777_777, 0)).unwrap();
@@ -519,7 +523,8 @@ fn memory_mapped_graphs_search_then_turn_writable_and_rebuild_changes_parameters
     assert_eq!(g.rebuild(params).unwrap(), n, "n + the newcomer − g5");
     assert_eq!(g.manifest().hnsw.connectivity, 24);
     assert_eq!(g.pending(), 0);
-    assert!(hit_rate(&g, n) >= 0.99);
+    let rate = hit_rate(&g, n);
+    assert!(rate >= 0.97, "{rate}");
     g.set_expansion_search(40).unwrap();
     assert!(g
         .rebuild(HnswParams {
@@ -535,7 +540,8 @@ fn memory_mapped_graphs_search_then_turn_writable_and_rebuild_changes_parameters
         (24, 40, ElementType::F16)
     );
     assert_eq!(g.pending(), 0, "the rebuilt graph was saved");
-    assert!(hit_rate(&g, n) >= 0.99);
+    let rate = hit_rate(&g, n);
+    assert!(rate >= 0.97, "{rate}");
     assert!(g.check().unwrap().is_clean());
 }
 
