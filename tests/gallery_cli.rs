@@ -241,11 +241,7 @@ fn enroll_prints_each_enrollment_once_it_is_durable() {
 /// subcommand too, as users type it.
 #[test]
 fn help_names_each_command_and_options_go_after_the_subcommand() {
-    let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = ok(Command::new(env!("CARGO_BIN_EXE_uniface")).arg("--help"));
     let line = |name: &str| {
         help.lines()
             .find(|l| l.trim_start().starts_with(&format!("{name} ")))
@@ -257,15 +253,8 @@ fn help_names_each_command_and_options_go_after_the_subcommand() {
     assert!(!line("verify").contains("Measure accuracy"), "{help}");
     let tmp = tempfile::tempdir().unwrap();
     let g = tmp.path().join("g");
-    let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
+    ok(Command::new(env!("CARGO_BIN_EXE_uniface"))
         .args(["gallery", "create", "--gallery"])
-        .arg(&g)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&g));
     assert!(g.join("manifest.json").exists());
 }
