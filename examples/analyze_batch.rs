@@ -14,7 +14,7 @@ fn main() -> uniface::Result<()> {
     let images = paths
         .iter()
         .map(|p| load_rgb(p.as_ref()))
-        .collect::<uniface::Result<Vec<_>>>()?;
+        .collect::<uniface::core::Result<Vec<_>>>()?;
     for (path, faces) in paths.iter().zip(analyzer.analyze_batch(&images)) {
         let faces = faces?;
         println!("{path}: {} face(s)", faces.len());

@@ -4,9 +4,9 @@ mod common;
 
 use common::models;
 use uniface::core::dlib::{self, dnn};
-use uniface::Error;
+use uniface::core::Error;
 
-fn resnet(bytes: &[u8]) -> uniface::Result<dnn::DnnFile> {
+fn resnet(bytes: &[u8]) -> uniface::core::Result<dnn::DnnFile> {
     uniface::core::embed::parse_resnet("resnet", bytes)
 }
 

@@ -126,7 +126,7 @@ fn wrong_chip_sizes_are_typed_errors() {
     assert!(
         matches!(
             err,
-            uniface::Error::ChipSize {
+            uniface::core::Error::ChipSize {
                 width: 149,
                 height: 150,
                 ..
@@ -136,7 +136,7 @@ fn wrong_chip_sizes_are_typed_errors() {
     );
     let err = embedder.embed_rgb_batch(&[0u8; 10], 1).unwrap_err();
     assert!(
-        matches!(err, uniface::Error::BufferLength { .. }),
+        matches!(err, uniface::core::Error::BufferLength { .. }),
         "{err:?}"
     );
 }

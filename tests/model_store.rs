@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{golden_faces, max_abs_diff, models};
 use uniface::core::model_store::{ModelStore, MODEL_CARDS};
-use uniface::Error;
+use uniface::core::Error;
 
 /// A cache at `home` filled from the verified models, as an install would leave it.
 fn cache_copy(home: &Path) -> ModelStore {

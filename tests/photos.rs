@@ -5,7 +5,8 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{models, shared_data};
-use uniface::{Error, FaceAnalyzer};
+use uniface::core::Error;
+use uniface::FaceAnalyzer;
 
 fn analyzer() -> &'static FaceAnalyzer {
     static A: OnceLock<FaceAnalyzer> = OnceLock::new();

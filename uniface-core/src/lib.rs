@@ -5,7 +5,8 @@
 //! `pipeline` (`FaceAnalyzer`: all of them in one call), `template` (the portable template
 //! format), `compare` (distances, similarity, 1:N scoring), `calibration` (thresholds that
 //! carry a false-match rate), `quality` (capture quality and the enrollment gate), `liveness`
-//! (presentation-attack detection), `model_store` (verified models) and `dlib` (the `.dat`
+//! (presentation-attack detection), `eval` (accuracy protocols: LFW, DET, EDC, open-set,
+//! held-out calibration checks), `model_store` (verified models) and `dlib` (the `.dat`
 //! readers).
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ pub mod detect;
 pub mod dlib;
 pub mod embed;
 mod error;
+pub mod eval;
 pub mod geometry;
 pub mod image;
 pub mod landmarks;
@@ -41,5 +43,6 @@ pub mod template;
 /// The tensor library the networks run on.
 pub use candle_core as candle;
 pub use candle_core::Device;
+pub use detect::FaceSelection;
 pub use error::{Error, Result};
 pub use pipeline::{Face, FaceAnalyzer};

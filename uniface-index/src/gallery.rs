@@ -69,27 +69,10 @@ pub struct Manifest {
     pub checksum: String,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl Manifest {
     /// The fingerprint the manifest names (`None` when its hash is not 64 hex digits).
     fn fingerprint(&self) -> Option<ModelFingerprint> {
-        let hex = self.weights_sha256.as_bytes();
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut sha = [0u8; 32];
-        for (i, b) in sha.iter_mut().enumerate() {
-            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
-            *b = u8::from_str_radix(pair, 16).ok()?;
-        }
-        Some(ModelFingerprint {
-            model_id: self.model_id.clone(),
-            weights_sha256: sha,
-            preprocessing: self.preprocessing,
-        })
+        ModelFingerprint::from_hex(&self.model_id, &self.weights_sha256, self.preprocessing)
     }
 
     fn element(&self) -> Result<ElementType> {
@@ -436,7 +419,7 @@ impl Gallery {
         let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
             model_id: options.fingerprint.model_id.clone(),
-            weights_sha256: hex(&options.fingerprint.weights_sha256),
+            weights_sha256: options.fingerprint.to_hex(),
             preprocessing: options.fingerprint.preprocessing,
             dimension: options.dimension,
             metric: Metric::Euclidean,
@@ -960,7 +943,12 @@ impl Gallery {
             .collect()
     }
 
-    /// 1:1 against a claimed subject: the decision for its closest template.
+    /// 1:1 against a claimed subject: the decision on its closest template, held to `fmr` for
+    /// the subject as a whole. The best of a subject's *m* templates falls below a
+    /// per-comparison threshold up to *m* times as often as one does, so the threshold is the
+    /// one for `1 − (1 − fmr)^(1/m)` per comparison
+    /// ([`CalibrationTable::decide_best_of`]); [`calibration::Decision::comparisons`] is *m*.
+    /// `None` when the subject is not enrolled.
     pub fn verify(
         &self,
         subject: &str,
@@ -974,14 +962,16 @@ impl Gallery {
             return Ok(None);
         };
         let mut best: Option<f32> = None;
+        let mut compared = 0u32;
         for id in &entry.templates {
             if let Some(t) = s.state.vector(*id) {
                 let d = uniface_core::compare::distance(self.metric, &v, t)?;
                 best = Some(best.map_or(d, |b: f32| b.min(d)));
+                compared = compared.saturating_add(1);
             }
         }
         match best {
-            Some(d) => Ok(Some(self.calibration.decide(d, fmr)?)),
+            Some(d) => Ok(Some(self.calibration.decide_best_of(d, fmr, compared)?)),
             None => Ok(None),
         }
     }

@@ -76,6 +76,13 @@ fn enrolled_subjects_are_identified_and_strangers_are_unknown() {
         .unwrap();
     assert!(!d.is_match);
     assert!(g.verify("nobody", &template(1, 1), 1e-4).unwrap().is_none());
+    // the best of a subject's two templates is held to the target as a whole: the threshold
+    // is the one for 1 − (1 − 1e-4)^(1/2) per comparison
+    assert_eq!(d.comparisons, 2);
+    let table = uniface_core::calibration::default_table().unwrap();
+    let per = -((-1e-4f64).ln_1p() / 2.0).exp_m1();
+    assert_eq!(d.threshold, table.threshold_for_fmr(per).unwrap());
+    assert!(d.threshold < table.threshold_for_fmr(1e-4).unwrap());
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use image::{imageops, Rgb, RgbImage};
 use uniface::core::model_store::{ModelStore, SAMPLE_PHOTOS};
-use uniface::{euclidean_distance, Descriptor, Error, FaceAnalyzer};
+use uniface::core::Error;
+use uniface::{euclidean_distance, Descriptor, FaceAnalyzer};
 
 /// dlib's match threshold for this model (Euclidean distance).
 const THRESHOLD: f32 = 0.6;

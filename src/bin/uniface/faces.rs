@@ -87,10 +87,10 @@ pub fn run(
         }
     }
     if failed > 0 {
-        return Err(uniface::Error::Image {
+        return Err(uniface::Error::Core(uniface::core::Error::Image {
             path: format!("{failed} of {} images", images.len()),
             message: "could not be analysed".into(),
-        });
+        }));
     }
     Ok(())
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use uniface::core::template::{ModelFingerprint, Template};
+use uniface::core::Error;
 use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet};
-use uniface::{Error, FaceAnalyzer};
+use uniface::FaceAnalyzer;
 
 /// Graph parameters; what is not given keeps its current (or default) value.
 #[derive(Args, Debug, Clone, Default)]
@@ -109,13 +110,6 @@ pub enum GalleryAction {
     Repair,
 }
 
-fn index_error(e: uniface::index::Error) -> Error {
-    Error::InvalidArgument {
-        name: "gallery",
-        message: e.to_string(),
-    }
-}
-
 /// How the gallery commands open the gallery.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Access {
@@ -134,8 +128,7 @@ fn open_as(dir: &Path, access: Access, read_only: bool, salvage: bool) -> unifac
         ..OpenOptions::default()
     };
     let (g, report) =
-        Gallery::open_with_options(dir, &ModelFingerprint::dlib_resnet_v1(), &options)
-            .map_err(index_error)?;
+        Gallery::open_with_options(dir, &ModelFingerprint::dlib_resnet_v1(), &options)?;
     for m in report.messages() {
         eprintln!("recovery: {m}");
     }
@@ -150,16 +143,18 @@ fn open_read_only(dir: &Path, access: Access) -> uniface::Result<Gallery> {
     open_as(dir, access, true, false)
 }
 
-fn largest(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Template> {
+/// The template of the photo's face that the analyzer's selection picks.
+fn chosen(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<Template> {
     let img = uniface::core::image::load_rgb(path)?;
-    let face = analyzer
-        .analyze(&img)?
-        .into_iter()
-        .max_by_key(|f| f.bbox.rect().area())
+    let (face, _) = analyzer
+        .analyze_selected(&img)?
         .ok_or_else(|| Error::NoFace {
             image: path.display().to_string(),
         })?;
-    Template::new(ModelFingerprint::dlib_resnet_v1(), &face.embedding)
+    Ok(Template::new(
+        ModelFingerprint::dlib_resnet_v1(),
+        &face.embedding,
+    )?)
 }
 
 pub fn run(
@@ -177,15 +172,14 @@ pub fn run(
                     hnsw: hnsw.apply(HnswParams::default())?,
                     ..Default::default()
                 },
-            )
-            .map_err(index_error)?;
+            )?;
             println!("created {} with {shards} shard(s)", dir.display());
         }
         GalleryAction::Rebuild { hnsw } => {
             let g = open(dir, access)?;
             let params = hnsw.apply(g.manifest().hnsw)?;
             let start = std::time::Instant::now();
-            let n = g.rebuild(params).map_err(index_error)?;
+            let n = g.rebuild(params)?;
             let s = start.elapsed().as_secs_f64();
             if json_out {
                 println!("{}", json!({"indexed": n, "seconds": s, "hnsw": params}));
@@ -201,20 +195,20 @@ pub fn run(
             let g = open(dir, access)?;
             let analyzer = FaceAnalyzer::from_env()?;
             let work: Vec<(String, PathBuf)> = match (from_dir, subject) {
-                (Some(root), _) => crate::corpus::scan_identities(&root)?
+                (Some(root), _) => uniface::eval::corpus::scan_identities(&root)?
                     .into_iter()
                     .flat_map(|(s, ps)| ps.into_iter().map(move |p| (s.clone(), p)))
                     .collect(),
                 (None, Some(s)) => images.into_iter().map(|p| (s.clone(), p)).collect(),
                 (None, None) => {
-                    return Err(Error::InvalidArgument {
-                        name: "enroll",
-                        message: "give SUBJECT IMAGE... or --from-dir DIR".into(),
-                    })
+                    return Err(uniface::Error::invalid(
+                        "enroll",
+                        "give SUBJECT IMAGE... or --from-dir DIR",
+                    ))
                 }
             };
             let total = work.len();
-            let bar = crate::corpus::progress(total, "enrolling");
+            let bar = crate::eval::bar(total, "enrolling");
             // each enrollment is printed as soon as it is acknowledged (durable), so that the
             // output of an interrupted run says exactly what got in
             let failed = std::sync::atomic::AtomicUsize::new(0);
@@ -225,7 +219,7 @@ pub fn run(
                 analyzer.batch_memory,
                 cost,
                 |(s, p)| {
-                    match largest(&analyzer, p).and_then(|t| g.enroll(s, &t).map_err(index_error)) {
+                    match chosen(&analyzer, p).and_then(|t| Ok(g.enroll(s, &t)?)) {
                         Ok(id) if json_out => bar.suspend(|| {
                             println!("{}", json!({"subject": s, "image": p, "template_id": id}))
                         }),
@@ -243,10 +237,10 @@ pub fn run(
             bar.finish_and_clear();
             // move the new templates into the search graphs, save them (a reopen then loads
             // them instead of indexing again) and make everything durable
-            g.index_pending(usize::MAX).map_err(index_error)?;
-            g.save_graphs().map_err(index_error)?;
-            g.flush().map_err(index_error)?;
-            crate::corpus::failures(
+            g.index_pending(usize::MAX)?;
+            g.save_graphs()?;
+            g.flush()?;
+            crate::failures(
                 failed.load(std::sync::atomic::Ordering::Relaxed),
                 total,
                 "enrolled",
@@ -259,9 +253,9 @@ pub fn run(
             fpir,
         } => {
             let g = open_read_only(dir, access)?;
-            let t = largest(&FaceAnalyzer::from_env()?, &image)?;
+            let t = chosen(&FaceAnalyzer::from_env()?, &image)?;
             let rule = fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir);
-            let r = g.identify(&t, k, rule).map_err(index_error)?;
+            let r = g.identify(&t, k, rule)?;
             if json_out {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
@@ -290,8 +284,8 @@ pub fn run(
             fmr,
         } => {
             let g = open_read_only(dir, access)?;
-            let t = largest(&FaceAnalyzer::from_env()?, &image)?;
-            match g.verify(&subject, &t, fmr).map_err(index_error)? {
+            let t = chosen(&FaceAnalyzer::from_env()?, &image)?;
+            match g.verify(&subject, &t, fmr)? {
                 Some(d) if json_out => println!(
                     "{}",
                     json!({"subject": subject, "distance": d.distance, "similarity": d.similarity,
@@ -304,26 +298,26 @@ pub fn run(
                     d.threshold
                 ),
                 None => {
-                    return Err(Error::InvalidArgument {
-                        name: "subject",
-                        message: format!("{subject} is not enrolled"),
-                    })
+                    return Err(uniface::Error::invalid(
+                        "subject",
+                        format!("{subject} is not enrolled"),
+                    ))
                 }
             }
         }
         GalleryAction::Remove { subject, template } => {
             let g = open(dir, access)?;
             let n = match (subject, template) {
-                (Some(s), _) => g.remove_subject(&s).map_err(index_error)?,
-                (None, Some(t)) => usize::from(g.remove_template(t).map_err(index_error)?),
+                (Some(s), _) => g.remove_subject(&s)?,
+                (None, Some(t)) => usize::from(g.remove_template(t)?),
                 (None, None) => {
-                    return Err(Error::InvalidArgument {
-                        name: "remove",
-                        message: "give --subject or --template".into(),
-                    })
+                    return Err(uniface::Error::invalid(
+                        "remove",
+                        "give --subject or --template",
+                    ))
                 }
             };
-            g.flush().map_err(index_error)?;
+            g.flush()?;
             println!("removed {n} template(s)");
         }
         GalleryAction::Stats => {
@@ -347,7 +341,7 @@ pub fn run(
             }
         }
         GalleryAction::Check => {
-            let r = uniface::index::check(dir).map_err(index_error)?;
+            let r = uniface::index::check(dir)?;
             if json_out {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
@@ -370,20 +364,20 @@ pub fn run(
                 }
             }
             if !r.is_clean() {
-                return Err(Error::InvalidArgument {
-                    name: "gallery",
-                    message: format!("{} problem(s)", r.problems.len()),
-                });
+                return Err(uniface::Error::invalid(
+                    "gallery",
+                    format!("{} problem(s)", r.problems.len()),
+                ));
             }
         }
         GalleryAction::Checkpoint => {
-            open(dir, access)?.checkpoint().map_err(index_error)?;
+            open(dir, access)?.checkpoint()?;
             println!("checkpoint written");
         }
         GalleryAction::Repair => {
             let g = open_as(dir, access, false, true)?;
-            g.checkpoint().map_err(index_error)?;
-            let r = g.check().map_err(index_error)?;
+            g.checkpoint()?;
+            let r = g.check()?;
             println!(
                 "repaired: {} subjects, {} templates; {}",
                 r.subjects,

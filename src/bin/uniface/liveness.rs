@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use uniface::core::liveness::{LivenessDetector, INPUT_SIZE};
-use uniface::{Error, FaceAnalyzer, ModelStore};
+use uniface::core::Error;
+use uniface::{FaceAnalyzer, ModelStore};
 
 fn save_crop(dir: &Path, name: String, bgr: &[u8]) -> uniface::Result<()> {
     let n = INPUT_SIZE as u32;
@@ -17,10 +18,10 @@ fn save_crop(dir: &Path, name: String, bgr: &[u8]) -> uniface::Result<()> {
         got: bgr.len(),
     })?;
     let path = dir.join(name);
-    img.save(&path).map_err(|e| Error::Image {
+    Ok(img.save(&path).map_err(|e| Error::Image {
         path: path.display().to_string(),
         message: e.to_string(),
-    })
+    })?)
 }
 
 pub fn run(
@@ -87,5 +88,5 @@ pub fn run(
             }
         }
     }
-    crate::corpus::failures(failed, images.len(), "processed")
+    crate::failures(failed, images.len(), "processed")
 }

@@ -5,22 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod bench;
-mod bench_gallery;
-mod calibrate;
-mod corpus;
 mod demo;
 mod eval;
 mod faces;
 mod gallery;
-mod identification;
 mod liveness;
-mod plot;
 mod quality;
 mod verify;
 use serde_json::json;
 use uniface::core::model_store::{ModelStore, FACE_RECOGNITION_MODELS, MODEL_CARDS};
-use uniface::{Backend, Embedder, Error};
+use uniface::{Backend, Embedder, Error, FaceSelection};
 
 #[derive(Parser)]
 #[command(
@@ -88,8 +82,10 @@ enum Command {
     },
     /// Are the faces in two photos the same person? A calibrated 1:1 decision.
     ///
-    /// Compares the largest face of each photo. The threshold comes from the calibration table
-    /// shipped with the model (LFW, every pair of 7,701 photos) or from --calibration.
+    /// Compares one face of each photo, chosen by the rule the calibration table was made
+    /// with (the shipped table: the face nearest the centre) unless --select says otherwise.
+    /// The threshold comes from the table shipped with the model (LFW, every pair of 7,701
+    /// photos) or from --calibration.
     Verify {
         #[arg(long)]
         json: bool,
@@ -99,16 +95,23 @@ enum Command {
         /// A table made by `uniface calibrate --out` on your own photos.
         #[arg(long)]
         calibration: Option<PathBuf>,
+        /// The face of each photo to compare (default: the table's rule).
+        #[arg(long, value_parser = selection)]
+        select: Option<FaceSelection>,
         image_a: PathBuf,
         image_b: PathBuf,
     },
     /// The capture gate: quality measures with reason codes, and liveness, per photo.
     ///
-    /// Assesses the largest face against the enrollment (default) or verification policy;
-    /// prints ACCEPTED or REFUSED with stable reason codes and every measure.
+    /// Assesses one face (default: the largest) against the enrollment (default) or
+    /// verification policy; prints ACCEPTED or REFUSED with stable reason codes and every
+    /// measure.
     Quality {
         #[arg(long)]
         json: bool,
+        /// The face of each photo to assess.
+        #[arg(long, value_parser = selection, default_value = "largest")]
+        select: FaceSelection,
         #[arg(long, value_enum, default_value = "enrollment")]
         policy: quality::PolicyArg,
         /// Skip liveness (and its requirement).
@@ -151,111 +154,20 @@ enum Command {
     /// Measure accuracy on labelled data (LFW verification, open-set identification).
     Eval {
         #[command(subcommand)]
-        target: EvalTarget,
+        target: eval::EvalTarget,
     },
     /// Measure a threshold table (FMR 1e-2 … 1e-6) on your own labelled photos.
     ///
     /// ROOT holds one folder per identity with that person's photos. Every cross-identity pair
     /// is an impostor comparison and every same-identity pair a genuine one; the table gives,
-    /// for each target false-match rate, the distance threshold and the counts behind it.
-    Calibrate {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        json: bool,
-        /// Descriptor cache file: reused when it exists, extended as photos are embedded.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Write the table as JSON (loadable with `uniface verify --calibration`).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Target false-match rates (repeatable; default 1e-2 1e-3 1e-4 1e-5 1e-6).
-        #[arg(long)]
-        fmr: Vec<f64>,
-        /// A sentence about the data, stored in the table's `method`.
-        #[arg(long)]
-        note: Option<String>,
-    },
+    /// for each target false-match rate, the distance threshold and the counts behind it, and
+    /// records the face-selection rule (--select) it was made with.
+    Calibrate(eval::Calibrate),
     /// Measure speed as ratios against baselines run in the same process. Use
     /// `RAYON_NUM_THREADS=1 taskset -c 0 uniface bench ...` for one core.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
-    },
-}
-
-#[derive(Subcommand)]
-enum EvalTarget {
-    /// LFW View 2: 10-fold verification accuracy (threshold chosen on 9 folds, tested on the
-    /// 10th), TAR at FAR 1e-2 and 1e-3, EER. The last line is `lfw accuracy: MEAN ± STD`.
-    Lfw {
-        /// LFW image folder (<root>/<Name>/<Name>_<NNNN>.jpg).
-        #[arg(long)]
-        root: PathBuf,
-        /// The pairs file (default: <root>/pairs.txt).
-        #[arg(long)]
-        pairs: Option<PathBuf>,
-        /// Print one JSON object instead of the report (the last line is still the summary).
-        #[arg(long)]
-        json: bool,
-        /// Write the ROC curve (threshold, FAR, TAR) as CSV.
-        #[arg(long)]
-        roc: Option<PathBuf>,
-        /// Descriptor cache file: reused when it exists, extended as photos are embedded.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Write a DET curve over every pair of the photos (f32, f16 and i8 templates) as CSV
-        /// here, and as PNG beside it.
-        #[arg(long)]
-        det: Option<PathBuf>,
-    },
-    /// Error-versus-discard (ISO/IEC 29794-1) of the unified quality score on LFW, the LFW
-    /// distribution of the measures, and liveness on a sample of real faces.
-    Quality {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        pairs: Option<PathBuf>,
-        /// Quality cache file: reused when it exists, extended as photos are assessed.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Write the EDC as CSV here, and as PNG beside it.
-        #[arg(long)]
-        edc: Option<PathBuf>,
-        /// How many photos (spread over the set) also get a liveness check.
-        #[arg(long, default_value_t = 500)]
-        liveness_sample: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Open-set 1:N identification through an on-disk gallery: rank-1 rate and FNIR at FPIR.
-    ///
-    /// LIST is tab-separated with the header `role identity path`; roles are `gallery`
-    /// (enrolled), `mated` (probe of an enrolled identity) and `nonmated` (probe of someone not
-    /// enrolled); paths are relative to ROOT.
-    Identification {
-        #[arg(long)]
-        list: PathBuf,
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Held-out check of calibration: thresholds from the other LFW folds, FMR measured on one.
-    Calibration {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        pairs: Option<PathBuf>,
-        /// The held-out fold (1-based).
-        #[arg(long, default_value_t = 10)]
-        fold: usize,
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -372,6 +284,12 @@ impl DetectArgs {
     }
 }
 
+/// `--select`: a [`FaceSelection`] name.
+fn selection(name: &str) -> Result<FaceSelection, String> {
+    name.parse()
+        .map_err(|e: uniface::core::Error| e.to_string())
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum BackendArg {
     Gemm,
@@ -427,77 +345,21 @@ fn run(cli: Cli) -> uniface::Result<()> {
             detection,
             images,
         } => faces::run(&images, detection.options(), json, true),
-        Command::Eval {
-            target:
-                EvalTarget::Lfw {
-                    root,
-                    pairs,
-                    json,
-                    roc,
-                    cache,
-                    det,
-                },
-        } => eval::lfw(
-            &root,
-            pairs.as_deref(),
-            json,
-            roc.as_deref(),
-            cache.as_deref(),
-            det.as_deref(),
-        ),
-        Command::Eval {
-            target:
-                EvalTarget::Quality {
-                    root,
-                    pairs,
-                    cache,
-                    edc,
-                    liveness_sample,
-                    json,
-                },
-        } => quality::eval(
-            &root,
-            pairs.as_deref(),
-            cache.as_deref(),
-            edc.as_deref(),
-            liveness_sample,
-            json,
-        ),
-        Command::Eval {
-            target:
-                EvalTarget::Identification {
-                    list,
-                    root,
-                    cache,
-                    json,
-                },
-        } => identification::run(&list, &root, cache.as_deref(), json),
-        Command::Eval {
-            target:
-                EvalTarget::Calibration {
-                    root,
-                    pairs,
-                    fold,
-                    cache,
-                    json,
-                },
-        } => calibrate::held_out(&root, pairs.as_deref(), fold, cache.as_deref(), json),
+        Command::Eval { target } => eval::eval(target),
+        Command::Calibrate(c) => eval::calibrate(c),
         Command::Gallery {
             gallery: dir,
             json,
             wait_lock,
             action,
         } => {
-            let dir = dir.ok_or_else(|| Error::InvalidArgument {
-                name: "gallery",
-                message: "give the gallery folder with --gallery DIR".into(),
+            let dir = dir.ok_or_else(|| {
+                Error::invalid("gallery", "give the gallery folder with --gallery DIR")
             })?;
             let wait_lock = match wait_lock {
                 Some(s) if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) => {
-                    return Err(Error::InvalidArgument {
-                        name: "wait-lock",
-                        message: format!("{s} is not a number of seconds from 0 to 86400"),
-                    })
+                    let m = format!("{s} is not a number of seconds from 0 to 86400");
+                    return Err(Error::invalid("wait-lock", m));
                 }
                 s => s.map(std::time::Duration::from_secs_f64),
             };
@@ -507,79 +369,78 @@ fn run(cli: Cli) -> uniface::Result<()> {
             json,
             fmr,
             calibration,
+            select,
             image_a,
             image_b,
-        } => verify::run(&image_a, &image_b, fmr, calibration.as_deref(), json),
+        } => verify::run(
+            [&image_a, &image_b],
+            fmr,
+            calibration.as_deref(),
+            select,
+            json,
+        ),
         Command::Quality {
             json,
+            select,
             policy,
             no_liveness,
             images,
-        } => quality::run(&images, json, policy, no_liveness),
+        } => quality::run(&images, json, policy, no_liveness, select),
         Command::Liveness {
             json,
             dump_crops,
             box_scale,
             images,
         } => liveness::run(&images, json, dump_crops.as_deref(), box_scale),
-        Command::Calibrate {
-            root,
-            json,
-            cache,
-            out,
-            fmr,
-            note,
-        } => calibrate::run(
-            &root,
-            json,
-            cache.as_deref(),
-            out.as_deref(),
-            &fmr,
-            note.as_deref(),
-        ),
-        Command::Bench {
-            target:
+        Command::Bench { target } => {
+            let report = match target {
                 BenchTarget::Embed {
                     batch,
                     runs,
                     layers,
                     json,
-                },
-        } => bench::embed(batch, runs, layers, json),
-        Command::Bench {
-            target:
+                } => (uniface::bench::embed(batch, runs, layers)?, json),
+                BenchTarget::Gate { image, runs, json } => {
+                    (uniface::bench::gate(&image, runs)?, json)
+                }
+                BenchTarget::Compare {
+                    templates,
+                    runs,
+                    json,
+                } => (uniface::bench::compare(templates, runs)?, json),
                 BenchTarget::Gallery {
                     templates,
                     queries,
                     ef,
                     baselines,
                     json,
-                },
-        } => {
-            let baselines = baselines
-                .iter()
-                .map(|b| {
-                    uniface::ElementType::from_name(b).ok_or_else(|| {
-                        uniface::Error::InvalidArgument {
-                            name: "baselines",
-                            message: format!("unknown graph storage {b:?} (f32, f16, i8)"),
-                        }
-                    })
-                })
-                .collect::<uniface::Result<Vec<_>>>()?;
-            bench_gallery::gallery(templates, queries, &ef, &baselines, json)
+                } => {
+                    let baselines = baselines
+                        .iter()
+                        .map(|b| {
+                            uniface::ElementType::from_name(b).ok_or_else(|| {
+                                let m = format!("unknown graph storage {b:?} (f32, f16, i8)");
+                                Error::invalid("baselines", m)
+                            })
+                        })
+                        .collect::<uniface::Result<Vec<_>>>()?;
+                    let v = uniface::bench::gallery::gallery(
+                        templates,
+                        queries,
+                        &ef,
+                        &baselines,
+                        &|stage| eprintln!("{stage}"),
+                    )?;
+                    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                    (uniface::bench::Report { json: v, text }, json)
+                }
+            };
+            match report {
+                (r, true) => println!("{}", r.json),
+                (r, false) => print!("{}", r.text),
+            }
+            Ok(())
         }
-        Command::Bench {
-            target: BenchTarget::Gate { image, runs, json },
-        } => bench::gate(&image, runs, json),
-        Command::Bench {
-            target:
-                BenchTarget::Compare {
-                    templates,
-                    runs,
-                    json,
-                },
-        } => bench::compare(templates, runs, json),
     }
 }
 
@@ -645,10 +506,7 @@ fn models(action: ModelsAction) -> uniface::Result<()> {
 
 fn embed_chip(json: bool, backend: BackendArg, chips: &[PathBuf]) -> uniface::Result<()> {
     let models = ModelStore::from_env()?.ensure()?;
-    let bytes = std::fs::read(&models.embedder).map_err(|e| Error::Io {
-        path: models.embedder.clone(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(&models.embedder).map_err(|e| Error::io(&models.embedder, e))?;
     let backend = match backend {
         BackendArg::Gemm => Backend::Gemm,
         BackendArg::Candle => Backend::CandleConv2d,
@@ -662,7 +520,7 @@ fn embed_chip(json: bool, backend: BackendArg, chips: &[PathBuf]) -> uniface::Re
     drop(bytes);
     for path in chips {
         let chip = image::open(path)
-            .map_err(|e| Error::Image {
+            .map_err(|e| uniface::core::Error::Image {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?
@@ -683,4 +541,15 @@ fn embed_chip(json: bool, backend: BackendArg, chips: &[PathBuf]) -> uniface::Re
         }
     }
     Ok(())
+}
+
+/// Report per-item failures (already printed) as one error, or `Ok` when there were none.
+fn failures(failed: usize, total: usize, what: &str) -> uniface::Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(uniface::Error::Core(uniface::core::Error::Image {
+        path: format!("{failed} of {total} images"),
+        message: format!("could not be {what}"),
+    }))
 }

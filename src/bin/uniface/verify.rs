@@ -5,81 +5,82 @@ use std::path::Path;
 use serde_json::json;
 use uniface::core::calibration::{self, CalibrationTable};
 use uniface::core::compare::{self, Metric};
-use uniface::{Error, Face, FaceAnalyzer};
+use uniface::{Error, Face, FaceAnalyzer, FaceSelection};
 
-/// The largest face of a photo (by box area), and how many faces it shows.
-fn largest_face(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<(Face, usize)> {
+/// The chosen face of a photo, and how many faces it shows.
+fn chosen_face(analyzer: &FaceAnalyzer, path: &Path) -> uniface::Result<(Face, usize)> {
     let img = uniface::core::image::load_rgb(path)?;
-    let faces = analyzer.analyze(&img)?;
-    let n = faces.len();
-    faces
-        .into_iter()
-        .max_by_key(|f| f.bbox.rect().area())
-        .map(|f| (f, n))
-        .ok_or_else(|| Error::NoFace {
-            image: path.display().to_string(),
-        })
-}
-
-fn face_json(path: &Path, face: &Face, count: usize) -> serde_json::Value {
-    let b = &face.bbox;
-    json!({
-        "image": path, "faces": count,
-        "box": [b.left, b.top, b.right, b.bottom], "score": b.score,
-    })
+    let found = analyzer.analyze_selected(&img)?;
+    Ok(found.ok_or_else(|| uniface::core::Error::NoFace {
+        image: path.display().to_string(),
+    })?)
 }
 
 pub fn run(
-    a: &Path,
-    b: &Path,
+    images: [&Path; 2],
     fmr: f64,
     calibration_file: Option<&Path>,
+    select: Option<FaceSelection>,
     json_out: bool,
 ) -> uniface::Result<()> {
-    let owned;
-    let table: &CalibrationTable = match calibration_file {
+    let table = match calibration_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-                path: path.to_owned(),
-                source: e,
-            })?;
-            owned = CalibrationTable::from_json(&text)?;
-            &owned
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            CalibrationTable::from_json(&text)?
         }
-        None => calibration::default_table()?,
+        None => calibration::default_table()?.clone(),
     };
     // Validate the target before any expensive work.
     table.threshold_for_fmr(fmr)?;
-    let analyzer = FaceAnalyzer::from_env()?;
-    let (fa, fb) = rayon::join(|| largest_face(&analyzer, a), || largest_face(&analyzer, b));
+    let selection = select.unwrap_or(table.selection);
+    if selection != table.selection {
+        eprintln!(
+            "warning: comparing the {selection} face, but the calibration was made with \
+             {}; its false-match rates hold for that rule",
+            table.selection
+        );
+    }
+    let analyzer = FaceAnalyzer::from_env()?.with_selection(selection);
+    let [a, b] = images;
+    let (fa, fb) = rayon::join(|| chosen_face(&analyzer, a), || chosen_face(&analyzer, b));
     let ((fa, na), (fb, nb)) = (fa?, fb?);
     let distance = compare::distance(Metric::Euclidean, &fa.embedding, &fb.embedding)?;
     let d = table.decide(distance, fmr)?;
     if json_out {
+        let face = |path: &Path, f: &Face, count: usize| {
+            let b = &f.bbox;
+            json!({
+                "image": path, "faces": count,
+                "box": [b.left, b.top, b.right, b.bottom], "score": b.score,
+            })
+        };
         println!(
             "{}",
             json!({
                 "distance": d.distance, "similarity": d.similarity, "threshold": d.threshold,
                 "fmr": d.target_fmr, "match": d.is_match, "estimated_fmr": d.estimated_fmr,
-                "a": face_json(a, &fa, na), "b": face_json(b, &fb, nb),
+                "selection": selection, "a": face(a, &fa, na), "b": face(b, &fb, nb),
             })
         );
-    } else {
-        for (path, n) in [(a, na), (b, nb)] {
-            if n > 1 {
-                println!("{}: {n} faces, comparing the largest", path.display());
-            }
-        }
-        println!(
-            "{}: distance {:.4} (similarity {:.3}), threshold {:.4} for FMR {:.0e}; a threshold \
-             at this distance would falsely match about {:.1e} of impostor pairs",
-            if d.is_match { "MATCH" } else { "NO MATCH" },
-            d.distance,
-            d.similarity,
-            d.threshold,
-            d.target_fmr,
-            d.estimated_fmr
-        );
+        return Ok(());
     }
+    for (path, n) in [(a, na), (b, nb)] {
+        if n > 1 {
+            println!(
+                "{}: {n} faces, comparing the {selection} one",
+                path.display()
+            );
+        }
+    }
+    println!(
+        "{}: distance {:.4} (similarity {:.3}), threshold {:.4} for FMR {:.0e}; a threshold \
+         at this distance would falsely match about {:.1e} of impostor pairs",
+        if d.is_match { "MATCH" } else { "NO MATCH" },
+        d.distance,
+        d.similarity,
+        d.threshold,
+        d.target_fmr,
+        d.estimated_fmr
+    );
     Ok(())
 }

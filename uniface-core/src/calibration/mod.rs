@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{Metric, TemplateMatrix};
+use crate::detect::FaceSelection;
 use crate::template::ElementType;
 use crate::{Error, Result};
 
@@ -82,6 +83,11 @@ pub struct CalibrationTable {
     /// Model the distances came from (a [`crate::model_store::ModelCard`] id).
     pub model_id: String,
     pub metric: Metric,
+    /// The rule that chose each photo's face ([`FaceSelection`]): distances of faces chosen
+    /// another way are not what the table was measured on. Tables saved before the field
+    /// existed were all made with [`FaceSelection::NearestCentre`] and read as such.
+    #[serde(default = "legacy_selection")]
+    pub selection: FaceSelection,
     /// How the table was made: data, selection, counts, command.
     pub method: String,
     pub identities: u64,
@@ -104,10 +110,18 @@ pub struct Decision {
     pub target_fmr: f64,
     /// `distance < threshold`.
     pub is_match: bool,
-    /// FMR of a threshold placed at this distance: the chance that an impostor pair scores at
-    /// least this close. Reported as the smallest calibrated FMR when the distance is below
+    /// How many comparisons the distance is the best of (a subject's templates, see
+    /// [`CalibrationTable::decide_best_of`]); 1 for a single pair.
+    pub comparisons: u32,
+    /// FMR of a threshold placed at this distance: the chance that an impostor pair (or, for
+    /// `comparisons` > 1, the best of that many impostor comparisons) scores at least this
+    /// close. Reported as the smallest calibrated FMR when the distance is below
     /// every calibrated threshold (an upper bound).
     pub estimated_fmr: f64,
+}
+
+fn legacy_selection() -> FaceSelection {
+    FaceSelection::NearestCentre
 }
 
 fn invalid(name: &'static str, message: impl Into<String>) -> Error {
@@ -174,13 +188,7 @@ impl CalibrationTable {
         if !(fmr.is_finite() && fmr > 0.0 && fmr <= 1.0) {
             return Err(invalid("fmr", format!("{fmr} is not in (0, 1]")));
         }
-        if let Some(r) = self
-            .rows
-            .iter()
-            .find(|r| (r.target_fmr - fmr).abs() <= fmr * 1e-9)
-        {
-            return Ok(r.threshold);
-        }
+        // checked before the rows: a row is no better evidence than the curve it lies on
         let min = self.min_fmr();
         if fmr < min * (1.0 - 1e-9) {
             return Err(invalid(
@@ -191,6 +199,13 @@ impl CalibrationTable {
                     self.rows.first().map_or(0, |r| r.impostor_comparisons)
                 ),
             ));
+        }
+        if let Some(r) = self
+            .rows
+            .iter()
+            .find(|r| (r.target_fmr - fmr).abs() <= fmr * 1e-9)
+        {
+            return Ok(r.threshold);
         }
         let i = self.curve.partition_point(|p| p.fmr < fmr);
         if i == 0 {
@@ -223,20 +238,82 @@ impl CalibrationTable {
 
     /// Decide whether a pair at `distance` matches at the target FMR.
     pub fn decide(&self, distance: f32, fmr: f64) -> Result<Decision> {
+        self.decide_best_of(distance, fmr, 1)
+    }
+
+    /// Decide on the best (smallest) of `comparisons` distances, e.g. a probe against each of
+    /// a subject's templates, at a target FMR for the whole decision. The best of *m*
+    /// impostor comparisons falls below a per-comparison threshold up to *m* times as often,
+    /// so the threshold is the one for the per-comparison rate `1 − (1 − fmr)^(1/m)`
+    /// (independent comparisons; a subject's templates are correlated, which makes the
+    /// measured rate lower, never higher). Targets that per-comparison rate falls below the
+    /// table's [`CalibrationTable::min_fmr`] for are refused.
+    pub fn decide_best_of(&self, distance: f32, fmr: f64, comparisons: u32) -> Result<Decision> {
         if !distance.is_finite() {
             return Err(Error::NonFinite {
                 what: "distance".into(),
             });
         }
-        let threshold = self.threshold_for_fmr(fmr)?;
+        if comparisons == 0 {
+            return Err(invalid(
+                "comparisons",
+                "a decision needs at least one comparison",
+            ));
+        }
+        if !(fmr.is_finite() && fmr > 0.0 && fmr <= 1.0) {
+            return Err(invalid("fmr", format!("{fmr} is not in (0, 1]")));
+        }
+        let m = f64::from(comparisons);
+        let per_comparison = if comparisons == 1 {
+            fmr
+        } else {
+            -((-fmr).ln_1p() / m).exp_m1()
+        };
+        let threshold = self.threshold_for_fmr(per_comparison)?;
+        let single = self.estimated_fmr(distance);
         Ok(Decision {
             distance,
             similarity: self.metric.similarity(distance),
             threshold,
             target_fmr: fmr,
             is_match: distance < threshold,
-            estimated_fmr: self.estimated_fmr(distance),
+            comparisons,
+            estimated_fmr: if comparisons == 1 {
+                single
+            } else {
+                -(m * (-single).ln_1p()).exp_m1()
+            },
         })
+    }
+}
+
+/// The table as `uniface calibrate` prints it: counts, then one line per target.
+impl std::fmt::Display for CalibrationTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} identities, {} photos; metric {:?}; faces: {}; match when distance < threshold",
+            self.identities, self.images, self.metric, self.selection
+        )?;
+        write!(
+            f,
+            "{:>10} {:>10} {:>14} {:>12} {:>12} {:>10} {:>9}",
+            "FMR", "threshold", "impostor", "false match", "genuine", "false non", "FNMR"
+        )?;
+        for r in &self.rows {
+            write!(
+                f,
+                "\n{:>10.0e} {:>10.4} {:>14} {:>12} {:>12} {:>10} {:>9.4}",
+                r.target_fmr,
+                r.threshold,
+                r.impostor_comparisons,
+                r.false_matches,
+                r.genuine_comparisons,
+                r.false_non_matches,
+                r.fnmr()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -324,6 +401,7 @@ pub fn calibrate(
     metric: Metric,
     targets: &[f64],
     model_id: &str,
+    selection: FaceSelection,
     method: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Calibration> {
@@ -475,6 +553,7 @@ pub fn calibrate(
         table: CalibrationTable {
             model_id: model_id.to_owned(),
             metric,
+            selection,
             method: method.to_owned(),
             identities,
             images: n as u64,
@@ -568,6 +647,7 @@ mod tests {
             Metric::Euclidean,
             &[1e-2, 1e-3, 1e-4],
             "test",
+            FaceSelection::Largest,
             "synthetic",
             &|_| {},
         )
@@ -659,6 +739,56 @@ mod tests {
         }
         // 1e-6 of 29.6 M impostor pairs is still 29 false matches
         assert!(t.min_fmr() <= 1e-6);
+    }
+
+    #[test]
+    fn a_row_is_no_exception_to_the_smallest_supported_fmr() {
+        // 60 photos of 30 identities: 1,740 impostor pairs, so 10 false matches need FMR
+        // 10/1740 ≈ 5.7e-3; a 1e-6 row exists but rests on no false match at all
+        let (v, l) = synthetic(30, 2, 8);
+        let set = LabelledSet {
+            vectors: &v,
+            dim: 8,
+            labels: &l,
+        };
+        let t = calibrate(
+            &set,
+            Metric::Euclidean,
+            &STANDARD_FMRS,
+            "",
+            FaceSelection::Largest,
+            "",
+            &|_| {},
+        )
+        .unwrap()
+        .table;
+        assert_eq!(t.rows[0].impostor_comparisons, 1740);
+        assert!(t.rows.iter().any(|r| r.target_fmr == 1e-6));
+        assert!((t.min_fmr() - 10.0 / 1740.0).abs() < 1e-12);
+        for fmr in [1e-3, 1e-4, 1e-5, 1e-6] {
+            assert!(t.threshold_for_fmr(fmr).is_err(), "{fmr}");
+        }
+        assert!(t.threshold_for_fmr(1e-2).is_ok());
+    }
+
+    #[test]
+    fn the_best_of_m_comparisons_is_held_to_the_whole_target() {
+        let t = default_table().unwrap();
+        let one = t.decide(0.5, 1e-3).unwrap();
+        assert_eq!(one.comparisons, 1);
+        let five = t.decide_best_of(0.5, 1e-3, 5).unwrap();
+        let per = -((-1e-3f64).ln_1p() / 5.0).exp_m1();
+        assert!((per - 2.0005e-4).abs() < 1e-7, "{per}");
+        assert_eq!(five.threshold, t.threshold_for_fmr(per).unwrap());
+        assert!(five.threshold < one.threshold);
+        assert_eq!((five.comparisons, five.target_fmr), (5, 1e-3));
+        // the estimate is for the best of five: 1 − (1 − e)^5 ≈ 5e for small e
+        let e = t.estimated_fmr(0.5);
+        assert!((five.estimated_fmr - (1.0 - (1.0 - e).powi(5))).abs() < 1e-12);
+        assert!(t.decide_best_of(0.5, 1e-3, 0).is_err());
+        // a target whose per-comparison share the table cannot support is refused
+        assert!(t.decide_best_of(0.5, 1e-6, 10).is_err());
+        assert_eq!(t.selection, FaceSelection::NearestCentre);
     }
 
     #[test]

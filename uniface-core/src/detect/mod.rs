@@ -25,6 +25,9 @@
 
 mod pyramid;
 mod resize;
+mod selection;
+
+pub use selection::FaceSelection;
 
 use std::path::Path;
 

@@ -5,7 +5,7 @@ use ::image::RgbImage;
 use rayon::prelude::*;
 
 use crate::align::{face_chip, CHIP_PADDING, CHIP_SIZE};
-use crate::detect::{DetectOptions, Detection, Detector, FaceBox};
+use crate::detect::{DetectOptions, Detection, Detector, FaceBox, FaceSelection};
 use crate::embed::{Descriptor, Embedder};
 use crate::landmarks::{Landmarks, ShapePredictor};
 use crate::liveness::{Liveness, LivenessDetector};
@@ -23,7 +23,7 @@ pub struct Assessment {
     pub accepted: bool,
     /// Every failed check, in a stable order.
     pub reasons: Vec<Reason>,
-    /// The face assessed (the largest), if any.
+    /// The face assessed (picked by [`FaceAnalyzer::selection`]), if any.
     pub face: Option<FaceBox>,
     pub faces_found: usize,
     pub quality: Option<QualityReport>,
@@ -47,6 +47,9 @@ pub struct FaceAnalyzer {
     pub landmarks: ShapePredictor,
     pub embedder: Embedder,
     pub options: DetectOptions,
+    /// The face that one-face calls ([`FaceAnalyzer::assess`], [`FaceAnalyzer::select_face`])
+    /// use. Default [`FaceSelection::Largest`].
+    pub selection: FaceSelection,
     /// Memory, in bytes, that the images a batch works on at once may take together
     /// (estimated by [`FaceAnalyzer::working_set`]; a batch always takes at least one image).
     /// Default [`DEFAULT_BATCH_MEMORY`].
@@ -91,6 +94,7 @@ impl FaceAnalyzer {
             landmarks: ShapePredictor::from_file(&models.shape_predictor)?,
             embedder: Embedder::from_file(&models.embedder)?,
             options: DetectOptions::default(),
+            selection: FaceSelection::default(),
             batch_memory: DEFAULT_BATCH_MEMORY,
         })
     }
@@ -102,6 +106,11 @@ impl FaceAnalyzer {
 
     pub fn with_options(mut self, options: DetectOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    pub fn with_selection(mut self, selection: FaceSelection) -> Self {
+        self.selection = selection;
         self
     }
 
@@ -147,7 +156,30 @@ impl FaceAnalyzer {
             .collect())
     }
 
-    /// Run the quality (and, when the policy asks, liveness) gate on the largest face of `img`.
+    /// The face [`FaceAnalyzer::selection`] picks, with its landmarks and the number of faces
+    /// found; `None` when there is none. Landmarks are predicted for the chosen face only.
+    pub fn select_face(&self, img: &RgbImage) -> Result<Option<(FaceBox, Landmarks, usize)>> {
+        let found = self.detect(img)?;
+        Ok(self
+            .selection
+            .pick(&found, img.width(), img.height())
+            .map(|i| {
+                let b = found[i];
+                (b, self.landmarks.predict(img, &b.rect()), found.len())
+            }))
+    }
+
+    /// The chosen face ([`FaceAnalyzer::select_face`]) fully analysed, with the number of faces
+    /// found.
+    pub fn analyze_selected(&self, img: &RgbImage) -> Result<Option<(Face, usize)>> {
+        let Some((b, lm, n)) = self.select_face(img)? else {
+            return Ok(None);
+        };
+        Ok(self.describe(img, vec![(b, lm)])?.pop().map(|f| (f, n)))
+    }
+
+    /// Run the quality (and, when the policy asks, liveness) gate on the face of `img` that
+    /// [`FaceAnalyzer::selection`] picks.
     /// Refusals are reasons in the result, not errors; an error means the image could not be
     /// processed (or the policy needs liveness and `liveness` is `None`).
     pub fn assess(
@@ -172,7 +204,9 @@ impl FaceAnalyzer {
             });
         }
         let found = self.detect_landmarks(img)?;
-        let Some((face, lm)) = found.iter().max_by_key(|(b, _)| b.rect().area()).copied() else {
+        let boxes: Vec<FaceBox> = found.iter().map(|f| f.0).collect();
+        let picked = self.selection.pick(&boxes, img.width(), img.height());
+        let Some((face, lm)) = picked.map(|i| found[i]) else {
             return Ok((
                 Assessment {
                     accepted: false,

@@ -57,15 +57,39 @@ pub struct ModelFingerprint {
 impl ModelFingerprint {
     /// dlib's ResNet-29 as UniFace runs it (MMOD + 5-point chips of 150 px, padding 0.25).
     pub fn dlib_resnet_v1() -> Self {
+        Self::from_hex(RESNET.id, RESNET.sha256, 1).unwrap_or_else(|| Self {
+            model_id: RESNET.id.to_owned(),
+            weights_sha256: [0; 32],
+            preprocessing: 1,
+        })
+    }
+
+    /// The weights' SHA-256 as 64 lowercase hex digits (how manifests, caches and the
+    /// bindings write it).
+    pub fn to_hex(&self) -> String {
+        self.weights_sha256
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A fingerprint whose SHA-256 is given as 64 hex digits (either case); `None` when
+    /// `sha256_hex` is not that.
+    pub fn from_hex(model_id: &str, sha256_hex: &str, preprocessing: u16) -> Option<Self> {
+        let hex = sha256_hex.as_bytes();
+        if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
         let mut sha = [0u8; 32];
         for (i, b) in sha.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&RESNET.sha256[2 * i..2 * i + 2], 16).unwrap_or(0);
+            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
+            *b = u8::from_str_radix(pair, 16).ok()?;
         }
-        Self {
-            model_id: RESNET.id.to_owned(),
+        Some(Self {
+            model_id: model_id.to_owned(),
             weights_sha256: sha,
-            preprocessing: 1,
-        }
+            preprocessing,
+        })
     }
 }
 

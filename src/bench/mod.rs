@@ -1,10 +1,26 @@
-//! `uniface bench`: speed as ratios against baselines measured in the same process.
+//! Speed as ratios against baselines measured in the same process (what `uniface bench`
+//! prints): the embedder against candle's stock convolution and a plain GEMM, 1:N scoring
+//! against the memory-read bandwidth, the capture gate against one embedding, and
+//! ([`gallery`]) the gallery against raw usearch. Each returns a [`Report`]; none asserts a
+//! time.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
-use serde_json::json;
-use uniface::core::candle::{Device, Tensor};
-use uniface::{Backend, Embedder, Error, ModelStore};
+use serde_json::{json, Value};
+
+use crate::core::candle::{Device, Tensor};
+use crate::core::Error;
+use crate::{Backend, Embedder, ModelStore, Result};
+
+pub mod gallery;
+
+/// A benchmark's figures, as JSON and as the text `uniface bench` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub json: Value,
+    pub text: String,
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -12,44 +28,45 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median seconds of `runs` calls after one warm-up call.
-pub(crate) fn time(
+pub fn time<E: Into<crate::Error>>(
     runs: usize,
-    mut f: impl FnMut() -> uniface::Result<()>,
-) -> uniface::Result<f64> {
-    f()?;
+    mut f: impl FnMut() -> std::result::Result<(), E>,
+) -> Result<f64> {
+    f().map_err(Into::into)?;
     let mut t = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let start = Instant::now();
-        f()?;
+        f().map_err(Into::into)?;
         t.push(start.elapsed().as_secs_f64());
     }
     Ok(median(t))
 }
 
 /// GFLOP/s of candle's f32 matmul on 1024×1024 matrices: the practical GEMM ceiling.
-fn gemm_ceiling(runs: usize) -> uniface::Result<f64> {
+fn gemm_ceiling(runs: usize) -> Result<f64> {
     let n = 1024;
     let a = Tensor::ones((n, n), candle_dtype(), &Device::Cpu)?;
     let b = Tensor::ones((n, n), candle_dtype(), &Device::Cpu)?;
     let s = time(runs.clamp(3, 10), || {
         a.matmul(&b)?;
-        Ok(())
+        Ok::<(), crate::Error>(())
     })?;
     Ok(2.0 * (n * n * n) as f64 / s / 1e9)
 }
 
-fn candle_dtype() -> uniface::core::candle::DType {
-    uniface::core::candle::DType::F32
+fn candle_dtype() -> crate::core::candle::DType {
+    crate::core::candle::DType::F32
 }
 
-pub fn embed(batch: usize, runs: usize, layers: bool, json_out: bool) -> uniface::Result<()> {
+/// The embedder: GEMM path against candle's conv2d and a 1024³ matmul, optionally per layer.
+pub fn embed(batch: usize, runs: usize, layers: bool) -> Result<Report> {
     let batch = batch.max(1);
     let models = ModelStore::from_env()?.ensure()?;
     let bytes = std::fs::read(&models.embedder).map_err(|e| Error::Io {
         path: models.embedder.clone(),
         source: e,
     })?;
-    let file = uniface::core::embed::parse_resnet("resnet", &bytes)?;
+    let file = crate::core::embed::parse_resnet("resnet", &bytes)?;
     let fast = Embedder::from_parsed(&file, Backend::Gemm, &Device::Cpu)?;
     let stock = Embedder::from_parsed(&file, Backend::CandleConv2d, &Device::Cpu)?;
     // Deterministic pixels; the cost does not depend on them.
@@ -86,14 +103,12 @@ pub fn embed(batch: usize, runs: usize, layers: bool, json_out: bool) -> uniface
             .collect();
     }
 
-    if json_out {
+    let json = {
         let layers: Vec<_> = per_layer
             .iter()
             .map(|(i, name, dims, t)| json!({"op": i, "name": name, "output": dims, "ms": t * 1e3}))
             .collect();
-        println!(
-            "{}",
-            json!({
+        json!({
                 "batch": batch,
                 "threads": rayon_threads(),
                 "gemm_ms_per_face": per_face(t_fast) * 1e3,
@@ -104,42 +119,47 @@ pub fn embed(batch: usize, runs: usize, layers: bool, json_out: bool) -> uniface
                 "gemm_ceiling_gflops": ceiling,
                 "fraction_of_gemm_ceiling": gflops / ceiling,
                 "layers": layers,
-            })
-        );
-        return Ok(());
-    }
-    println!(
+        })
+    };
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "embedder, batch {batch}, {} thread(s), median of {runs} runs",
         rayon_threads()
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  gemm path          {:8.3} ms/face  ({:.1} faces/s)",
         per_face(t_fast) * 1e3,
         1.0 / per_face(t_fast)
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  candle conv2d      {:8.3} ms/face  (baseline; gemm path is {:.2}x faster)",
         per_face(t_stock) * 1e3,
         t_stock / t_fast
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  work               {:.3} GFLOP/face; {gflops:.1} GFLOP/s = {:.0}% of candle's 1024^3 matmul ({ceiling:.1} GFLOP/s, same run)",
         flops / 1e9,
         100.0 * gflops / ceiling
     );
     for (i, name, dims, t) in &per_layer {
         if *t > 1e-5 {
-            println!(
+            let _ = writeln!(
+                text,
                 "    {i:3} {name:<10} {:<18} {:8.3} ms",
                 format!("{dims:?}"),
                 t * 1e3
             );
         }
     }
-    Ok(())
+    Ok(Report { json, text })
 }
 
-pub(crate) fn rayon_threads() -> usize {
+/// Threads rayon uses (RAYON_NUM_THREADS, else the cores).
+pub fn rayon_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -150,7 +170,7 @@ pub(crate) fn rayon_threads() -> usize {
 /// Bytes per second of the plainest possible read of `buf` (a vectorised wrapping sum) on the
 /// current rayon pool: the ceiling that 1:N scoring of a gallery larger than the caches can
 /// approach.
-fn read_bandwidth(buf: &[u64], runs: usize) -> uniface::Result<f64> {
+fn read_bandwidth(buf: &[u64], runs: usize) -> Result<f64> {
     use rayon::prelude::*;
     let s = time(runs, || {
         let sum = buf
@@ -158,13 +178,13 @@ fn read_bandwidth(buf: &[u64], runs: usize) -> uniface::Result<f64> {
             .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
             .reduce(|| 0, u64::wrapping_add);
         std::hint::black_box(sum);
-        Ok(())
+        Ok::<(), crate::Error>(())
     })?;
     Ok(std::mem::size_of_val(buf) as f64 / s)
 }
 
-/// Unit vectors from a fixed-seed generator.
-pub(crate) fn unit_vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32>> {
+/// `n` pseudo-random unit vectors of `dim` values (deterministic).
+pub fn unit_vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32>> {
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     (0..n).map(move |_| {
         let v: Vec<f32> = (0..dim)
@@ -182,10 +202,11 @@ pub(crate) fn unit_vectors(n: usize, dim: usize) -> impl Iterator<Item = Vec<f32
 
 /// `uniface bench compare`: 1:N scoring throughput of f32, f16 and i8 matrices, one core and
 /// all cores, against the machine's plain memory-read bandwidth measured in the same run.
-pub fn compare(templates: usize, runs: usize, json_out: bool) -> uniface::Result<()> {
-    use uniface::core::compare::{Metric, TemplateMatrix};
-    use uniface::core::template::ElementType;
-    let dim = uniface::core::embed::DESCRIPTOR_DIM;
+/// 1:N scoring throughput per element type against the plain memory-read bandwidth.
+pub fn compare(templates: usize, runs: usize) -> Result<Report> {
+    use crate::core::compare::{Metric, TemplateMatrix};
+    use crate::core::template::ElementType;
+    let dim = crate::core::embed::DESCRIPTOR_DIM;
     let single = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -215,7 +236,7 @@ pub fn compare(templates: usize, runs: usize, json_out: bool) -> uniface::Result
         rows.push((element, bytes, t_one, t_all));
     }
     let gb = |b: f64| b / 1e9;
-    if json_out {
+    let json = {
         let results: Vec<_> = rows
             .iter()
             .map(|(e, bytes, t1, ta)| {
@@ -231,28 +252,28 @@ pub fn compare(templates: usize, runs: usize, json_out: bool) -> uniface::Result
                 })
             })
             .collect();
-        println!(
-            "{}",
-            json!({
+        json!({
                 "templates": templates, "dim": dim, "metric": "euclidean",
                 "threads": all_threads,
                 "read_gb_per_s_one_core": gb(read_one),
                 "read_gb_per_s_all_cores": gb(read_all),
                 "results": results,
-            })
-        );
-        return Ok(());
-    }
-    println!(
+        })
+    };
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "1:N scoring, {templates} templates of {dim} values, euclidean, median of {runs} runs"
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  plain memory read: {:.1} GB/s one core, {:.1} GB/s {all_threads} threads (same run)",
         gb(read_one),
         gb(read_all)
     );
     for (e, bytes, t1, ta) in &rows {
-        println!(
+        let _ = writeln!(
+            text,
             "  {:<4} one core {:7.1} M templates/s {:5.1} GB/s ({:3.0}% of read) | {all_threads} threads {:7.1} M/s {:5.1} GB/s ({:3.0}%)",
             format!("{e:?}").to_lowercase(),
             templates as f64 / t1 / 1e6,
@@ -263,29 +284,28 @@ pub fn compare(templates: usize, runs: usize, json_out: bool) -> uniface::Result
             100.0 * bytes / ta / read_all,
         );
     }
-    Ok(())
+    Ok(Report { json, text })
 }
 
 /// `uniface bench gate`: per-face cost of the quality measures, the unified score, liveness
 /// and, as the yardstick, one embedding — on one photo's largest face.
-pub fn gate(image: &std::path::Path, runs: usize, json_out: bool) -> uniface::Result<()> {
-    use uniface::core::align::{face_chip, CHIP_PADDING, CHIP_SIZE};
-    use uniface::core::liveness::LivenessDetector;
-    use uniface::core::quality;
-    let analyzer = uniface::FaceAnalyzer::from_env()?;
+pub fn gate(image: &std::path::Path, runs: usize) -> Result<Report> {
+    use crate::core::align::{face_chip, CHIP_PADDING, CHIP_SIZE};
+    use crate::core::liveness::LivenessDetector;
+    use crate::core::quality;
+    let analyzer = crate::FaceAnalyzer::from_env()?;
     let liveness = LivenessDetector::from_store(&ModelStore::from_env()?)?;
-    let img = uniface::core::image::load_rgb(image)?;
-    let faces = analyzer.detect_landmarks(&img)?;
-    let Some((face, lm)) = faces.iter().max_by_key(|(b, _)| b.rect().area()).copied() else {
-        return Err(Error::NoFace {
+    let img = crate::core::image::load_rgb(image)?;
+    let Some((face, lm, found)) = analyzer.select_face(&img)? else {
+        return Err(crate::Error::Core(Error::NoFace {
             image: image.display().to_string(),
-        });
+        }));
     };
     let chip = face_chip(&img, &lm, CHIP_SIZE, CHIP_PADDING);
     let t_measure = time(runs, || {
         let c = face_chip(&img, &lm, CHIP_SIZE, CHIP_PADDING);
-        std::hint::black_box(quality::measure(&img, &face, &lm, &c, faces.len()));
-        Ok(())
+        std::hint::black_box(quality::measure(&img, &face, &lm, &c, found));
+        Ok::<(), crate::Error>(())
     })?;
     let t_unified = time(runs, || {
         quality::unified(&analyzer.embedder, &img, &lm).map(|m| {
@@ -306,35 +326,34 @@ pub fn gate(image: &std::path::Path, runs: usize, json_out: bool) -> uniface::Re
         })
     })?;
     let ms = |t: f64| t * 1e3;
-    if json_out {
-        println!(
-            "{}",
-            json!({
-                "image": image, "threads": rayon_threads(),
-                "quality_measures_ms": ms(t_measure), "unified_ms": ms(t_unified),
-                "one_embedding_ms": ms(t_embed), "liveness_ms": ms(t_live),
-            })
-        );
-        return Ok(());
-    }
-    println!(
+    let json = json!({
+        "image": image, "threads": rayon_threads(),
+        "quality_measures_ms": ms(t_measure), "unified_ms": ms(t_unified),
+        "one_embedding_ms": ms(t_embed), "liveness_ms": ms(t_live),
+    });
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "gate on {} ({} thread(s)), median of {runs} runs",
         image.display(),
         rayon_threads()
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  quality measures (chip + all measures)  {:8.3} ms",
         ms(t_measure)
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  unified score (5 chips, 5 embeddings)   {:8.3} ms  = {:.1}x one embedding ({:.3} ms)",
         ms(t_unified),
         t_unified / t_embed,
         ms(t_embed)
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  liveness (2 MiniFASNets)                {:8.3} ms",
         ms(t_live)
     );
-    Ok(())
+    Ok(Report { json, text })
 }

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::{Error, Result};
 use image::{Rgb, RgbImage};
-use uniface::Error;
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 540;
@@ -164,7 +164,7 @@ pub fn chart(
     x: Axis,
     y: Axis,
     series: &[(String, Vec<(f64, f64)>)],
-) -> uniface::Result<()> {
+) -> Result<()> {
     let mut img = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb([255, 255, 255]));
     let (w, h) = (i64::from(WIDTH), i64::from(HEIGHT));
     let (pw, ph) = (w - LEFT - RIGHT, h - TOP - BOTTOM);

@@ -1,4 +1,4 @@
-//! `uniface bench gallery`: the gallery against raw usearch on the same synthetic face-like
+//! The gallery against raw usearch on the same synthetic face-like
 //! templates, in one run — build rate, recall, identity top-1, single-caller QPS and latency
 //! over a sweep of the search expansion, batch scaling, 1 vs 2 shards, durable enrollment per
 //! durability mode, open and recovery time, bytes per template.
@@ -6,20 +6,14 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::core::template::{ElementType, ModelFingerprint, Template};
+use crate::core::Error;
+use crate::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions};
+use crate::{Metric, Result, TemplateMatrix};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use uniface::core::template::{ElementType, ModelFingerprint, Template};
-use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions};
-use uniface::{Error, Metric, TemplateMatrix};
 
-use crate::bench::{rayon_threads, time, unit_vectors};
-
-fn ie(e: uniface::index::Error) -> Error {
-    Error::InvalidArgument {
-        name: "gallery",
-        message: e.to_string(),
-    }
-}
+use super::{rayon_threads, time, unit_vectors};
 
 /// Synthetic templates: identity centres on the sphere, 4 samples per identity (centre plus
 /// 0.55 × a random unit vector: same-identity cosine ≈ 0.77, different ≈ 0 ± 0.09), and
@@ -34,8 +28,8 @@ struct Data {
 }
 
 impl Data {
-    fn new(templates: usize, queries: usize) -> uniface::Result<Self> {
-        let dim = uniface::core::embed::DESCRIPTOR_DIM;
+    fn new(templates: usize, queries: usize) -> Result<Self> {
+        let dim = crate::core::embed::DESCRIPTOR_DIM;
         let centres: Vec<Vec<f32>> = unit_vectors(templates / 4 + 1, dim).collect();
         let noise: Vec<Vec<f32>> = unit_vectors(templates + queries + 7, dim).skip(7).collect();
         let sample = |identity: usize, k: usize| -> Vec<f32> {
@@ -65,7 +59,7 @@ impl Data {
                     .nearest(p, Metric::Euclidean, 1)
                     .map(|n| n.first().map_or(usize::MAX, |n| n.index))
             })
-            .collect::<uniface::Result<_>>()?;
+            .collect::<crate::core::Result<_>>()?;
         Ok(Self {
             fp: ModelFingerprint::dlib_resnet_v1(),
             vectors,
@@ -74,8 +68,8 @@ impl Data {
         })
     }
 
-    fn template(&self, v: &[f32]) -> uniface::Result<Template> {
-        Template::new(self.fp.clone(), v)
+    fn template(&self, v: &[f32]) -> Result<Template> {
+        Ok(Template::new(self.fp.clone(), v)?)
     }
 }
 
@@ -125,19 +119,16 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn one_thread_pool() -> uniface::Result<rayon::ThreadPool> {
+fn one_thread_pool() -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
-        .map_err(|e| Error::InvalidArgument {
-            name: "threads",
-            message: e.to_string(),
-        })
+        .map_err(|e| crate::Error::invalid("threads", e.to_string()))
 }
 
 /// Durable enrollment rate per durability mode (one thread; `Group` also with 4 callers and
 /// with batches).
-fn enroll_rates(data: &Data, tmp: &Path) -> uniface::Result<Vec<Value>> {
+fn enroll_rates(data: &Data, tmp: &Path) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let n_all = data.vectors.len();
     // (mode, threads, templates, batch size)
@@ -152,11 +143,11 @@ fn enroll_rates(data: &Data, tmp: &Path) -> uniface::Result<Vec<Value>> {
             durability: mode,
             ..Default::default()
         };
-        let g = Gallery::create(&dir, &options).map_err(ie)?;
+        let g = Gallery::create(&dir, &options)?;
         let ts: Vec<Template> = data.vectors[..n]
             .iter()
             .map(|v| data.template(v))
-            .collect::<uniface::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let names: Vec<String> = (0..n).map(|i| format!("s{}", i / 4)).collect();
         let start = Instant::now();
         std::thread::scope(|s| {
@@ -185,7 +176,7 @@ fn enroll_rates(data: &Data, tmp: &Path) -> uniface::Result<Vec<Value>> {
 }
 
 /// `ids[i]`: the template id the gallery gave template `i`.
-fn search_gallery(data: &Data, g: &Gallery, ids: &[u64]) -> uniface::Result<Sweep> {
+fn search_gallery(data: &Data, g: &Gallery, ids: &[u64]) -> Result<Sweep> {
     let index_of: std::collections::HashMap<u64, usize> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut sweep = Sweep {
@@ -197,10 +188,10 @@ fn search_gallery(data: &Data, g: &Gallery, ids: &[u64]) -> uniface::Result<Swee
         .probes
         .iter()
         .map(|(_, p)| data.template(p))
-        .collect::<uniface::Result<_>>()?;
+        .collect::<Result<_>>()?;
     for ((p, (id, _)), exact) in probes.iter().zip(&data.probes).zip(&data.exact) {
         let start = Instant::now();
-        let r = g.identify(p, 1, 1e-3).map_err(ie)?;
+        let r = g.identify(p, 1, 1e-3)?;
         sweep.lat.push(start.elapsed().as_secs_f64());
         if let Some(c) = r.candidates.first() {
             sweep.top1 += usize::from(c.subject == format!("s{id}"));
@@ -215,13 +206,14 @@ fn build_gallery(
     data: &Data,
     dir: &Path,
     shards: usize,
-) -> uniface::Result<(Gallery, Vec<u64>, serde_json::Map<String, Value>)> {
+    progress: &dyn Fn(&str),
+) -> Result<(Gallery, Vec<u64>, serde_json::Map<String, Value>)> {
     let options = GalleryOptions {
         shards,
         durability: Durability::Async,
         ..Default::default()
     };
-    let g = Gallery::create(dir, &options).map_err(ie)?;
+    let g = Gallery::create(dir, &options)?;
     let names: Vec<String> = (0..data.vectors.len())
         .map(|i| format!("s{}", i / 4))
         .collect();
@@ -230,24 +222,24 @@ fn build_gallery(
         let ts: Vec<Template> = chunk
             .iter()
             .map(|v| data.template(v))
-            .collect::<uniface::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let items: Vec<(&str, &Template)> =
             names.iter().map(String::as_str).zip(ts.iter()).collect();
-        ids.extend(g.enroll_many(&items).map_err(ie)?);
+        ids.extend(g.enroll_many(&items)?);
     }
-    eprintln!(
+    progress(&format!(
         "  {shards} shard(s): {} templates enrolled; building graphs…",
         g.len()
-    );
+    ));
     let start = Instant::now();
-    let indexed = g.index_pending(usize::MAX).map_err(ie)?;
+    let indexed = g.index_pending(usize::MAX)?;
     let build_s = start.elapsed().as_secs_f64();
-    g.checkpoint().map_err(ie)?;
+    g.checkpoint()?;
     drop(g);
     let bytes = dir_bytes(dir);
     let fp = &data.fp;
     let start = Instant::now();
-    let (g, _) = Gallery::open(dir, fp, Durability::Async).map_err(ie)?;
+    let (g, _) = Gallery::open(dir, fp, Durability::Async)?;
     let open_s = start.elapsed().as_secs_f64();
     drop(g);
     let view = OpenOptions {
@@ -256,10 +248,10 @@ fn build_gallery(
         ..OpenOptions::default()
     };
     let start = Instant::now();
-    let (g, _) = Gallery::open_with_options(dir, fp, &view).map_err(ie)?;
+    let (g, _) = Gallery::open_with_options(dir, fp, &view)?;
     let view_s = start.elapsed().as_secs_f64();
     drop(g);
-    let (g, _) = Gallery::open(dir, fp, Durability::Async).map_err(ie)?;
+    let (g, _) = Gallery::open(dir, fp, Durability::Async)?;
     let mut info = serde_json::Map::new();
     info.insert("shards".into(), json!(shards));
     info.insert(
@@ -278,27 +270,27 @@ fn build_gallery(
 
 /// Recovery after a crash: `n` enrollments logged after the last checkpoint and never folded
 /// into it (a process killed at that point leaves exactly this), then `open` replays them.
-fn recovery(data: &Data, g: Gallery, n: usize) -> uniface::Result<Value> {
+fn recovery(data: &Data, g: Gallery, n: usize) -> Result<Value> {
     let n = n.min(data.vectors.len());
     let ts: Vec<Template> = data.vectors[..n]
         .iter()
         .map(|v| data.template(v))
-        .collect::<uniface::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let items: Vec<(&str, &Template)> = ts.iter().map(|t| ("recovered", t)).collect();
     for chunk in items.chunks(1024) {
-        g.enroll_many(chunk).map_err(ie)?;
+        g.enroll_many(chunk)?;
     }
-    g.flush().map_err(ie)?;
+    g.flush()?;
     let dir = g.dir().to_owned();
     drop(g);
     let start = Instant::now();
-    let (g, report) = Gallery::open(&dir, &data.fp, Durability::Async).map_err(ie)?;
+    let (g, report) = Gallery::open(&dir, &data.fp, Durability::Async)?;
     let s = start.elapsed().as_secs_f64();
     let replayed = report.records_replayed();
     Ok(json!({"log_records": replayed, "open_seconds": s, "pending_after": g.pending()}))
 }
 
-fn search_raw(data: &Data, raw: &uniface::index::usearch::Index) -> uniface::Result<Sweep> {
+fn search_raw(data: &Data, raw: &crate::index::usearch::Index) -> Result<Sweep> {
     let mut sweep = Sweep {
         top1: 0,
         recall: 0,
@@ -308,7 +300,7 @@ fn search_raw(data: &Data, raw: &uniface::index::usearch::Index) -> uniface::Res
         let start = Instant::now();
         let m = raw
             .search(p, 1)
-            .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+            .map_err(|e| crate::index::Error::Usearch(e.to_string()))?;
         sweep.lat.push(start.elapsed().as_secs_f64());
         if let Some(&k) = m.keys.first() {
             sweep.top1 += usize::from(k as usize / 4 == *id);
@@ -321,7 +313,7 @@ fn search_raw(data: &Data, raw: &uniface::index::usearch::Index) -> uniface::Res
 /// Exact scan (f32 matrix) against the graph path (i8 HNSW at the default expansion, exact
 /// re-scoring included) per query, one core, for small shard sizes: where does the graph start
 /// to pay?
-fn crossover(data: &Data) -> uniface::Result<Vec<Value>> {
+fn crossover(data: &Data) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let one = one_thread_pool()?;
     for n in [500usize, 1_000, 2_000, 4_000, 8_000, 16_000] {
@@ -332,14 +324,14 @@ fn crossover(data: &Data) -> uniface::Result<Vec<Value>> {
         for v in &data.vectors[..n] {
             matrix.push(v)?;
         }
-        let graph = uniface::index::new_l2_index(&HnswParams::default(), n).map_err(ie)?;
+        let graph = crate::index::new_l2_index(&HnswParams::default(), n)?;
         for (i, v) in data.vectors[..n].iter().enumerate() {
             graph
                 .add(i as u64, v)
-                .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+                .map_err(|e| crate::index::Error::Usearch(e.to_string()))?;
         }
         let probes: Vec<&Vec<f32>> = data.probes.iter().map(|p| &p.1).take(300).collect();
-        let (exact_s, graph_s) = one.install(|| -> uniface::Result<(f64, f64)> {
+        let (exact_s, graph_s) = one.install(|| -> Result<(f64, f64)> {
             let start = Instant::now();
             for p in &probes {
                 std::hint::black_box(matrix.nearest(p, Metric::Euclidean, 8)?);
@@ -349,11 +341,11 @@ fn crossover(data: &Data) -> uniface::Result<Vec<Value>> {
             for p in &probes {
                 let m = graph
                     .search(p, 8)
-                    .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+                    .map_err(|e| crate::index::Error::Usearch(e.to_string()))?;
                 // the gallery re-scores the graph's candidates in f32
                 for k in &m.keys {
                     let v = &data.vectors[*k as usize];
-                    std::hint::black_box(uniface::core::compare::euclidean(p, v)?);
+                    std::hint::black_box(crate::core::compare::euclidean(p, v)?);
                 }
             }
             Ok((exact_s, start.elapsed().as_secs_f64()))
@@ -377,22 +369,27 @@ fn at_target(rows: &[Value], target: f64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The whole comparison on `templates` synthetic templates and `queries` probes, sweeping
+/// the search expansions `efs`, against raw usearch graphs of each `baselines` storage;
+/// `progress(stage)` names each stage as it starts. The figures as one JSON object.
 pub fn gallery(
     templates: usize,
     queries: usize,
     efs: &[usize],
     baselines: &[ElementType],
-    json_out: bool,
-) -> uniface::Result<()> {
+    progress: &dyn Fn(&str),
+) -> Result<Value> {
     let tmp = tempfile::tempdir().map_err(|e| Error::Io {
         path: std::env::temp_dir(),
         source: e,
     })?;
-    eprintln!("generating {templates} templates and {queries} probes, exact ground truth…");
+    progress(&format!(
+        "generating {templates} templates and {queries} probes, exact ground truth…"
+    ));
     let data = Data::new(templates, queries)?;
-    eprintln!("durable enrollment per mode…");
+    progress("durable enrollment per mode…");
     let enroll = enroll_rates(&data, tmp.path())?;
-    eprintln!("exact scan vs graph for small shards…");
+    progress("exact scan vs graph for small shards…");
     let small = crossover(&data)?;
     let default_ef = HnswParams::default().expansion_search;
     let mut search = Vec::new();
@@ -401,10 +398,10 @@ pub fn gallery(
     let mut recovered = Value::Null;
     for shards in [1usize, 2] {
         let dir = tmp.path().join(format!("search-{shards}"));
-        let (g, ids, info) = build_gallery(&data, &dir, shards)?;
+        let (g, ids, info) = build_gallery(&data, &dir, shards, progress)?;
         let mut rows = Vec::new();
         for &ef in efs {
-            g.set_expansion_search(ef).map_err(ie)?;
+            g.set_expansion_search(ef)?;
             let mut what = info.clone();
             what.insert("index".into(), json!(format!("gallery, {shards} shard(s)")));
             what.insert("expansion_search".into(), json!(ef));
@@ -420,13 +417,13 @@ pub fn gallery(
                     || efs.iter().copied().max().unwrap_or(default_ef),
                     |e| e as usize,
                 );
-            g.set_expansion_search(batch_ef).map_err(ie)?;
+            g.set_expansion_search(batch_ef)?;
             let probes: Vec<Template> = data
                 .probes
                 .iter()
                 .map(|(_, p)| data.template(p))
-                .collect::<uniface::Result<_>>()?;
-            let run = || g.identify_batch(&probes, 1, 1e-3).map(|_| ()).map_err(ie);
+                .collect::<Result<_>>()?;
+            let run = || g.identify_batch(&probes, 1, 1e-3).map(|_| ());
             let t1 = one_thread_pool()?.install(|| time(3, run))?;
             let tn = time(3, run)?;
             batch = json!({
@@ -446,14 +443,14 @@ pub fn gallery(
             graph: element,
             ..Default::default()
         };
-        eprintln!("raw usearch {element:?}: building…");
-        let raw = uniface::index::new_l2_index(&params, templates).map_err(ie)?;
+        progress(&format!("raw usearch {element:?}: building…"));
+        let raw = crate::index::new_l2_index(&params, templates)?;
         let start = Instant::now();
         data.vectors
             .par_iter()
             .enumerate()
             .try_for_each(|(i, v)| raw.add(i as u64, v))
-            .map_err(|e| ie(uniface::index::Error::Usearch(e.to_string())))?;
+            .map_err(|e| crate::index::Error::Usearch(e.to_string()))?;
         let rate = templates as f64 / start.elapsed().as_secs_f64();
         for &ef in efs {
             raw.change_expansion_search(ef);
@@ -490,10 +487,5 @@ pub fn gallery(
         "batch_identify": batch,
         "recovery": recovered,
     });
-    if json_out {
-        println!("{out}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    }
-    Ok(())
+    Ok(out)
 }
