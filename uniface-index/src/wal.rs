@@ -55,6 +55,26 @@ pub enum Durability {
     Async,
 }
 
+impl Durability {
+    /// Every mode, strictest first.
+    pub const ALL: [Self; 3] = [Self::Sync, Self::Group, Self::Async];
+
+    /// The stable name: `sync`, `group`, `async` (the manifest's, the CLI's and the
+    /// bindings').
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Group => "group",
+            Self::Async => "async",
+        }
+    }
+
+    /// The mode of a [`Durability::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
 /// One change to a shard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {

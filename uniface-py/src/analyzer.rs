@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods};
 use pyo3::prelude::*;
-use uniface_core::detect::{DetectOptions, FaceBox};
+use uniface_core::detect::{DetectOptions, FaceBox, FaceSelection};
 use uniface_core::liveness::LazyLivenessDetector;
 use uniface_core::model_store::ModelStore;
 use uniface_core::quality::{self, Policy};
 
 use crate::errors;
 use crate::image::ImageInput;
+use crate::results::{Assessment, Liveness, QualityReport};
 
 type BoxTuple = (i64, i64, i64, i64);
 
@@ -32,9 +33,13 @@ fn landmarks_array(lm: &uniface_core::landmarks::Landmarks) -> Array2<f64> {
     })
 }
 
-/// JSON text → Python objects (dicts, lists, numbers) through the standard library.
-pub fn json_to_py(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
-    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+/// A face-selection rule by name.
+pub fn selection(name: &str) -> PyResult<FaceSelection> {
+    FaceSelection::from_name(name).ok_or_else(|| {
+        errors::InvalidArgumentError::new_err(format!(
+            "selection must be \"largest\", \"nearest_centre\" or \"highest_score\", not {name:?}"
+        ))
+    })
 }
 
 /// A detected face: its box, score and (from `landmarks`) the 5 points.
@@ -75,12 +80,12 @@ pub struct Face {
     /// 128 float32 values.
     #[pyo3(get)]
     embedding: Py<PyArray1<f32>>,
-    /// Quality measures (a dict) when asked for with `quality=True`.
+    /// Quality measures when asked for with `quality=True`.
     #[pyo3(get)]
-    quality: Option<Py<PyAny>>,
-    /// Liveness verdict (a dict) when asked for with `liveness=True`.
+    quality: Option<QualityReport>,
+    /// Liveness verdict when asked for with `liveness=True`.
     #[pyo3(get)]
-    liveness: Option<Py<PyAny>>,
+    liveness: Option<Liveness>,
 }
 
 #[pymethods]
@@ -93,8 +98,8 @@ impl Face {
 /// What the GIL-free part computes for one face.
 struct Computed {
     face: uniface_core::Face,
-    quality: Option<String>,
-    liveness: Option<String>,
+    quality: Option<QualityReport>,
+    liveness: Option<Liveness>,
 }
 
 fn to_face(py: Python<'_>, c: Computed) -> PyResult<Face> {
@@ -110,8 +115,8 @@ fn to_face(py: Python<'_>, c: Computed) -> PyResult<Face> {
         landmarks: readonly(landmarks)?.unbind(),
         chip: readonly(chip)?.unbind(),
         embedding: readonly(embedding)?.unbind(),
-        quality: c.quality.map(|q| json_to_py(py, &q)).transpose()?,
-        liveness: c.liveness.map(|l| json_to_py(py, &l)).transpose()?,
+        quality: c.quality,
+        liveness: c.liveness,
     })
 }
 
@@ -125,7 +130,7 @@ fn readonly<T>(a: Bound<'_, T>) -> PyResult<Bound<'_, T>> {
 /// Every call releases the GIL while it works.
 #[pyclass(frozen, module = "uniface")]
 pub struct FaceAnalyzer {
-    inner: uniface_core::FaceAnalyzer,
+    pub(crate) inner: uniface_core::FaceAnalyzer,
     liveness: LazyLivenessDetector,
 }
 
@@ -179,11 +184,11 @@ impl FaceAnalyzer {
             .map(|face| {
                 let quality = with_quality.then(|| {
                     let q = quality::measure(img, &face.bbox, &face.landmarks, &face.chip, count);
-                    serde_json::to_string(&q).unwrap_or_default()
+                    QualityReport::new(&q, &[])
                 });
                 let liveness = if with_liveness {
                     let l = self.liveness.get()?.check(img, &face.bbox.rect())?;
-                    Some(serde_json::to_string(&l).unwrap_or_default())
+                    Some(Liveness::from(&l))
                 } else {
                     None
                 };
@@ -206,15 +211,19 @@ impl FaceAnalyzer {
     /// the canvas budget cannot hold it); `min_face_size` drops faces whose box is narrower
     /// (pixels); `max_canvas_pixels` bounds the detector's canvas (default: what a 1280×1280
     /// photo needs at upsample 1): larger photos are detected on a reduced copy.
+    /// `selection` is the face that one-face calls (`assess`) use: "largest" (default),
+    /// "nearest_centre" or "highest_score".
     #[new]
-    #[pyo3(signature = (models_dir=None, *, upsample=1, min_face_size=0, max_canvas_pixels=None))]
+    #[pyo3(signature = (models_dir=None, *, upsample=1, min_face_size=0, max_canvas_pixels=None, selection="largest"))]
     fn new(
         py: Python<'_>,
         models_dir: Option<PathBuf>,
         upsample: i64,
         min_face_size: i64,
         max_canvas_pixels: Option<i64>,
+        selection: &str,
     ) -> PyResult<Self> {
+        let selection = self::selection(selection)?;
         use uniface_core::detect::{
             DEFAULT_MAX_CANVAS_PIXELS, MAX_CANVAS_PIXELS, MIN_CANVAS_PIXELS,
         };
@@ -238,7 +247,9 @@ impl FaceAnalyzer {
                 max_canvas_pixels,
                 ..DetectOptions::default()
             };
-            let inner = uniface_core::FaceAnalyzer::new(&set)?.with_options(options);
+            let inner = uniface_core::FaceAnalyzer::new(&set)?
+                .with_options(options)
+                .with_selection(selection);
             Ok(Self {
                 inner,
                 liveness: LazyLivenessDetector::new(store),
@@ -362,9 +373,9 @@ impl FaceAnalyzer {
             .collect()
     }
 
-    /// The capture gate on the largest face: quality measures and reasons, and liveness when
-    /// the policy requires it. `policy` is "enrollment" or "verification". Returns a dict
-    /// (`accepted`, `reasons`, `quality`, `liveness`, ...).
+    /// The capture gate on the analyzer's chosen face (`selection`): quality measures and
+    /// reasons, and liveness when the policy requires it. `policy` is "enrollment" or
+    /// "verification".
     #[pyo3(signature = (image, *, policy="enrollment", bgr=false))]
     fn assess(
         &self,
@@ -372,7 +383,7 @@ impl FaceAnalyzer {
         image: &Bound<'_, PyAny>,
         policy: &str,
         bgr: bool,
-    ) -> PyResult<Py<PyAny>> {
+    ) -> PyResult<Assessment> {
         let policy = match policy {
             "enrollment" => Policy::enrollment(),
             "verification" => Policy::verification(),
@@ -383,18 +394,21 @@ impl FaceAnalyzer {
             }
         };
         let input = ImageInput::from_py(image, bgr)?;
-        let text = py
-            .detach(|| {
-                let img = input.load()?;
-                let live = if policy.require_live {
-                    Some(self.liveness.get()?)
-                } else {
-                    None
-                };
-                let a = self.inner.assess(&img, &policy, live)?;
-                Ok(serde_json::to_string(&a).unwrap_or_default())
-            })
-            .map_err(errors::core)?;
-        json_to_py(py, &text)
+        py.detach(|| {
+            let img = input.load()?;
+            let live = if policy.require_live {
+                Some(self.liveness.get()?)
+            } else {
+                None
+            };
+            Ok(Assessment::from(&self.inner.assess(&img, &policy, live)?))
+        })
+        .map_err(errors::core)
+    }
+
+    /// The face-selection rule of one-face calls.
+    #[getter]
+    fn selection(&self) -> &'static str {
+        self.inner.selection.name()
     }
 }

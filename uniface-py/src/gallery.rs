@@ -5,18 +5,17 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use uniface_index::{Durability, GalleryOptions, OpenOptions, OpenSet};
 
+use crate::calibration::CalibrationTable;
 use crate::errors;
+use crate::results::{CheckReport, Subject};
 use crate::template::{as_template, Decision};
 
 fn durability(name: &str) -> PyResult<Durability> {
-    match name {
-        "sync" => Ok(Durability::Sync),
-        "group" => Ok(Durability::Group),
-        "async" => Ok(Durability::Async),
-        other => Err(errors::InvalidArgumentError::new_err(format!(
-            "durability must be \"sync\", \"group\" or \"async\", not {other:?}"
-        ))),
-    }
+    Durability::from_name(name).ok_or_else(|| {
+        errors::InvalidArgumentError::new_err(format!(
+            "durability must be \"sync\", \"group\" or \"async\", not {name:?}"
+        ))
+    })
 }
 
 fn open_set(fmr: f64, fpir: Option<f64>) -> OpenSet {
@@ -162,9 +161,11 @@ impl Gallery {
     /// (left to the OS). `view=True` memory-maps the saved graphs. One writer per gallery:
     /// a second writer raises `GalleryLockedError` at once, or waits up to `wait_lock`
     /// seconds; `read_only=True` takes no lock and changes no file (enrollments then raise
-    /// `GalleryError`). What opening recovered is in `open_report`.
+    /// `GalleryError`). What opening recovered is in `open_report`. `calibration` (a
+    /// `CalibrationTable`, e.g. from `uniface.calibrate` on the host's own photos) replaces
+    /// the shipped table for `identify` and `verify` decisions.
     #[new]
-    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false, read_only=false, wait_lock=None))]
+    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false, read_only=false, wait_lock=None, calibration=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -175,7 +176,9 @@ impl Gallery {
         view: bool,
         read_only: bool,
         wait_lock: Option<f64>,
+        calibration: Option<PyRef<'_, CalibrationTable>>,
     ) -> PyResult<Self> {
+        let table = calibration.map(|c| c.inner.clone());
         let shards: usize = errors::int_arg("shards", shards, 1, uniface_index::MAX_SHARDS as i64)?;
         let mode = self::durability(durability)?;
         let lock_timeout = match wait_lock {
@@ -195,7 +198,10 @@ impl Gallery {
                     durability: mode,
                     ..Default::default()
                 };
-                let inner = uniface_index::Gallery::create(&path, &options)?;
+                let mut inner = uniface_index::Gallery::create(&path, &options)?;
+                if let Some(t) = table {
+                    inner.set_calibration(t);
+                }
                 return Ok(Self::wrap(inner, None));
             }
             let options = OpenOptions {
@@ -205,7 +211,11 @@ impl Gallery {
                 lock_timeout,
                 ..OpenOptions::default()
             };
-            let (inner, report) = uniface_index::Gallery::open_with_options(&path, &fp, &options)?;
+            let (mut inner, report) =
+                uniface_index::Gallery::open_with_options(&path, &fp, &options)?;
+            if let Some(t) = table {
+                inner.set_calibration(t);
+            }
             Ok(Self::wrap(inner, Some(report)))
         })
         .map_err(errors::index)
@@ -288,7 +298,9 @@ impl Gallery {
         rs.into_iter().map(|r| to_py(py, r)).collect()
     }
 
-    /// 1:1 against `subject`'s closest template; None when the subject is not enrolled.
+    /// 1:1 against `subject`'s closest template, held to `fmr` for the subject as a whole
+    /// (the best of its m templates is judged at the threshold for 1 − (1 − fmr)^(1/m) per
+    /// comparison; `Decision.comparisons` is m); None when the subject is not enrolled.
     #[pyo3(signature = (subject, probe, fmr=1e-4))]
     fn verify(
         &self,
@@ -324,17 +336,13 @@ impl Gallery {
         Ok(self.g()?.list())
     }
 
-    /// Template ids and metadata of a subject, or None.
-    fn get<'py>(&self, py: Python<'py>, subject: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.g()?
-            .get(subject)
-            .map(|s| {
-                let d = pyo3::types::PyDict::new(py);
-                d.set_item("templates", s.templates)?;
-                d.set_item("metadata", pyo3::types::PyBytes::new(py, &s.metadata))?;
-                Ok(d.into_any())
-            })
-            .transpose()
+    /// A subject's template ids and metadata, or None.
+    fn get(&self, subject: &str) -> PyResult<Option<Subject>> {
+        Ok(self.g()?.get(subject).map(|s| Subject {
+            id: subject.to_owned(),
+            templates: s.templates,
+            metadata: s.metadata,
+        }))
     }
 
     /// Make every log durable now.
@@ -366,17 +374,11 @@ impl Gallery {
         Ok(self.g()?.pending())
     }
 
-    /// Verify checksums and consistency; returns a dict with `problems` (empty when clean).
-    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Verify checksums and consistency (`problems` empty when clean).
+    fn check(&self, py: Python<'_>) -> PyResult<CheckReport> {
         let g = self.g()?;
         let r = py.detach(|| g.check()).map_err(errors::index)?;
-        let d = pyo3::types::PyDict::new(py);
-        d.set_item("shards", r.shards)?;
-        d.set_item("subjects", r.subjects)?;
-        d.set_item("templates", r.templates)?;
-        d.set_item("problems", r.problems)?;
-        d.set_item("notes", r.notes)?;
-        Ok(d.into_any())
+        Ok(CheckReport::from(r))
     }
 
     fn __len__(&self) -> PyResult<usize> {

@@ -5,9 +5,12 @@
 //! released (`Python::detach`), and outputs move into numpy arrays without copies.
 
 mod analyzer;
+mod calibration;
 mod errors;
+mod eval;
 mod gallery;
 mod image;
+mod results;
 mod template;
 
 use pyo3::prelude::*;
@@ -51,6 +54,23 @@ fn _uniface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gallery::OpenReport>()?;
     m.add_class::<gallery::Candidate>()?;
     m.add_class::<gallery::Identification>()?;
+    m.add_class::<results::Assessment>()?;
+    m.add_class::<results::QualityReport>()?;
+    m.add_class::<results::Measure>()?;
+    m.add_class::<results::Liveness>()?;
+    m.add_class::<results::CheckReport>()?;
+    m.add_class::<results::Subject>()?;
+    m.add_class::<calibration::CalibrationTable>()?;
+    m.add_class::<calibration::ThresholdRow>()?;
+    m.add_class::<eval::KFold>()?;
+    m.add_class::<eval::LfwReport>()?;
+    m.add_function(wrap_pyfunction!(calibration::calibrate, m)?)?;
+    m.add_function(wrap_pyfunction!(results::reason_name, m)?)?;
+    m.add_function(wrap_pyfunction!(eval::lfw, m)?)?;
+    m.add_function(wrap_pyfunction!(eval::describe_folder, m)?)?;
+    m.add_function(wrap_pyfunction!(eval::k_fold, m)?)?;
+    m.add_function(wrap_pyfunction!(eval::tar_at_far, m)?)?;
+    m.add_function(wrap_pyfunction!(eval::eer, m)?)?;
     m.add_function(wrap_pyfunction!(template::verify, m)?)?;
     m.add_function(wrap_pyfunction!(template::threshold_for_fmr, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_models, m)?)?;

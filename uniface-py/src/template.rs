@@ -139,8 +139,11 @@ pub struct Decision {
     pub threshold: f32,
     pub target_fmr: f64,
     pub is_match: bool,
-    /// False-match rate of a threshold placed at this distance.
+    /// False-match rate of a threshold placed at this distance (for `comparisons` > 1: of
+    /// the best of that many comparisons).
     pub estimated_fmr: f64,
+    /// How many comparisons the distance is the best of (a subject's templates); 1 for a pair.
+    pub comparisons: u32,
 }
 
 impl From<calibration::Decision> for Decision {
@@ -152,6 +155,7 @@ impl From<calibration::Decision> for Decision {
             target_fmr: d.target_fmr,
             is_match: d.is_match,
             estimated_fmr: d.estimated_fmr,
+            comparisons: d.comparisons,
         }
     }
 }
@@ -173,17 +177,26 @@ impl Decision {
     }
 }
 
-/// Are `a` and `b` the same person? Templates or embeddings; the threshold comes from the
-/// shipped calibration for the target false-match rate `fmr`.
+/// Are `a` and `b` the same person? Templates or embeddings; the threshold comes from
+/// `calibration` (a `CalibrationTable`; default: the shipped one) for the target
+/// false-match rate `fmr`.
 #[pyfunction]
-#[pyo3(signature = (a, b, fmr=1e-4))]
-pub fn verify(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, fmr: f64) -> PyResult<Decision> {
+#[pyo3(signature = (a, b, fmr=1e-4, *, calibration=None))]
+pub fn verify(
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    fmr: f64,
+    calibration: Option<PyRef<'_, crate::calibration::CalibrationTable>>,
+) -> PyResult<Decision> {
     let d = as_template(a)?
         .distance(&as_template(b)?)
         .map_err(errors::core)?;
-    calibration::decide(d, fmr)
-        .map(Decision::from)
-        .map_err(errors::core)
+    match calibration {
+        Some(t) => t.inner.decide(d, fmr),
+        None => uniface_core::calibration::decide(d, fmr),
+    }
+    .map(Decision::from)
+    .map_err(errors::core)
 }
 
 /// The calibrated distance threshold for a target false-match rate.

@@ -113,15 +113,23 @@ def test_quality_and_liveness_on_request(
         data / "liveness" / "samples" / "image_T1.jpg", quality=True, liveness=True
     )
     assert live[0].quality is not None and live[0].liveness is not None
-    assert live[0].liveness["is_live"] is True
-    assert "sharpness" in live[0].quality
+    assert live[0].liveness.is_live is True and bool(live[0].liveness)
+    assert isinstance(live[0].quality, uniface.QualityReport)
+    assert live[0].quality.sharpness.name == "sharpness"
+    assert 0 <= live[0].quality.sharpness.scalar <= 100
+    assert len(live[0].quality.measures) == 13 and len(live[0].liveness.per_model) == 2
     attack = analyzer.analyze(data / "liveness" / "samples" / "image_F1.jpg", liveness=True)
-    assert attack[0].liveness is not None and attack[0].liveness["is_live"] is False
+    assert attack[0].liveness is not None and attack[0].liveness.is_live is False
     plain = analyzer.analyze(data / "lfw" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
     assert plain[0].quality is None and plain[0].liveness is None
     gate = analyzer.assess(data / "photos" / "quality_blurred_face_blur.jpg")
-    assert gate["accepted"] is False
-    assert "blurry" in gate["reasons"]
+    assert isinstance(gate, uniface.Assessment)
+    assert gate.accepted is False and not gate
+    assert "blurry" in gate.reasons
+    # each refusal names its code and the measure that caused it
+    assert [uniface.reason_name(c) for c in gate.reason_codes] == gate.reasons
+    assert gate.quality is not None and gate.quality.sharpness.reason == "blurry"
+    assert gate.box is not None and gate.faces_found >= 1
 
 
 def test_bad_input_raises_typed_errors(analyzer: uniface.FaceAnalyzer, data: pathlib.Path) -> None:

@@ -110,7 +110,9 @@ def test_gallery_enroll_identify_verify_remove_and_reopen(
             None,
         ]
         assert g.remove("Akhmed_Zakayev") == 2
-        assert g.check()["problems"] == []
+        report = g.check()
+        assert isinstance(report, uniface.CheckReport)
+        assert report.problems == [] and report.clean and report.subjects == 2
         with pytest.raises(uniface.InvalidArgumentError):
             g.enroll("", people["Abel_Pacheco"][0])
         with pytest.raises(uniface.InvalidArgumentError):
@@ -122,7 +124,8 @@ def test_gallery_enroll_identify_verify_remove_and_reopen(
     assert g2.subjects() == ["Abel_Pacheco", "Amelia_Vega"]
     assert g2.identify(people["Abel_Pacheco"][-1], fmr=1e-3).known == "Abel_Pacheco"
     info = g2.get("Abel_Pacheco")
-    assert info is not None and len(info["templates"]) == 2
+    assert isinstance(info, uniface.Subject)
+    assert info.id == "Abel_Pacheco" and len(info.templates) == 2 and info.metadata == b""
     report = g2.open_report
     assert report is not None and report.clean and report.messages == []
     # one writer per gallery; readers take no lock and cannot write

@@ -32,6 +32,25 @@ def same_person(a: uniface.Template, b: npt.NDArray[np.float32]) -> bool:
     return bool(decision)
 
 
+def gate(analyzer: uniface.FaceAnalyzer, photo: pathlib.Path) -> list[str]:
+    a: uniface.Assessment = analyzer.assess(photo, policy="verification")
+    if a.quality is None:
+        return a.reasons
+    blamed = [m.name for m in a.quality.measures if m.reason is not None]
+    live = a.liveness.score if a.liveness is not None else float("nan")
+    return a.reasons + blamed + [f"{a.quality.yaw.raw:+.0f}", f"{live:.2f}"]
+
+
+def own_table(
+    analyzer: uniface.FaceAnalyzer, folder: pathlib.Path
+) -> tuple[uniface.CalibrationTable, float]:
+    descriptors, labels, names, skipped = uniface.eval.describe_folder(analyzer, folder)
+    table = uniface.calibrate(descriptors, labels, fmrs=[1e-2], method=f"{len(names)} people")
+    row: uniface.ThresholdRow = table.rows[0]
+    k: uniface.eval.KFold = uniface.eval.k_fold([0.2, 0.9], [True, False], [0, 1])
+    return table, row.threshold + k.accuracy_mean + len(skipped)
+
+
 def round_trip(t: uniface.Template) -> uniface.Template:
     return uniface.Template.from_bytes(t.to_bytes()).converted("i8")
 
@@ -47,8 +66,12 @@ def main(root: pathlib.Path) -> None:
         return
     if emb is None:
         return
-    with uniface.Gallery(root / "g", create=True) as g:
+    table, _ = own_table(analyzer, root / "people")
+    with uniface.Gallery(root / "g", create=True, calibration=table) as g:
         g.enroll("someone", emb)
         print(who_is_it(g, emb), len(g))
+        report: uniface.CheckReport = g.check()
+        subject: Optional[uniface.Subject] = g.get("someone")
+        print(report.clean, subject.templates if subject else [], gate(analyzer, root / "photo.jpg"))
     print(same_person(round_trip(uniface.Template(emb)), emb))
     print(uniface.models.verify())

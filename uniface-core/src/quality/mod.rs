@@ -118,6 +118,55 @@ impl Reason {
             Reason::NotLive => "not_live",
         }
     }
+
+    /// Every reason, in code order.
+    pub const ALL: [Self; 15] = [
+        Reason::NoFace,
+        Reason::MultipleFaces,
+        Reason::FaceTooSmall,
+        Reason::FaceCutOff,
+        Reason::YawTooLarge,
+        Reason::PitchTooLarge,
+        Reason::RollTooLarge,
+        Reason::Blurry,
+        Reason::TooDark,
+        Reason::TooBright,
+        Reason::Underexposed,
+        Reason::Overexposed,
+        Reason::LowDynamicRange,
+        Reason::LowUnifiedQuality,
+        Reason::NotLive,
+    ];
+
+    /// The reason of a stable [`Reason::code`] (what a C host or a stored record holds).
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// The reason of a stable [`Reason::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The [`QualityReport`] field whose check gives this reason (`None` for the face's
+    /// absence and liveness, which no measure carries).
+    pub fn measure(self) -> Option<&'static str> {
+        Some(match self {
+            Reason::NoFace | Reason::NotLive => return None,
+            Reason::MultipleFaces => "face_count",
+            Reason::FaceTooSmall => "inter_eye_distance",
+            Reason::FaceCutOff => "face_inside",
+            Reason::YawTooLarge => "yaw",
+            Reason::PitchTooLarge => "pitch",
+            Reason::RollTooLarge => "roll",
+            Reason::Blurry => "sharpness",
+            Reason::TooDark | Reason::TooBright => "luminance_mean",
+            Reason::Underexposed => "under_exposure",
+            Reason::Overexposed => "over_exposure",
+            Reason::LowDynamicRange => "dynamic_range",
+            Reason::LowUnifiedQuality => "unified",
+        })
+    }
 }
 
 /// Thresholds on raw values (a measure fails when outside them).
@@ -460,5 +509,19 @@ mod tests {
             "\"face_cut_off\""
         );
         assert_eq!(Reason::LowUnifiedQuality.name(), "low_unified_quality");
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(r.code() as usize, i + 1);
+            assert_eq!(Reason::from_code(r.code()), Some(r));
+            assert_eq!(Reason::from_name(r.name()), Some(r));
+            // the name is the serde name
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.name())
+            );
+        }
+        assert_eq!(Reason::from_code(0), None);
+        assert_eq!(Reason::from_code(16), None);
+        assert_eq!(Reason::Blurry.measure(), Some("sharpness"));
+        assert_eq!(Reason::NotLive.measure(), None);
     }
 }

@@ -6,9 +6,12 @@ Every heavy call releases the GIL; objects can be shared between threads. Images
 ``H×W×3`` uint8 RGB arrays (``bgr=True`` for OpenCV's BGR), ``H×W`` grey, paths or bytes.
 """
 
-from . import models
+from . import eval, models
 from ._uniface import (
+    Assessment,
+    CalibrationTable,
     Candidate,
+    CheckReport,
     Decision,
     Detection,
     Face,
@@ -19,19 +22,29 @@ from ._uniface import (
     Identification,
     ImageError,
     InvalidArgumentError,
+    Liveness,
+    Measure,
     ModelError,
     NoFaceError,
     OpenReport,
+    QualityReport,
+    Subject,
     Template,
     TemplateError,
+    ThresholdRow,
     UniFaceError,
     __version__,
+    calibrate,
+    reason_name,
     threshold_for_fmr,
     verify,
 )
 
 __all__ = [
+    "Assessment",
+    "CalibrationTable",
     "Candidate",
+    "CheckReport",
     "Decision",
     "Detection",
     "Face",
@@ -42,14 +55,22 @@ __all__ = [
     "Identification",
     "ImageError",
     "InvalidArgumentError",
+    "Liveness",
+    "Measure",
     "ModelError",
     "NoFaceError",
     "OpenReport",
+    "QualityReport",
+    "Subject",
     "Template",
     "TemplateError",
+    "ThresholdRow",
     "UniFaceError",
     "__version__",
+    "calibrate",
+    "eval",
     "models",
+    "reason_name",
     "threshold_for_fmr",
     "verify",
 ]
