@@ -76,6 +76,14 @@ impl From<uniface_index::Error> for Error {
 }
 
 impl Error {
+    /// The [`core::ErrorKind`] of this error.
+    pub fn kind(&self) -> uniface_core::ErrorKind {
+        match self {
+            Self::Core(e) => e.kind(),
+            Self::Index(e) => e.kind(),
+        }
+    }
+
     /// An invalid argument (the CLI's and the services' own checks).
     pub fn invalid(name: &'static str, message: impl Into<String>) -> Self {
         Self::Core(uniface_core::Error::InvalidArgument {

@@ -153,10 +153,34 @@ typedef enum uf_durability {
 } uf_durability;
 
 /*
+ Which face a one-face call (assess, liveness) uses.
+ */
+typedef enum uf_selection {
+  /*
+   The largest box (the default).
+   */
+  UF_SELECTION_LARGEST = 0,
+  /*
+   The box nearest the image centre (how the shipped calibration was made).
+   */
+  UF_SELECTION_NEAREST_CENTRE = 1,
+  /*
+   The most confident detection.
+   */
+  UF_SELECTION_HIGHEST_SCORE = 2,
+} uf_selection;
+
+/*
  Detector, landmarks and embedder. Thread-safe: one analyzer may be used from many threads
  at once.
  */
 typedef struct uf_analyzer uf_analyzer;
+
+/*
+ A calibration table: thresholds for target false-match rates with the evidence behind
+ them. Immutable: safe to share between threads.
+ */
+typedef struct uf_calibration uf_calibration;
 
 /*
  The faces found in one image, best detection first. Immutable: safe to read from many
@@ -246,9 +270,15 @@ typedef struct uf_decision {
    */
   bool is_match;
   /*
-   False-match rate of a threshold placed at this distance.
+   False-match rate of a threshold placed at this distance (for `comparisons` > 1: of
+   the best of that many comparisons).
    */
   double estimated_fmr;
+  /*
+   How many comparisons the distance is the best of (a subject's templates in
+   `uf_gallery_verify`, held to `target_fmr` as a whole); 1 for a single pair.
+   */
+  uint32_t comparisons;
 } uf_decision;
 
 /*
@@ -326,7 +356,8 @@ enum uf_status uf_analyzer_analyze_pixels(const struct uf_analyzer *analyzer,
 
 /*
  Run the capture gate (quality measures, and liveness for the enrollment policy) on the
- largest face of an image file. Refusals are reasons in `*out`, not errors.
+ face of an image file that the analyzer's selection picks (`uf_analyzer_set_selection`;
+ default the largest). Refusals are reasons in `*out`, not errors.
  */
 enum uf_status uf_analyzer_assess_file(const struct uf_analyzer *analyzer,
                                        const char *path,
@@ -334,9 +365,9 @@ enum uf_status uf_analyzer_assess_file(const struct uf_analyzer *analyzer,
                                        struct uf_assessment *out);
 
 /*
- Liveness of the largest face of an image file: `*score` in [0, 1] (mean "real"
- probability of the two MiniFASNet models) and `*is_live`. `UF_STATUS_NO_FACE` when there
- is no face.
+ Liveness of the chosen face (`uf_analyzer_set_selection`; default the largest) of an
+ image file: `*score` in [0, 1] (mean "real" probability of the two MiniFASNet models) and
+ `*is_live`. `UF_STATUS_NO_FACE` when there is no face.
  */
 enum uf_status uf_analyzer_liveness_file(const struct uf_analyzer *analyzer,
                                          const char *path,
@@ -444,6 +475,69 @@ const char *uf_status_str(uint32_t status);
  An empty message means no call on this thread has failed. Thread-safe (per thread).
  */
 enum uf_status uf_last_error_message(char *buf, size_t len, size_t *needed);
+
+/*
+ The table shipped with the default model (LFW, every pair of 7,701 photos). Release with
+ `uf_calibration_free`.
+ */
+enum uf_status uf_calibration_default(struct uf_calibration **out);
+
+/*
+ Parse a table from its JSON text (NUL-terminated UTF-8); a malformed table is
+ `UF_STATUS_INVALID_ARGUMENT`. Release with `uf_calibration_free`.
+ */
+enum uf_status uf_calibration_from_json(const char *json, struct uf_calibration **out);
+
+/*
+ Read a table from a JSON file (`uniface calibrate --out`; at most 64 MiB). Release with
+ `uf_calibration_free`.
+ */
+enum uf_status uf_calibration_load(const char *path, struct uf_calibration **out);
+
+/*
+ Release a table (NULL: no-op). Galleries it was attached to keep their own copy.
+ */
+void uf_calibration_free(struct uf_calibration *table);
+
+/*
+ The distance threshold for a target false-match rate; targets below the smallest the
+ table supports (`uf_calibration_info`) are `UF_STATUS_INVALID_ARGUMENT`.
+ */
+enum uf_status uf_calibration_threshold(const struct uf_calibration *table,
+                                        double fmr,
+                                        float *threshold);
+
+/*
+ The smallest false-match rate the table supports (10 impostor pairs below its
+ threshold), and the face-selection rule (`uf_selection`) its photos were described with;
+ either pointer may be NULL.
+ */
+enum uf_status uf_calibration_info(const struct uf_calibration *table,
+                                   double *min_fmr,
+                                   uint32_t *selection);
+
+/*
+ The decision on the best (smallest) of `comparisons` ≥ 1 distances at a target `fmr` for
+ the whole decision (1 for a single pair; see `uf_decision.comparisons`).
+ */
+enum uf_status uf_calibration_decide(const struct uf_calibration *table,
+                                     float distance,
+                                     double fmr,
+                                     uint32_t comparisons,
+                                     struct uf_decision *out);
+
+/*
+ Decide `uf_gallery_identify` and `uf_gallery_verify` with a copy of `table` instead of
+ the shipped one. Not while another thread uses `gallery`: attach before sharing it.
+ */
+enum uf_status uf_gallery_set_calibration(struct uf_gallery *gallery,
+                                          const struct uf_calibration *table);
+
+/*
+ Which face `analyzer`'s one-face calls (assess, liveness) use: a `uf_selection`. Not while
+ another thread uses `analyzer`: set it before sharing.
+ */
+enum uf_status uf_analyzer_set_selection(struct uf_analyzer *analyzer, uint32_t selection);
 
 /*
  Open the gallery in `dir`, or create it there when `create` is true and there is none

@@ -115,46 +115,34 @@ impl Failure {
     }
 }
 
+/// The status of an error kind (the one mapping, shared with the Python exceptions through
+/// `uniface_core::ErrorKind`).
+fn status_of(kind: uniface_core::ErrorKind) -> uf_status {
+    use uf_status::*;
+    use uniface_core::ErrorKind as K;
+    match kind {
+        K::NotFound => UF_STATUS_NOT_FOUND,
+        K::Io => UF_STATUS_IO,
+        K::Image => UF_STATUS_IMAGE,
+        K::NoFace => UF_STATUS_NO_FACE,
+        K::Template => UF_STATUS_TEMPLATE,
+        K::InvalidArgument => UF_STATUS_INVALID_ARGUMENT,
+        K::Gallery => UF_STATUS_GALLERY,
+        K::Locked => UF_STATUS_LOCKED,
+        K::ReadOnly => UF_STATUS_READ_ONLY,
+        _ => UF_STATUS_MODEL,
+    }
+}
+
 impl From<uniface_core::Error> for Failure {
     fn from(e: uniface_core::Error) -> Self {
-        use uf_status::*;
-        use uniface_core::Error as E;
-        let status = match &e {
-            E::MissingModelFile { .. } => UF_STATUS_NOT_FOUND,
-            E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                UF_STATUS_NOT_FOUND
-            }
-            E::Io { .. } => UF_STATUS_IO,
-            E::Image { .. } | E::ImageTooLarge { .. } | E::BufferLength { .. } => UF_STATUS_IMAGE,
-            E::ChipSize { .. } => UF_STATUS_IMAGE,
-            E::NoFace { .. } => UF_STATUS_NO_FACE,
-            E::TemplateFormat { .. }
-            | E::TemplateChecksum { .. }
-            | E::FingerprintMismatch { .. } => UF_STATUS_TEMPLATE,
-            E::NonFinite { .. } | E::InvalidArgument { .. } => UF_STATUS_INVALID_ARGUMENT,
-            _ => UF_STATUS_MODEL,
-        };
-        Self::Status(status, e.to_string())
+        Self::Status(status_of(e.kind()), e.to_string())
     }
 }
 
 impl From<uniface_index::Error> for Failure {
     fn from(e: uniface_index::Error) -> Self {
-        use uf_status::*;
-        use uniface_index::Error as E;
-        match e {
-            E::Core(c) => c.into(),
-            E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Self::Status(UF_STATUS_NOT_FOUND, e.to_string())
-            }
-            E::Missing { .. } => Self::Status(UF_STATUS_NOT_FOUND, e.to_string()),
-            E::Dimension { .. } | E::InvalidSubject | E::Invalid { .. } => {
-                Self::Status(UF_STATUS_INVALID_ARGUMENT, e.to_string())
-            }
-            E::Locked { .. } => Self::Status(UF_STATUS_LOCKED, e.to_string()),
-            E::ReadOnly => Self::Status(UF_STATUS_READ_ONLY, e.to_string()),
-            other => Self::Status(UF_STATUS_GALLERY, other.to_string()),
-        }
+        Self::Status(status_of(e.kind()), e.to_string())
     }
 }
 

@@ -17,7 +17,7 @@ const _: () = assert!(UF_SUBJECT_BUFFER == UF_SUBJECT_MAX + 1);
 /// A persistent, crash-safe gallery directory. Thread-safe: enrollments, removals and
 /// searches may run concurrently from many threads on one handle.
 pub struct uf_gallery {
-    inner: Gallery,
+    pub(crate) inner: Gallery,
     /// What opening found and recovered (`uf_gallery_open_report`).
     report: Option<OpenReport>,
 }

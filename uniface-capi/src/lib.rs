@@ -24,6 +24,7 @@
 compile_error!("uniface-capi must be built with panic = \"unwind\": the C boundary catches panics");
 
 mod boundary;
+mod calibration;
 mod gallery;
 
 use std::ffi::{c_char, CStr};
@@ -106,8 +107,12 @@ pub struct uf_decision {
     pub target_fmr: f64,
     /// `distance < threshold`.
     pub is_match: bool,
-    /// False-match rate of a threshold placed at this distance.
+    /// False-match rate of a threshold placed at this distance (for `comparisons` > 1: of
+    /// the best of that many comparisons).
     pub estimated_fmr: f64,
+    /// How many comparisons the distance is the best of (a subject's templates in
+    /// `uf_gallery_verify`, held to `target_fmr` as a whole); 1 for a single pair.
+    pub comparisons: u32,
 }
 
 impl From<uniface_core::calibration::Decision> for uf_decision {
@@ -119,6 +124,7 @@ impl From<uniface_core::calibration::Decision> for uf_decision {
             target_fmr: d.target_fmr,
             is_match: d.is_match,
             estimated_fmr: d.estimated_fmr,
+            comparisons: d.comparisons,
         }
     }
 }
@@ -153,7 +159,7 @@ pub struct uf_assessment {
 /// Detector, landmarks and embedder. Thread-safe: one analyzer may be used from many threads
 /// at once.
 pub struct uf_analyzer {
-    inner: uniface_core::FaceAnalyzer,
+    pub(crate) inner: uniface_core::FaceAnalyzer,
     liveness: LazyLivenessDetector,
 }
 
@@ -224,7 +230,7 @@ unsafe fn copy_out(out: *mut f32, len: usize, values: &[f32]) -> Outcome<()> {
     Ok(())
 }
 
-fn boxed<T>(v: T) -> *mut T {
+pub(crate) fn boxed<T>(v: T) -> *mut T {
     Box::into_raw(Box::new(v))
 }
 
@@ -352,7 +358,8 @@ pub unsafe extern "C" fn uf_analyzer_analyze_pixels(
 }
 
 /// Run the capture gate (quality measures, and liveness for the enrollment policy) on the
-/// largest face of an image file. Refusals are reasons in `*out`, not errors.
+/// face of an image file that the analyzer's selection picks (`uf_analyzer_set_selection`;
+/// default the largest). Refusals are reasons in `*out`, not errors.
 #[no_mangle]
 pub unsafe extern "C" fn uf_analyzer_assess_file(
     analyzer: *const uf_analyzer,
@@ -412,9 +419,9 @@ pub unsafe extern "C" fn uf_analyzer_assess_file(
     })
 }
 
-/// Liveness of the largest face of an image file: `*score` in [0, 1] (mean "real"
-/// probability of the two MiniFASNet models) and `*is_live`. `UF_STATUS_NO_FACE` when there
-/// is no face.
+/// Liveness of the chosen face (`uf_analyzer_set_selection`; default the largest) of an
+/// image file: `*score` in [0, 1] (mean "real" probability of the two MiniFASNet models) and
+/// `*is_live`. `UF_STATUS_NO_FACE` when there is no face.
 #[no_mangle]
 pub unsafe extern "C" fn uf_analyzer_liveness_file(
     analyzer: *const uf_analyzer,
@@ -432,13 +439,12 @@ pub unsafe extern "C" fn uf_analyzer_liveness_file(
         // SAFETY: `is_live` is NULL or writable (the header's contract).
         let is_live = unsafe { out_arg(is_live, "is_live") }?;
         let img = image::load_rgb(std::path::Path::new(path))?;
-        let faces = a.inner.detect(&img)?;
-        let face = faces
-            .iter()
-            .max_by_key(|f| f.rect().area())
-            .ok_or_else(|| uniface_core::Error::NoFace {
-                image: path.to_owned(),
-            })?;
+        let (face, _, _) =
+            a.inner
+                .select_face(&img)?
+                .ok_or_else(|| uniface_core::Error::NoFace {
+                    image: path.to_owned(),
+                })?;
         let l = a.liveness.get()?.check(&img, &face.rect())?;
         *score = l.score;
         *is_live = l.is_live;
@@ -682,25 +688,28 @@ pub unsafe extern "C" fn uf_verify(
 /// "unknown" for other values).
 #[no_mangle]
 pub extern "C" fn uf_reason_str(code: u16) -> *const c_char {
-    let s: &'static str = match code {
-        1 => "no_face\0",
-        2 => "multiple_faces\0",
-        3 => "face_too_small\0",
-        4 => "face_cut_off\0",
-        5 => "yaw_too_large\0",
-        6 => "pitch_too_large\0",
-        7 => "roll_too_large\0",
-        8 => "blurry\0",
-        9 => "too_dark\0",
-        10 => "too_bright\0",
-        11 => "underexposed\0",
-        12 => "overexposed\0",
-        13 => "low_dynamic_range\0",
-        14 => "low_unified_quality\0",
-        15 => "not_live\0",
-        _ => "unknown\0",
-    };
-    s.as_ptr().cast()
+    use uniface_core::quality::Reason;
+    // NUL-terminated copies of `Reason::name`, checked against it by a test
+    const NAMES: [&str; 16] = [
+        "unknown\0",
+        "no_face\0",
+        "multiple_faces\0",
+        "face_too_small\0",
+        "face_cut_off\0",
+        "yaw_too_large\0",
+        "pitch_too_large\0",
+        "roll_too_large\0",
+        "blurry\0",
+        "too_dark\0",
+        "too_bright\0",
+        "underexposed\0",
+        "overexposed\0",
+        "low_dynamic_range\0",
+        "low_unified_quality\0",
+        "not_live\0",
+    ];
+    let i = Reason::from_code(code).map_or(0, |r| usize::from(r.code()));
+    NAMES.get(i).copied().unwrap_or(NAMES[0]).as_ptr().cast()
 }
 
 #[cfg(test)]
@@ -718,15 +727,15 @@ mod tests {
     #[test]
     fn reason_names_match_the_core_codes() {
         use uniface_core::quality::Reason;
-        for r in [
-            Reason::NoFace,
-            Reason::Blurry,
-            Reason::NotLive,
-            Reason::FaceCutOff,
-        ] {
+        for r in Reason::ALL {
             // SAFETY: static NUL-terminated strings.
             let s = unsafe { CStr::from_ptr(uf_reason_str(r.code())) };
             assert_eq!(s.to_str().unwrap(), r.name());
+        }
+        for code in [0, 16, u16::MAX] {
+            // SAFETY: static NUL-terminated strings.
+            let s = unsafe { CStr::from_ptr(uf_reason_str(code)) };
+            assert_eq!(s.to_str().unwrap(), "unknown");
         }
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The C API from C: build the library, check the committed header is current, compile the
 # error-path test and the example with AddressSanitizer + UndefinedBehaviorSanitizer and run
-# them, check the example's embeddings equal the CLI's bit for bit, run the error-path test
+# them, run the custom-calibration test, check the example's embeddings equal the CLI's bit for bit, run the error-path test
 # under valgrind (no leaks), and build the example with CMake through the generated pkg-config
 # file.
 # Usage: uniface-capi/tests/run.sh   (from anywhere; needs ../shared or UNIFACE_SHARED_DIR)
@@ -35,6 +35,11 @@ echo "-- error paths (ASan + UBSan)"
 cc "${cflags[@]}" "${san[@]}" uniface-capi/tests/c/errors.c -L target/release -luniface -lm -o "$out/errors"
 mkdir -p "$out/scratch"
 "$out/errors" "$lfw/Aaron_Peirsol/Aaron_Peirsol_0001.jpg" "$out/scratch"
+
+echo "-- a custom calibration table attached to a gallery (ASan + UBSan)"
+cc "${cflags[@]}" "${san[@]}" uniface-capi/tests/c/calibration.c -L target/release -luniface -lm -o "$out/calibration"
+mkdir -p "$out/scratch-cal"
+"$out/calibration" "$lfw" "$out/scratch-cal"
 
 echo "-- example (plain cc, documented command) under ASan + UBSan"
 a=$lfw/Aaron_Peirsol/Aaron_Peirsol_0001.jpg

@@ -117,6 +117,64 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What kind of failure an error is: the one classification that the bindings turn into
+/// exceptions (Python) and status codes (C), so that both always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument out of range or inconsistent (NaN values, a wrong dimension, …).
+    InvalidArgument,
+    /// A file or directory that does not exist.
+    NotFound,
+    /// Reading or writing a file failed.
+    Io,
+    /// A model file is missing, corrupt, unreadable or could not be downloaded.
+    Model,
+    /// An image could not be decoded, is too large, or a pixel buffer has the wrong shape.
+    Image,
+    /// No face where one was required.
+    NoFace,
+    /// A template is malformed, damaged, or from another model.
+    Template,
+    /// A gallery operation failed (damaged files, wrong model, …).
+    Gallery,
+    /// Another writer holds the gallery.
+    Locked,
+    /// The gallery was opened read-only.
+    ReadOnly,
+}
+
+impl Error {
+    /// The [`ErrorKind`] of this error.
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::MissingModelFile { .. } => K::NotFound,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                K::NotFound
+            }
+            Error::Io { .. } => K::Io,
+            Error::Image { .. }
+            | Error::ImageTooLarge { .. }
+            | Error::BufferLength { .. }
+            | Error::ChipSize { .. } => K::Image,
+            Error::NoFace { .. } => K::NoFace,
+            Error::TemplateFormat { .. }
+            | Error::TemplateChecksum { .. }
+            | Error::FingerprintMismatch { .. } => K::Template,
+            Error::NonFinite { .. } | Error::InvalidArgument { .. } => K::InvalidArgument,
+            Error::Network { .. }
+            | Error::HashMismatch { .. }
+            | Error::SizeMismatch { .. }
+            | Error::TruncatedArchive { .. }
+            | Error::ArchiveMemberMissing { .. }
+            | Error::DownloadDisabled { .. }
+            | Error::ModelFormat { .. }
+            | Error::Candle(_) => K::Model,
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -44,5 +44,5 @@ pub mod template;
 pub use candle_core as candle;
 pub use candle_core::Device;
 pub use detect::FaceSelection;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use pipeline::{Face, FaceAnalyzer};

@@ -115,6 +115,35 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// The [`uniface_core::ErrorKind`] of this error (what the bindings map to exceptions
+    /// and status codes).
+    pub fn kind(&self) -> uniface_core::ErrorKind {
+        use uniface_core::ErrorKind as K;
+        match self {
+            Error::Core(e) => e.kind(),
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                K::NotFound
+            }
+            Error::Missing { .. } => K::NotFound,
+            Error::Dimension { .. } | Error::InvalidSubject | Error::Invalid { .. } => {
+                K::InvalidArgument
+            }
+            Error::Locked { .. } => K::Locked,
+            Error::ReadOnly => K::ReadOnly,
+            Error::Usearch(_)
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Exists { .. }
+            | Error::Compacted { .. }
+            | Error::ShardCount { .. }
+            | Error::NotLocal { .. }
+            | Error::Failed { .. }
+            | Error::Poisoned { .. } => K::Gallery,
+        }
+    }
+}
+
 /// HNSW parameters of a shard's graph (stored in the manifest; change them with
 /// [`Gallery::rebuild`], or only the search expansion with [`Gallery::set_expansion_search`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

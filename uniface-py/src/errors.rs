@@ -68,43 +68,31 @@ pub fn int_arg<T: TryFrom<i64>>(name: &str, v: i64, lo: i64, hi: i64) -> PyResul
     )))
 }
 
+/// The exception of an error kind (the one mapping, shared with the C API's status codes
+/// through `uniface_core::ErrorKind`).
+fn raise(kind: uniface_core::ErrorKind, msg: String) -> PyErr {
+    use uniface_core::ErrorKind as K;
+    match kind {
+        K::NotFound => PyFileNotFoundError::new_err(msg),
+        K::Image => ImageError::new_err(msg),
+        K::NoFace => NoFaceError::new_err(msg),
+        K::Template => TemplateError::new_err(msg),
+        K::InvalidArgument => InvalidArgumentError::new_err(msg),
+        K::Locked => GalleryLockedError::new_err(msg),
+        K::Gallery | K::ReadOnly => GalleryError::new_err(msg),
+        K::Model => ModelError::new_err(msg),
+        _ => UniFaceError::new_err(msg),
+    }
+}
+
 /// Map a core error to its Python exception.
 pub fn core(err: uniface_core::Error) -> PyErr {
-    use uniface_core::Error as E;
-    let msg = err.to_string();
-    match &err {
-        E::MissingModelFile { .. } => PyFileNotFoundError::new_err(msg),
-        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(msg)
-        }
-        E::Image { .. } | E::ImageTooLarge { .. } | E::BufferLength { .. } | E::ChipSize { .. } => {
-            ImageError::new_err(msg)
-        }
-        E::NoFace { .. } => NoFaceError::new_err(msg),
-        E::TemplateFormat { .. } | E::TemplateChecksum { .. } | E::FingerprintMismatch { .. } => {
-            TemplateError::new_err(msg)
-        }
-        E::NonFinite { .. } | E::InvalidArgument { .. } => InvalidArgumentError::new_err(msg),
-        E::Io { .. } => UniFaceError::new_err(msg),
-        _ => ModelError::new_err(msg),
-    }
+    raise(err.kind(), err.to_string())
 }
 
 /// Map a gallery error to its Python exception.
 pub fn index(err: uniface_index::Error) -> PyErr {
-    use uniface_index::Error as E;
-    match err {
-        E::Core(e) => core(e),
-        E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(err.to_string())
-        }
-        E::Missing { .. } => PyFileNotFoundError::new_err(err.to_string()),
-        E::Dimension { .. } | E::InvalidSubject | E::Invalid { .. } => {
-            InvalidArgumentError::new_err(err.to_string())
-        }
-        E::Locked { .. } => GalleryLockedError::new_err(err.to_string()),
-        other => GalleryError::new_err(other.to_string()),
-    }
+    raise(err.kind(), err.to_string())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
