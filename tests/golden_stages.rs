@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{golden_images, models, read_chip};
+use common::{golden_images, models, read_chip, Parity, CHIP_TOLERANCE, LANDMARK_TOLERANCE_PX};
 use uniface::core::geometry::Rect;
 use uniface::core::landmarks::ShapePredictor;
 
@@ -35,10 +35,15 @@ fn landmarks_match_dlib_from_dlib_boxes() {
     }
     let mean = sum / n as f64;
     println!(
-        "{n} landmarks: mean error {mean:.3} px, worst {:.3} px ({})",
+        "{n} landmarks: mean error {mean:.2e} px, worst {:.2e} px ({})",
         worst.0, worst.1
     );
-    assert!(mean <= 1.0, "mean landmark error {mean} px");
+    assert!(
+        worst.0 <= LANDMARK_TOLERANCE_PX,
+        "landmark error {} px on {}",
+        worst.0,
+        worst.1
+    );
 }
 
 #[test]
@@ -71,11 +76,11 @@ fn chips_match_dlib_from_dlib_landmarks() {
         }
     }
     println!(
-        "{n} chips: worst mean |Δ| {:.3} / 255 ({})",
+        "{n} chips: worst mean |Δ| {:.2e} / 255 ({})",
         worst.0, worst.1
     );
     assert!(
-        worst.0 <= 2.0,
+        worst.0 <= CHIP_TOLERANCE,
         "chip mean |Δ| {} / 255 on {}",
         worst.0,
         worst.1
@@ -112,8 +117,12 @@ fn the_whole_pipeline_matches_dlib_end_to_end() {
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
-    let (mut n, mut worst_iou, mut worst_score, mut worst_lm, mut worst_chip, mut worst_dist) =
-        (0usize, 1.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f32);
+    let mut n = 0usize;
+    let mut worst_iou = 1.0f64;
+    let mut worst = Parity {
+        boxes_identical: true,
+        ..Parity::default()
+    };
     for ((path, _, golden), found) in images.iter().zip(&results) {
         assert_eq!(
             found.len(),
@@ -134,7 +143,10 @@ fn the_whole_pipeline_matches_dlib_end_to_end() {
                 .unwrap();
             n += 1;
             worst_iou = worst_iou.min(f.bbox.rect().iou(&gr));
-            worst_score = worst_score.max((f64::from(f.bbox.score) - g.confidence).abs());
+            worst.boxes_identical &= f.bbox.rect() == gr;
+            worst.score = worst
+                .score
+                .max((f64::from(f.bbox.score) - g.confidence).abs());
             let lm: f64 = f
                 .landmarks
                 .points
@@ -143,7 +155,7 @@ fn the_whole_pipeline_matches_dlib_end_to_end() {
                 .map(|(p, q)| ((p.x - q[0]).powi(2) + (p.y - q[1]).powi(2)).sqrt())
                 .sum::<f64>()
                 / 5.0;
-            worst_lm = worst_lm.max(lm);
+            worst.landmarks_px = worst.landmarks_px.max(lm);
             let chip = read_chip(&g.chip);
             let d: f64 = f
                 .chip
@@ -153,7 +165,7 @@ fn the_whole_pipeline_matches_dlib_end_to_end() {
                 .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
                 .sum::<f64>()
                 / chip.as_raw().len() as f64;
-            worst_chip = worst_chip.max(d);
+            worst.chip = worst.chip.max(d);
             let dist = f
                 .embedding
                 .iter()
@@ -161,17 +173,58 @@ fn the_whole_pipeline_matches_dlib_end_to_end() {
                 .map(|(a, b)| (a - b) * (a - b))
                 .sum::<f32>()
                 .sqrt();
-            worst_dist = worst_dist.max(dist);
+            worst.descriptor_distance = worst.descriptor_distance.max(dist);
         }
     }
     println!(
-        "{n} faces end to end: worst box IoU {worst_iou:.4}, worst |Δscore| {worst_score:.2e}, \
-         worst mean landmark error {worst_lm:.3} px, worst chip mean |Δ| {worst_chip:.3}/255, \
-         worst descriptor distance {worst_dist:.2e}"
+        "{n} faces end to end: worst box IoU {worst_iou:.4}, worst |Δscore| {:.2e}, \
+         worst mean landmark error {:.2e} px, worst chip mean |Δ| {:.2e}/255, \
+         worst descriptor distance {:.2e}",
+        worst.score, worst.landmarks_px, worst.chip, worst.descriptor_distance
     );
-    assert!(worst_iou >= 0.9);
-    assert!(worst_score <= 1e-2);
-    assert!(worst_lm <= 1.0);
-    assert!(worst_chip <= 2.0);
-    assert!(worst_dist <= 0.02);
+    assert_eq!(worst.violation(), None, "{worst:?}");
+}
+
+/// A test of the test: each end-to-end tolerance fails on a perturbation of the size it
+/// guards against — a box one pixel off, a landmark 0.02 px off, one descriptor value 1e-4
+/// off — starting from the measured worst values.
+#[test]
+fn perturbed_stage_outputs_fail_the_tolerances() {
+    let measured = Parity {
+        boxes_identical: true,
+        score: 1.31e-4,
+        landmarks_px: 0.0,
+        chip: 0.0,
+        descriptor_distance: 1.86e-6,
+    };
+    assert_eq!(measured.violation(), None);
+    let off_box = Parity {
+        boxes_identical: false,
+        ..measured
+    };
+    let off_landmark = Parity {
+        landmarks_px: 0.02,
+        ..measured
+    };
+    // one value off by 1e-4 moves the descriptor by 1e-4 (Euclidean)
+    let mut d = [0.1f32; 128];
+    let golden = d;
+    d[5] += 1e-4;
+    let dist = d
+        .iter()
+        .zip(&golden)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>()
+        .sqrt();
+    let off_descriptor = Parity {
+        descriptor_distance: measured.descriptor_distance + dist,
+        ..measured
+    };
+    let off_chip = Parity {
+        chip: 1.0,
+        ..measured
+    };
+    for p in [off_box, off_landmark, off_descriptor, off_chip] {
+        assert!(p.violation().is_some(), "{p:?}");
+    }
 }

@@ -77,7 +77,7 @@ fn models_match_the_reference_pytorch_outputs() {
     }
     println!("liveness: {checked} crops, worst |Δ softmax| vs PyTorch = {worst:.2e}");
     assert_eq!(checked, 10);
-    assert!(worst <= 1e-4, "{worst}");
+    assert!(worst <= common::LIVENESS_TOLERANCE, "{worst}");
 }
 
 #[test]

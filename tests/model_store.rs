@@ -145,7 +145,7 @@ fn model_dir_works_without_network() {
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let emb = common::floats(&line["embedding"]);
     assert_eq!(emb.len(), 128);
-    assert!(max_abs_diff(&emb, &faces[0].descriptor) <= 1e-4);
+    assert!(max_abs_diff(&emb, &faces[0].descriptor) <= common::DESCRIPTOR_TOLERANCE);
     assert_eq!(
         fs::read_dir(home.path()).unwrap().count(),
         0,

@@ -141,3 +141,54 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().expect("number") as f32)
         .collect()
 }
+
+// Parity with dlib (and PyTorch for liveness): each tolerance is the worst value measured on
+// the golden set (docs/ACCURACY.md, "Parity") with a margin of at most 10×, so that a real
+// regression fails; `tests/golden_embed.rs` and `tests/golden_stages.rs` each hold a test of
+// the test that a small perturbation does fail them.
+
+/// Descriptor max |Δ| from dlib's own chips: measured 5.1e-7 (gemm), 4.5e-7 (candle conv2d).
+pub const DESCRIPTOR_TOLERANCE: f32 = 5e-6;
+/// End to end (our boxes, landmarks, chips): descriptor distance, measured 1.9e-6.
+pub const PIPELINE_DISTANCE_TOLERANCE: f32 = 1.5e-5;
+/// Detection score |Δ| end to end: measured 1.3e-4.
+pub const SCORE_TOLERANCE: f64 = 1e-3;
+/// Landmark error (px), from dlib's boxes and end to end: measured 0 (identical).
+pub const LANDMARK_TOLERANCE_PX: f64 = 0.01;
+/// Chip mean |Δ| (of 255), from dlib's landmarks and end to end: measured 0 (identical).
+pub const CHIP_TOLERANCE: f64 = 0.5;
+/// Liveness softmax |Δ| against PyTorch: measured 1.4e-6.
+pub const LIVENESS_TOLERANCE: f32 = 1.4e-5;
+
+/// The worst errors of a parity run, each against its tolerance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parity {
+    /// Every box equal to dlib's, pixel for pixel.
+    pub boxes_identical: bool,
+    pub score: f64,
+    pub landmarks_px: f64,
+    pub chip: f64,
+    pub descriptor_distance: f32,
+}
+
+impl Parity {
+    /// The first tolerance exceeded, or `None`.
+    pub fn violation(&self) -> Option<String> {
+        if !self.boxes_identical {
+            return Some("a box differs from dlib's".into());
+        }
+        let over = [
+            ("score", self.score, SCORE_TOLERANCE),
+            ("landmarks (px)", self.landmarks_px, LANDMARK_TOLERANCE_PX),
+            ("chip (/255)", self.chip, CHIP_TOLERANCE),
+            (
+                "descriptor distance",
+                f64::from(self.descriptor_distance),
+                f64::from(PIPELINE_DISTANCE_TOLERANCE),
+            ),
+        ];
+        over.iter()
+            .find(|(_, v, t)| !(v <= t))
+            .map(|(what, v, t)| format!("{what}: {v:.3e} exceeds {t:.1e}"))
+    }
+}
