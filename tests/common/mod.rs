@@ -188,7 +188,7 @@ impl Parity {
             ),
         ];
         over.iter()
-            .find(|(_, v, t)| !(v <= t))
+            .find(|(_, v, t)| v.is_nan() || v > t)
             .map(|(what, v, t)| format!("{what}: {v:.3e} exceeds {t:.1e}"))
     }
 }

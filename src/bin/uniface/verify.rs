@@ -40,7 +40,7 @@ pub fn run(
             table.selection
         );
     }
-    let analyzer = FaceAnalyzer::from_env()?.with_selection(selection);
+    let analyzer = crate::analyzer()?.with_selection(selection);
     let [a, b] = images;
     let (fa, fb) = rayon::join(|| chosen_face(&analyzer, a), || chosen_face(&analyzer, b));
     let ((fa, na), (fb, nb)) = (fa?, fb?);

@@ -1,13 +1,14 @@
 //! HTTPS download of the registry package (feature `download`).
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::archive::hex;
 use super::card::RegistryPackage;
+use super::DownloadProgress;
 use crate::{Error, Result};
 
 fn network(url: &str, e: impl std::fmt::Display) -> Error {
@@ -17,11 +18,16 @@ fn network(url: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Download `pkg` into `dir`, checking its SHA-256 while streaming; returns the file's path.
+/// Download `pkg` into `dir`, checking its SHA-256 while streaming and reporting to
+/// `progress`; returns the file's path.
 ///
 /// The pinned file URL is tried first; if it fails, the registry's JSON API is asked for the
 /// file with the pinned digest. `UNIFACE_MODELS_URL` overrides the URL (for a mirror).
-pub(crate) fn download_package(pkg: &RegistryPackage, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn download_package(
+    pkg: &RegistryPackage,
+    dir: &Path,
+    progress: &DownloadProgress,
+) -> Result<PathBuf> {
     // Unique per call: concurrent fetches (threads or processes) never share a partial file.
     let dest = dir.join(format!(
         "{}.part-{}-{}",
@@ -31,14 +37,14 @@ pub(crate) fn download_package(pkg: &RegistryPackage, dir: &Path) -> Result<Path
     ));
     if let Some(url) = std::env::var_os("UNIFACE_MODELS_URL").filter(|v| !v.is_empty()) {
         let url = url.to_string_lossy().into_owned();
-        fetch_to(&url, pkg, &dest)?;
+        fetch_to(&url, pkg, &dest, progress)?;
         return Ok(dest);
     }
-    match fetch_to(pkg.url, pkg, &dest) {
+    match fetch_to(pkg.url, pkg, &dest, progress) {
         Ok(()) => Ok(dest),
         Err(first @ Error::Network { .. }) => match resolve_from_json(pkg) {
             Ok(url) if url != pkg.url => {
-                fetch_to(&url, pkg, &dest)?;
+                fetch_to(&url, pkg, &dest, progress)?;
                 Ok(dest)
             }
             _ => Err(first),
@@ -90,7 +96,12 @@ fn resolve_from_json(pkg: &RegistryPackage) -> Result<String> {
     Ok(rest[start + 1..start + 1 + end].to_owned())
 }
 
-fn fetch_to(url: &str, pkg: &RegistryPackage, dest: &Path) -> Result<()> {
+fn fetch_to(
+    url: &str,
+    pkg: &RegistryPackage,
+    dest: &Path,
+    progress: &DownloadProgress,
+) -> Result<()> {
     let mut response = agent().get(url).call().map_err(|e| network(url, e))?;
     let total = response
         .headers()
@@ -98,19 +109,7 @@ fn fetch_to(url: &str, pkg: &RegistryPackage, dest: &Path) -> Result<()> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(pkg.size);
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("downloading {}", pkg.filename));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    progress.report(pkg.filename, 0, total);
     let mut reader = response.body_mut().as_reader();
     let file = File::create(dest).map_err(|e| Error::io(dest, e))?;
     let mut out = BufWriter::new(file);
@@ -130,9 +129,8 @@ fn fetch_to(url: &str, pkg: &RegistryPackage, dest: &Path) -> Result<()> {
             break Err(Error::io(dest, e));
         }
         n += k as u64;
-        bar.set_position(n);
+        progress.report(pkg.filename, n, total);
     };
-    bar.finish_and_clear();
     let result = result.and_then(|()| {
         let file = out
             .into_inner()

