@@ -8,7 +8,7 @@
 //!   calibration, quality, liveness and evaluation;
 //! * [`index`] (`uniface-index`): the gallery;
 //! * [`eval`]: `uniface_core::eval` plus open-set identification through a gallery;
-//! * [`bench`]: speed as same-run ratios against baselines (`uniface bench`).
+//! * [`mod@bench`]: speed as same-run ratios against baselines (`uniface bench`).
 //!
 //! One error type covers both ([`Error`]): `?` lifts either crate's error into it.
 //!
