@@ -113,3 +113,40 @@ fn demo_enrols_and_identifies_the_sample_people() {
     let img = image::open(&png).unwrap();
     assert!(img.width() > 400);
 }
+
+#[test]
+fn keys_are_made_owner_only_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("gallery.key");
+    let out = uniface()
+        .args(["keys", "new", "--out"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&k).unwrap().len(), 32);
+    let id = uniface().args(["keys", "id"]).arg(&k).output().unwrap();
+    let id = String::from_utf8(id.stdout).unwrap();
+    assert_eq!(id.trim().len(), 16);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id.trim()));
+    let again = uniface()
+        .args(["keys", "new", "--out"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&k).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let open = uniface().args(["keys", "id"]).arg(&k).output().unwrap();
+        assert!(!open.status.success());
+        assert!(String::from_utf8_lossy(&open.stderr).contains("chmod 600"));
+    }
+}

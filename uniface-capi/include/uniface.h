@@ -40,6 +40,16 @@
 #define UF_MAX_REASONS 16
 
 /*
+ Bytes in a key (`uf_key_generate`, `uf_template_seal`).
+ */
+#define UF_KEY_LEN 32
+
+/*
+ Bytes a sealed template adds to its serialized form.
+ */
+#define UF_SEAL_OVERHEAD 52
+
+/*
  Longest subject id in bytes (the C API refuses longer ones, so candidates never truncate).
  */
 #define UF_SUBJECT_MAX 255
@@ -107,6 +117,11 @@ typedef enum uf_status {
    The gallery was opened read-only.
    */
   UF_STATUS_READ_ONLY = 13,
+  /*
+   A key is wrong, malformed or unsafely stored, or sealed bytes do not authenticate
+   (altered, or opened with other associated data).
+   */
+  UF_STATUS_CRYPTO = 14,
 } uf_status;
 
 /*
@@ -538,6 +553,38 @@ enum uf_status uf_gallery_set_calibration(struct uf_gallery *gallery,
  another thread uses `analyzer`: set it before sharing.
  */
 enum uf_status uf_analyzer_set_selection(struct uf_analyzer *analyzer, uint32_t selection);
+
+/*
+ Write `UF_KEY_LEN` fresh random bytes (the operating system's source) into `out`: a key
+ for `uf_template_seal`. Keep it as the host keeps its secrets.
+ */
+enum uf_status uf_key_generate(uint8_t *out);
+
+/*
+ Seal `template` under the `UF_KEY_LEN`-byte `key`, bound to `aad` (`aad_len` bytes, e.g. a
+ subject id and row key; NULL with 0 for none), into `buf` (`len` bytes). `*needed` (if not
+ NULL) receives the size (serialized size + `UF_SEAL_OVERHEAD`); when `len` is smaller the
+ result is `UF_STATUS_BUFFER_TOO_SMALL` and nothing is written. Each call uses a fresh nonce.
+ */
+enum uf_status uf_template_seal(const struct uf_template *template_,
+                                const uint8_t *key,
+                                const uint8_t *aad,
+                                size_t aad_len,
+                                uint8_t *buf,
+                                size_t len,
+                                size_t *needed);
+
+/*
+ Open a template sealed by `uf_template_seal` with the same `key` and `aad`. Another key, other
+ associated data or an altered byte give `UF_STATUS_CRYPTO`. Release with
+ `uf_template_free`.
+ */
+enum uf_status uf_template_open_sealed(const uint8_t *key,
+                                       const uint8_t *aad,
+                                       size_t aad_len,
+                                       const uint8_t *data,
+                                       size_t len,
+                                       struct uf_template **out);
 
 /*
  Open the gallery in `dir`, or create it there when `create` is true and there is none

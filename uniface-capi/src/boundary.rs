@@ -37,6 +37,9 @@ pub enum uf_status {
     UF_STATUS_LOCKED = 12,
     /// The gallery was opened read-only.
     UF_STATUS_READ_ONLY = 13,
+    /// A key is wrong, malformed or unsafely stored, or sealed bytes do not authenticate
+    /// (altered, or opened with other associated data).
+    UF_STATUS_CRYPTO = 14,
 }
 
 /// A static NUL-terminated description of a status code (any value: one that is not a
@@ -61,6 +64,7 @@ pub extern "C" fn uf_status_str(status: u32) -> *const c_char {
         UF_STATUS_NOT_FOUND,
         UF_STATUS_LOCKED,
         UF_STATUS_READ_ONLY,
+        UF_STATUS_CRYPTO,
     ];
     let Some(&status) = known.iter().find(|s| **s as u32 == status) else {
         return c"unknown status code".as_ptr();
@@ -80,6 +84,7 @@ pub extern "C" fn uf_status_str(status: u32) -> *const c_char {
         UF_STATUS_NOT_FOUND => "file or directory not found\0",
         UF_STATUS_LOCKED => "the gallery is locked by another writer\0",
         UF_STATUS_READ_ONLY => "the gallery is open read-only\0",
+        UF_STATUS_CRYPTO => "wrong key, or sealed bytes that do not authenticate\0",
     };
     s.as_ptr().cast()
 }
@@ -130,6 +135,7 @@ fn status_of(kind: uniface_core::ErrorKind) -> uf_status {
         K::Gallery => UF_STATUS_GALLERY,
         K::Locked => UF_STATUS_LOCKED,
         K::ReadOnly => UF_STATUS_READ_ONLY,
+        K::Crypto => UF_STATUS_CRYPTO,
         _ => UF_STATUS_MODEL,
     }
 }

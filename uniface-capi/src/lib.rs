@@ -25,6 +25,7 @@ compile_error!("uniface-capi must be built with panic = \"unwind\": the C bounda
 
 mod boundary;
 mod calibration;
+mod crypto;
 mod gallery;
 
 use std::ffi::{c_char, CStr};
@@ -203,7 +204,11 @@ pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, name: &'static str) -> Outcome<
 
 /// # Safety
 /// `p` is NULL or valid for reading `len` bytes, unchanged for `'a`.
-unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &'static str) -> Outcome<&'a [u8]> {
+pub(crate) unsafe fn bytes_arg<'a>(
+    p: *const u8,
+    len: usize,
+    name: &'static str,
+) -> Outcome<&'a [u8]> {
     if p.is_null() {
         return Err(Failure::Null(name));
     }

@@ -109,6 +109,15 @@ pub enum Error {
     #[error("templates come from different models or preprocessing ({left} vs {right}); re-enrol with one model")]
     FingerprintMismatch { left: String, right: String },
 
+    /// A sealed envelope does not authenticate, a key is malformed or unsafely stored, or the
+    /// random source failed (see [`crate::crypto`]).
+    #[error("crypto: {message}")]
+    Crypto { message: String },
+
+    /// An envelope was sealed under another key.
+    #[error("sealed under key {expected}, but the key given is {got}")]
+    WrongKey { expected: String, got: String },
+
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -142,6 +151,8 @@ pub enum ErrorKind {
     Locked,
     /// The gallery was opened read-only.
     ReadOnly,
+    /// A key is wrong, missing or unsafely stored, or sealed bytes do not authenticate.
+    Crypto,
 }
 
 impl Error {
@@ -171,6 +182,7 @@ impl Error {
             | Error::DownloadDisabled { .. }
             | Error::ModelFormat { .. }
             | Error::Candle(_) => K::Model,
+            Error::Crypto { .. } | Error::WrongKey { .. } => K::Crypto,
         }
     }
 }

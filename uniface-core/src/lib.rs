@@ -4,7 +4,8 @@
 //! CNN), `landmarks` (5-point ERT), `align` (face chips), `embed` (ResNet-29 descriptors),
 //! `pipeline` (`FaceAnalyzer`: all of them in one call), `template` (the portable template
 //! format), `compare` (distances, similarity, 1:N scoring), `calibration` (thresholds that
-//! carry a false-match rate), `quality` (capture quality and the enrollment gate), `liveness`
+//! carry a false-match rate), `crypto` (keys and sealed templates), `quality` (capture quality
+//! and the enrollment gate), `liveness`
 //! (presentation-attack detection), `eval` (accuracy protocols: LFW, DET, EDC, open-set,
 //! held-out calibration checks), `model_store` (verified models) and `dlib` (the `.dat`
 //! readers).
@@ -25,6 +26,7 @@
 pub mod align;
 pub mod calibration;
 pub mod compare;
+pub mod crypto;
 pub mod detect;
 pub mod dlib;
 pub mod embed;

@@ -49,6 +49,12 @@ create_exception!(
 );
 create_exception!(
     uniface,
+    CryptoError,
+    UniFaceError,
+    "A key is wrong, malformed or unsafely stored, or sealed bytes do not authenticate."
+);
+create_exception!(
+    uniface,
     InvalidArgumentError,
     UniFaceError,
     "An argument is out of range or inconsistent (NaN values, wrong dimension, ...)."
@@ -81,6 +87,7 @@ fn raise(kind: uniface_core::ErrorKind, msg: String) -> PyErr {
         K::Locked => GalleryLockedError::new_err(msg),
         K::Gallery | K::ReadOnly => GalleryError::new_err(msg),
         K::Model => ModelError::new_err(msg),
+        K::Crypto => CryptoError::new_err(msg),
         _ => UniFaceError::new_err(msg),
     }
 }
@@ -104,6 +111,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TemplateError", py.get_type::<TemplateError>())?;
     m.add("GalleryError", py.get_type::<GalleryError>())?;
     m.add("GalleryLockedError", py.get_type::<GalleryLockedError>())?;
+    m.add("CryptoError", py.get_type::<CryptoError>())?;
     m.add(
         "InvalidArgumentError",
         py.get_type::<InvalidArgumentError>(),

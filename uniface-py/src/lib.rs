@@ -73,6 +73,7 @@ fn _uniface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(eval::eer, m)?)?;
     m.add_function(wrap_pyfunction!(template::verify, m)?)?;
     m.add_function(wrap_pyfunction!(template::threshold_for_fmr, m)?)?;
+    m.add_function(wrap_pyfunction!(template::generate_key, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_models, m)?)?;
     m.add_function(wrap_pyfunction!(verify_models, m)?)?;
     Ok(())

@@ -75,6 +75,27 @@ impl Template {
         PyBytes::new(py, &self.inner.to_bytes())
     }
 
+    /// The template encrypted and authenticated under `key` (32 bytes, e.g. from
+    /// `uniface.generate_key()`), bound to `aad` (a subject id, a row key: `open_sealed`
+    /// needs the same bytes). For a queue or a database row; each call uses a fresh nonce.
+    #[pyo3(signature = (key, aad=b"".as_slice()))]
+    fn seal<'py>(&self, py: Python<'py>, key: &[u8], aad: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let key = uniface_core::crypto::Key::from_slice(key).map_err(errors::core)?;
+        let sealed = self.inner.seal(&key, aad).map_err(errors::core)?;
+        Ok(PyBytes::new(py, &sealed))
+    }
+
+    /// A template from `seal`'s bytes; another key, other `aad` or an altered byte raise
+    /// `CryptoError`.
+    #[staticmethod]
+    #[pyo3(signature = (key, data, aad=b"".as_slice()))]
+    fn open_sealed(key: &[u8], data: &[u8], aad: &[u8]) -> PyResult<Self> {
+        let key = uniface_core::crypto::Key::from_slice(key).map_err(errors::core)?;
+        uniface_core::template::Template::open_sealed(&key, aad, data)
+            .map(|inner| Self { inner })
+            .map_err(errors::core)
+    }
+
     /// The vector as float32 (dequantised for f16/i8 storage).
     #[getter]
     fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
@@ -197,6 +218,14 @@ pub fn verify(
     }
     .map(Decision::from)
     .map_err(errors::core)
+}
+
+/// 32 fresh random bytes from the operating system: a key for `Template.seal`. Keep it as
+/// you keep your other secrets.
+#[pyfunction]
+pub fn generate_key(py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
+    let key = uniface_core::crypto::Key::generate().map_err(errors::core)?;
+    Ok(PyBytes::new(py, &key.to_bytes()))
 }
 
 /// The calibrated distance threshold for a target false-match rate.

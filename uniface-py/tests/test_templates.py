@@ -139,3 +139,28 @@ def test_gallery_enroll_identify_verify_remove_and_reopen(
     with pytest.raises(uniface.GalleryError):
         g2.subjects()
     uniface.Gallery(path, wait_lock=1.0).close()
+
+
+def test_sealed_templates_open_only_with_their_key_and_context(
+    people: dict[str, list[np.ndarray]],
+) -> None:
+    key, other = uniface.generate_key(), uniface.generate_key()
+    assert len(key) == 32 and key != other
+    t = uniface.Template(people["Abel_Pacheco"][0], element="f16")
+    sealed = t.seal(key, aad=b"row 7")
+    assert len(sealed) == len(t.to_bytes()) + 52
+    assert t.seal(key, aad=b"row 7") != sealed  # a fresh nonce every time
+    assert uniface.Template.open_sealed(key, sealed, aad=b"row 7") == t
+    # no 16-byte window of the stored values survives in the envelope
+    plain = t.to_bytes()
+    assert not any(plain[i : i + 16] in sealed for i in range(len(plain) - 256, len(plain) - 16))
+    for bad_key, aad, data in [
+        (other, b"row 7", sealed),
+        (key, b"row 8", sealed),
+        (key, b"row 7", sealed[:-1] + bytes([sealed[-1] ^ 1])),
+        (key, b"row 7", plain),
+    ]:
+        with pytest.raises(uniface.CryptoError):
+            uniface.Template.open_sealed(bad_key, data, aad=aad)
+    with pytest.raises(uniface.CryptoError):
+        t.seal(b"short key")

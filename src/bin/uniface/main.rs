@@ -163,6 +163,12 @@ enum Command {
     /// for each target false-match rate, the distance threshold and the counts behind it, and
     /// records the face-selection rule (--select) it was made with.
     Calibrate(eval::Calibrate),
+    /// Keys for sealing templates (XChaCha20-Poly1305): `keys new --out FILE` writes a fresh
+    /// 32-byte key readable by its owner only and prints its public id.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Measure speed as ratios against baselines run in the same process. Use
     /// `RAYON_NUM_THREADS=1 taskset -c 0 uniface bench ...` for one core.
     Bench {
@@ -242,6 +248,17 @@ enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Write a fresh key to FILE (never overwriting one) with owner-only permissions.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public id of the key in FILE (checks its size and permissions).
+    Id { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +346,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> uniface::Result<()> {
     match cli.command {
         Command::Models { action } => models(action),
+        Command::Keys { action } => {
+            use uniface::core::crypto::{KeyFile, KeyProvider};
+            match action {
+                KeysAction::New { out } => {
+                    let id = KeyFile::create(&out)?;
+                    println!("key {id} written to {} (mode 600)", out.display());
+                }
+                KeysAction::Id { file } => println!("{}", KeyFile::new(file).key()?.id()),
+            }
+            Ok(())
+        }
         Command::Demo { out } => demo::run(&out),
         Command::EmbedChip {
             json,

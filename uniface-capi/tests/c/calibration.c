@@ -1,7 +1,8 @@
 /* A host's own calibration table from C: load it from a JSON file, read thresholds and
  * decisions from it, attach it to a gallery and get the gallery's decisions from it (the best
  * of a subject's templates held to the target as a whole); the shipped table and the
- * face-selection rule beside it. Run under ASan + UBSan by uniface-capi/tests/run.sh.
+ * face-selection rule beside it; and a template sealed under a host key for a database row.
+ * Run under ASan + UBSan by uniface-capi/tests/run.sh.
  * Usage: calibration LFW_DIR SCRATCH_DIR */
 #include <math.h>
 #include <stdio.h>
@@ -145,6 +146,32 @@ int main(int argc, char **argv) {
            v.threshold, v.comparisons, shipped_t, v.distance);
 
     CHECK(uf_gallery_close(g));
+
+    /* a template sealed for a database row: opens with its key and row, nothing else */
+    uint8_t key[UF_KEY_LEN], other[UF_KEY_LEN];
+    CHECK(uf_key_generate(key));
+    CHECK(uf_key_generate(other));
+    EXPECT(memcmp(key, other, UF_KEY_LEN) != 0);
+    const uint8_t *row = (const uint8_t *)"subject 7";
+    size_t need = 0;
+    EXPECT(uf_template_seal(abel, key, row, 9, NULL, 0, &need) == UF_STATUS_BUFFER_TOO_SMALL);
+    uint8_t *sealed = malloc(need);
+    CHECK(uf_template_seal(abel, key, row, 9, sealed, need, NULL));
+    uf_template *back = NULL;
+    CHECK(uf_template_open_sealed(key, row, 9, sealed, need, &back));
+    float va[UF_EMBEDDING_DIM], vb[UF_EMBEDDING_DIM];
+    CHECK(uf_template_vector(abel, va, UF_EMBEDDING_DIM));
+    CHECK(uf_template_vector(back, vb, UF_EMBEDDING_DIM));
+    EXPECT(memcmp(va, vb, sizeof va) == 0);
+    uf_template_free(back);
+    uf_template *none = NULL;
+    EXPECT(uf_template_open_sealed(other, row, 9, sealed, need, &none) == UF_STATUS_CRYPTO);
+    EXPECT(uf_template_open_sealed(key, (const uint8_t *)"subject 8", 9, sealed, need, &none) ==
+           UF_STATUS_CRYPTO);
+    sealed[need - 1] ^= 1;
+    EXPECT(uf_template_open_sealed(key, row, 9, sealed, need, &none) == UF_STATUS_CRYPTO);
+    EXPECT(none == NULL);
+    free(sealed);
     uf_template_free(aaron1);
     uf_template_free(aaron2);
     uf_template_free(abel);

@@ -93,6 +93,13 @@ impl ModelFingerprint {
     }
 }
 
+/// Associated data of a sealed template: a domain tag, then the caller's context.
+fn sealed_aad(aad: &[u8]) -> Vec<u8> {
+    let mut v = b"uniface template v1\0".to_vec();
+    v.extend_from_slice(aad);
+    v
+}
+
 /// How the vector is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementType {
@@ -244,6 +251,21 @@ impl Template {
             .map(|(a, b)| (a - b) * (a - b))
             .sum::<f32>()
             .sqrt())
+    }
+
+    /// The template sealed under `key` ([`crate::crypto::seal`], XChaCha20-Poly1305): for a
+    /// queue or a host's database. `aad` binds it to its context (a subject id, a row key):
+    /// [`Template::open_sealed`] needs the same bytes, so a sealed template moved to another
+    /// row does not open.
+    pub fn seal(&self, key: &crate::crypto::Key, aad: &[u8]) -> Result<Vec<u8>> {
+        crate::crypto::seal(key, &sealed_aad(aad), &self.to_bytes())
+    }
+
+    /// A template from [`Template::seal`]'s bytes: the key, the context and every byte are
+    /// checked (typed errors: [`Error::WrongKey`], [`Error::Crypto`], then the template's own
+    /// checksum).
+    pub fn open_sealed(key: &crate::crypto::Key, aad: &[u8], sealed: &[u8]) -> Result<Self> {
+        Self::from_bytes(&crate::crypto::open(key, &sealed_aad(aad), sealed)?)
     }
 
     /// Serialise (layout in the module documentation).
@@ -597,6 +619,43 @@ mod tests {
     fn sample() -> Template {
         let v: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.37).sin() * 0.2).collect();
         Template::new(ModelFingerprint::dlib_resnet_v1(), &v).unwrap()
+    }
+
+    #[test]
+    fn sealed_templates_hide_their_values_and_open_only_in_context() {
+        use crate::crypto::Key;
+        let key = Key::generate().unwrap();
+        for element in [ElementType::F32, ElementType::F16, ElementType::I8] {
+            let t = sample().converted(element);
+            let sealed = t.seal(&key, b"subject-7").unwrap();
+            assert_eq!(
+                Template::open_sealed(&key, b"subject-7", &sealed).unwrap(),
+                t
+            );
+            // no 16-byte window of the plain form survives in the envelope
+            let plain = t.to_bytes();
+            for w in plain[plain.len() - 64..].windows(16) {
+                assert!(!sealed.windows(16).any(|s| s == w), "{element:?}");
+            }
+            let wrong = Key::generate().unwrap();
+            assert!(matches!(
+                Template::open_sealed(&wrong, b"subject-7", &sealed),
+                Err(Error::WrongKey { .. })
+            ));
+            assert!(matches!(
+                Template::open_sealed(&key, b"subject-8", &sealed),
+                Err(Error::Crypto { .. })
+            ));
+            let mut flipped = sealed.clone();
+            let last = flipped.len() - 20;
+            flipped[last] ^= 0x10;
+            assert!(matches!(
+                Template::open_sealed(&key, b"subject-7", &flipped),
+                Err(Error::Crypto { .. })
+            ));
+            // a plain template is not an envelope
+            assert!(Template::open_sealed(&key, b"subject-7", &plain).is_err());
+        }
     }
 
     #[test]
