@@ -200,18 +200,18 @@ pub unsafe extern "C" fn uf_last_error_message(
     }
 }
 
-/// Copy `text` and a NUL into `buf` (`len` bytes); `*needed` (if not NULL) receives the size
-/// needed. Nothing is written when `len` is too small or `buf` is NULL.
+/// The caller's output buffer for `size` bytes: `*needed` (if not NULL) receives `size`;
+/// a `len` below it is `BUFFER_TOO_SMALL` (checked before NULL, so `buf = NULL, len = 0` asks
+/// for the size).
 ///
 /// # Safety
-/// `buf` is NULL or valid for `len` bytes; `needed` is NULL or valid.
-pub(crate) unsafe fn write_text(
-    text: &str,
-    buf: *mut c_char,
+/// `buf` is NULL or valid for writing `len` bytes for `'a`; `needed` is NULL or writable.
+pub(crate) unsafe fn out_buffer<'a>(
+    buf: *mut u8,
     len: usize,
     needed: *mut usize,
-) -> Outcome<()> {
-    let size = text.len() + 1;
+    size: usize,
+) -> Outcome<&'a mut [u8]> {
     // SAFETY: `needed` is NULL or valid (the caller's contract).
     if let Some(n) = unsafe { needed.as_mut() } {
         *n = size;
@@ -225,8 +225,24 @@ pub(crate) unsafe fn write_text(
     if buf.is_null() {
         return Err(Failure::Null("buf"));
     }
-    // SAFETY: `buf` is valid for `len ≥ size` bytes (the caller's contract).
-    let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
+    // SAFETY: `buf` is non-NULL and valid for `len ≥ size` bytes (the caller's contract).
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf, size) })
+}
+
+/// Copy `text` and a NUL into `buf` (`len` bytes); `*needed` (if not NULL) receives the size
+/// needed. Nothing is written when `len` is too small or `buf` is NULL.
+///
+/// # Safety
+/// `buf` is NULL or valid for `len` bytes; `needed` is NULL or valid.
+pub(crate) unsafe fn write_text(
+    text: &str,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> Outcome<()> {
+    let size = text.len() + 1;
+    // SAFETY: forwarded from this function's contract.
+    let dst = unsafe { out_buffer(buf.cast::<u8>(), len, needed, size) }?;
     dst[..text.len()].copy_from_slice(text.as_bytes());
     dst[text.len()] = 0;
     Ok(())

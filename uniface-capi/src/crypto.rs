@@ -69,22 +69,10 @@ pub unsafe extern "C" fn uf_template_seal(
         // SAFETY: `aad` is NULL with 0 or readable for `aad_len` bytes (the header's contract).
         let aad = unsafe { aad_arg(aad, aad_len) }?;
         let size = t.inner.to_bytes().len() + UF_SEAL_OVERHEAD;
-        // SAFETY: `needed` is NULL or writable (the header's contract).
-        if let Some(n) = unsafe { needed.as_mut() } {
-            *n = size;
-        }
-        if len < size {
-            return Err(Failure::TooSmall {
-                needed: size,
-                got: len,
-            });
-        }
-        if buf.is_null() {
-            return Err(Failure::Null("buf"));
-        }
-        let sealed = t.inner.seal(&key, aad)?;
-        // SAFETY: `buf` is non-NULL, writable for `len ≥ size` bytes (the header's contract).
-        unsafe { std::slice::from_raw_parts_mut(buf, sealed.len()) }.copy_from_slice(&sealed);
+        // SAFETY: `buf` is NULL or writable for `len` bytes, `needed` NULL or writable (the
+        // header's contract).
+        let dst = unsafe { boundary::out_buffer(buf, len, needed, size) }?;
+        dst.copy_from_slice(&t.inner.seal(&key, aad)?);
         Ok(())
     })
 }

@@ -609,21 +609,10 @@ pub unsafe extern "C" fn uf_template_serialize(
         // SAFETY: `template` is NULL or a live handle of ours (the header's contract).
         let t = unsafe { ref_arg(template, "template") }?;
         let bytes = t.inner.to_bytes();
-        // SAFETY: `needed` is NULL or writable (the header's contract).
-        if let Some(n) = unsafe { needed.as_mut() } {
-            *n = bytes.len();
-        }
-        if len < bytes.len() {
-            return Err(Failure::TooSmall {
-                needed: bytes.len(),
-                got: len,
-            });
-        }
-        if buf.is_null() {
-            return Err(Failure::Null("buf"));
-        }
-        // SAFETY: `buf` is non-NULL, writable for `len ≥ bytes.len()` bytes (header's contract).
-        unsafe { std::slice::from_raw_parts_mut(buf, bytes.len()) }.copy_from_slice(&bytes);
+        // SAFETY: `buf` is NULL or writable for `len` bytes, `needed` NULL or writable (the
+        // header's contract).
+        let dst = unsafe { boundary::out_buffer(buf, len, needed, bytes.len()) }?;
+        dst.copy_from_slice(&bytes);
         Ok(())
     })
 }
