@@ -18,7 +18,7 @@
 //! # fn main() -> uniface_core::Result<()> {
 //! let key = Key::generate()?;
 //! let sealed = seal(&key, b"subject 42", b"a template's bytes")?;
-//! assert_eq!(open(&key, b"subject 42", &sealed)?, b"a template's bytes");
+//! assert_eq!(&open(&key, b"subject 42", &sealed)?[..], b"a template's bytes");
 //! assert!(open(&key, b"subject 43", &sealed).is_err());
 //! # Ok(()) }
 //! ```
