@@ -40,7 +40,7 @@ pub unsafe extern "C" fn uf_key_generate(out: *mut u8) -> uf_status {
             return Err(Failure::Null("out"));
         }
         let key = Key::generate()?;
-        let bytes = zeroize::Zeroizing::new(key.to_bytes());
+        let bytes = key.to_bytes();
         // SAFETY: `out` is non-NULL and writable for `UF_KEY_LEN` bytes (the header's contract).
         unsafe { std::slice::from_raw_parts_mut(out, UF_KEY_LEN) }.copy_from_slice(&bytes[..]);
         Ok(())
@@ -68,11 +68,13 @@ pub unsafe extern "C" fn uf_template_seal(
         let key = unsafe { key_arg(key) }?;
         // SAFETY: `aad` is NULL with 0 or readable for `aad_len` bytes (the header's contract).
         let aad = unsafe { aad_arg(aad, aad_len) }?;
-        let size = t.inner.to_bytes().len() + UF_SEAL_OVERHEAD;
+        let sealed = t.inner.seal(&key, aad)?;
+        debug_assert_eq!(sealed.len(), t.inner.to_bytes().len() + UF_SEAL_OVERHEAD);
+        // (sealed before `buf` is borrowed: `buf` may overlap `aad`)
         // SAFETY: `buf` is NULL or writable for `len` bytes, `needed` NULL or writable (the
         // header's contract).
-        let dst = unsafe { boundary::out_buffer(buf, len, needed, size) }?;
-        dst.copy_from_slice(&t.inner.seal(&key, aad)?);
+        let dst = unsafe { boundary::out_buffer(buf, len, needed, sealed.len()) }?;
+        dst.copy_from_slice(&sealed);
         Ok(())
     })
 }

@@ -225,7 +225,7 @@ pub fn verify(
 #[pyfunction]
 pub fn generate_key(py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
     let key = uniface_core::crypto::Key::generate().map_err(errors::core)?;
-    Ok(PyBytes::new(py, &key.to_bytes()))
+    Ok(PyBytes::new(py, &key.to_bytes()[..]))
 }
 
 /// The calibrated distance threshold for a target false-match rate.

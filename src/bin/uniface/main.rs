@@ -351,7 +351,10 @@ fn run(cli: Cli) -> uniface::Result<()> {
             match action {
                 KeysAction::New { out } => {
                     let id = KeyFile::create(&out)?;
-                    println!("key {id} written to {} (mode 600)", out.display());
+                    println!(
+                        "key {id} written to {} (owner-only where the system supports it)",
+                        out.display()
+                    );
                 }
                 KeysAction::Id { file } => println!("{}", KeyFile::new(file).key()?.id()),
             }

@@ -3,23 +3,28 @@
 //! * [`Key`]: 32 random bytes (zeroed when dropped, never printed), named by a [`KeyId`] that
 //!   can be shown and stored;
 //! * [`KeyProvider`]: where the host's key comes from — a [`KeyFile`] (made by
-//!   `uniface keys new`; refused when others may read it), an environment variable
+//!   `uniface keys new`; on Unix refused unless owner-only), an environment variable
 //!   ([`EnvKey`]), or the host's own implementation in front of a KMS;
 //! * [`seal`] / [`open`]: XChaCha20-Poly1305 (RustCrypto) with a random 192-bit nonce per
-//!   envelope. The envelope's header (format, key id, nonce) and the caller's associated data
-//!   are authenticated, so an envelope cannot be opened under another key, moved to another
-//!   context (other associated data) or altered by a single bit without a typed error.
+//!   envelope. The envelope's header (format, key id, nonce), its purpose (what kind of
+//!   payload: a template, …) and the caller's associated data are authenticated, so an
+//!   envelope cannot be opened under another key, as another kind of payload, in another
+//!   context (other associated data) or with a single bit altered without a typed error.
+//!   (Altered key-id bytes are reported as [`Error::WrongKey`]: the envelope then names a key
+//!   other than the one given.)
 //!
 //! Envelope layout: `"UFS1"` · key id (8 bytes) · nonce (24 bytes) · ciphertext · tag
-//! (16 bytes).
+//! (16 bytes). Authenticated data: the 36-byte header, then the purpose and the caller's
+//! associated data, each preceded by its length (u64 little-endian).
 //!
 //! ```
 //! use uniface_core::crypto::{open, seal, Key};
 //! # fn main() -> uniface_core::Result<()> {
 //! let key = Key::generate()?;
-//! let sealed = seal(&key, b"subject 42", b"a template's bytes")?;
-//! assert_eq!(&open(&key, b"subject 42", &sealed)?[..], b"a template's bytes");
-//! assert!(open(&key, b"subject 43", &sealed).is_err());
+//! let sealed = seal(&key, "note", b"subject 42", b"a template's bytes")?;
+//! assert_eq!(&open(&key, "note", b"subject 42", &sealed)?[..], b"a template's bytes");
+//! assert!(open(&key, "note", b"subject 43", &sealed).is_err());
+//! assert!(open(&key, "template", b"subject 42", &sealed).is_err());
 //! # Ok(()) }
 //! ```
 
@@ -116,9 +121,9 @@ impl Key {
     }
 
     /// The secret bytes, for a host that stores the key itself (a binding handing a fresh key
-    /// to its caller). Zero the copy when done.
-    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
-        *self.0
+    /// to its caller); the copy is zeroed when dropped.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        self.0.clone()
     }
 }
 
@@ -128,15 +133,17 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// Where a host's key comes from. Implement it in front of a KMS or an HSM: `key` is called
-/// when a gallery opens or a template is sealed, and may fetch and unwrap the key there.
+/// Where a host's key comes from. Implement it in front of a KMS or an HSM: `key` may fetch
+/// and unwrap the key there. (Hosts call it themselves and pass the [`Key`] to
+/// [`crate::template::Template::seal`]; galleries do not encrypt yet.)
 pub trait KeyProvider: Send + Sync {
     fn key(&self) -> Result<Key>;
     /// Where the key comes from, for messages (never the key itself).
     fn describe(&self) -> String;
 }
 
-/// A key file: 32 raw bytes, readable by its owner only.
+/// A key file: 32 raw bytes, readable by its owner only (enforced on Unix: made with mode
+/// 600, refused when its group or others may use it or another user owns it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFile {
     pub path: PathBuf,
@@ -160,21 +167,29 @@ impl KeyFile {
             options.mode(0o600);
         }
         let mut f = options.open(path).map_err(|e| Error::io(path, e))?;
-        f.write_all(key.bytes()).map_err(|e| Error::io(path, e))?;
-        f.sync_all().map_err(|e| Error::io(path, e))?;
+        let written = f.write_all(key.bytes()).and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            // a partial key file would block the next attempt (files are never overwritten)
+            drop(f);
+            let _ = std::fs::remove_file(path);
+            return Err(Error::io(path, e));
+        }
         Ok(key.id())
     }
 }
 
 impl KeyProvider for KeyFile {
     /// The key in the file; refused when the file is not exactly 32 bytes or (on Unix) when
-    /// its group or others may read or write it.
+    /// another user owns it or its group or others may read or write it. The checks and the
+    /// read are on one open file, so they cannot see different files.
     fn key(&self) -> Result<Key> {
+        use std::io::Read;
         let p = &self.path;
-        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+        let meta = f.metadata().map_err(|e| Error::io(p, e))?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(crypto_error(format!(
@@ -184,6 +199,18 @@ impl KeyProvider for KeyFile {
                     p.display()
                 )));
             }
+            // the owner must be this process's user: on Linux /proc/self belongs to the
+            // process's effective user (where there is no /proc the owner is not checked)
+            if let Ok(me) = std::fs::metadata("/proc/self") {
+                if meta.uid() != me.uid() {
+                    return Err(crypto_error(format!(
+                        "the key file {} belongs to user {}, not to this process's user {}",
+                        p.display(),
+                        meta.uid(),
+                        me.uid()
+                    )));
+                }
+            }
         }
         if meta.len() != KEY_LEN as u64 {
             return Err(crypto_error(format!(
@@ -192,8 +219,16 @@ impl KeyProvider for KeyFile {
                 meta.len()
             )));
         }
-        let bytes = Zeroizing::new(std::fs::read(p).map_err(|e| Error::io(p, e))?);
-        Key::from_slice(&bytes)
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        f.read_exact(&mut k[..]).map_err(|e| Error::io(p, e))?;
+        let mut extra = [0u8; 1];
+        if f.read(&mut extra).map_err(|e| Error::io(p, e))? != 0 {
+            return Err(crypto_error(format!(
+                "the key file {} grew while it was read",
+                p.display()
+            )));
+        }
+        Ok(Key(k))
     }
 
     fn describe(&self) -> String {
@@ -248,18 +283,22 @@ fn header(id: KeyId, nonce: &[u8; NONCE_LEN]) -> [u8; 4 + 8 + NONCE_LEN] {
     h
 }
 
-/// Authenticated data: the envelope header, then the caller's associated data.
-fn aad_of(header: &[u8], aad: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(header.len() + 8 + aad.len());
+/// Authenticated data: the envelope header, then the purpose and the caller's associated
+/// data, each length-prefixed (so no two (purpose, aad) pairs give the same bytes).
+fn aad_of(header: &[u8], purpose: &str, aad: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(header.len() + 16 + purpose.len() + aad.len());
     v.extend_from_slice(header);
-    v.extend_from_slice(&(aad.len() as u64).to_le_bytes());
-    v.extend_from_slice(aad);
+    for part in [purpose.as_bytes(), aad] {
+        v.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        v.extend_from_slice(part);
+    }
     v
 }
 
-/// Encrypt and authenticate `plaintext` under `key`, binding `aad` (not stored: the opener
-/// must present the same bytes).
-pub fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+/// Encrypt and authenticate `plaintext` under `key`, binding `purpose` (what kind of payload
+/// this is, e.g. `"template"`) and `aad` (its context). Neither is stored: the opener must
+/// present the same.
+pub fn seal(key: &Key, purpose: &str, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce)
         .map_err(|e| crypto_error(format!("the system random source failed: {e}")))?;
@@ -270,7 +309,7 @@ pub fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
             XNonce::from_slice(&nonce),
             Payload {
                 msg: plaintext,
-                aad: &aad_of(&h, aad),
+                aad: &aad_of(&h, purpose, aad),
             },
         )
         .map_err(|_| crypto_error("encryption failed"))?;
@@ -290,9 +329,11 @@ pub fn sealed_key_id(sealed: &[u8]) -> Option<KeyId> {
     Some(KeyId(id))
 }
 
-/// Check and decrypt an envelope made by [`seal`] with `key` and the same `aad`. Another key
-/// gives [`Error::WrongKey`]; altered bytes or other associated data give [`Error::Crypto`].
-pub fn open(key: &Key, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+/// Check and decrypt an envelope made by [`seal`] with `key`, the same `purpose` and `aad`.
+/// An envelope naming another key (or whose key-id bytes were altered) gives
+/// [`Error::WrongKey`]; any other altered byte, another purpose or other associated data give
+/// [`Error::Crypto`].
+pub fn open(key: &Key, purpose: &str, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let id = sealed_key_id(sealed).ok_or_else(|| {
         crypto_error(format!(
             "not a sealed envelope ({} bytes; an envelope starts with \"UFS1\" and is at least \
@@ -313,7 +354,7 @@ pub fn open(key: &Key, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> 
             XNonce::from_slice(&h[12..]),
             Payload {
                 msg: body,
-                aad: &aad_of(h, aad),
+                aad: &aad_of(h, purpose, aad),
             },
         )
         .map(Zeroizing::new)
@@ -334,24 +375,34 @@ mod tests {
         let key = Key::generate().unwrap();
         let other = Key::generate().unwrap();
         assert_ne!(key.id(), other.id());
-        let s = seal(&key, b"ctx", b"secret bytes").unwrap();
+        let s = seal(&key, "p", b"ctx", b"secret bytes").unwrap();
         assert_eq!(s.len(), 12 + SEAL_OVERHEAD);
-        assert_eq!(&open(&key, b"ctx", &s).unwrap()[..], b"secret bytes");
+        assert_eq!(&open(&key, "p", b"ctx", &s).unwrap()[..], b"secret bytes");
         // two seals of the same bytes differ (random nonces)
-        assert_ne!(seal(&key, b"ctx", b"secret bytes").unwrap(), s);
+        assert_ne!(seal(&key, "p", b"ctx", b"secret bytes").unwrap(), s);
         assert!(matches!(
-            open(&other, b"ctx", &s),
+            open(&other, "p", b"ctx", &s),
             Err(Error::WrongKey { .. })
         ));
-        assert!(matches!(open(&key, b"ctx2", &s), Err(Error::Crypto { .. })));
+        assert!(matches!(
+            open(&key, "p", b"ctx2", &s),
+            Err(Error::Crypto { .. })
+        ));
+        assert!(matches!(
+            open(&key, "q", b"ctx", &s),
+            Err(Error::Crypto { .. })
+        ));
+        // the purpose and the context cannot trade bytes
+        let shifted = seal(&key, "pc", b"tx", b"secret bytes").unwrap();
+        assert!(open(&key, "p", b"ctx", &shifted).is_err());
         // every single flipped bit is caught (the key id bits as a wrong key)
         for i in 0..s.len() * 8 {
             let mut t = s.clone();
             t[i / 8] ^= 1 << (i % 8);
-            assert!(open(&key, b"ctx", &t).is_err(), "bit {i}");
+            assert!(open(&key, "p", b"ctx", &t).is_err(), "bit {i}");
         }
         for n in 0..SEAL_OVERHEAD {
-            assert!(open(&key, b"ctx", &s[..n]).is_err());
+            assert!(open(&key, "p", b"ctx", &s[..n]).is_err());
         }
         assert!(!format!("{key:?}").contains(&format!("{:02x}", key.bytes()[0]).repeat(4)));
     }
@@ -388,6 +439,15 @@ mod tests {
             let e = KeyFile::new(&p).key().unwrap_err().to_string();
             assert!(e.contains("chmod 600"), "{e}");
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            // another user's key file is refused (checkable when the test may chown: root)
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+                let theirs = dir.path().join("theirs");
+                KeyFile::create(&theirs).unwrap();
+                std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+                let e = KeyFile::new(&theirs).key().unwrap_err().to_string();
+                assert!(e.contains("belongs to user 65534"), "{e}");
+            }
         }
         std::fs::write(dir.path().join("short"), [0u8; 5]).unwrap();
         #[cfg(unix)]

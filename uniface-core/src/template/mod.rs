@@ -93,12 +93,8 @@ impl ModelFingerprint {
     }
 }
 
-/// Associated data of a sealed template: a domain tag, then the caller's context.
-fn sealed_aad(aad: &[u8]) -> Vec<u8> {
-    let mut v = b"uniface template v1\0".to_vec();
-    v.extend_from_slice(aad);
-    v
-}
+/// The purpose a sealed template's envelope is bound to.
+const SEALED_PURPOSE: &str = "uniface template v1";
 
 /// How the vector is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,14 +254,14 @@ impl Template {
     /// [`Template::open_sealed`] needs the same bytes, so a sealed template moved to another
     /// row does not open.
     pub fn seal(&self, key: &crate::crypto::Key, aad: &[u8]) -> Result<Vec<u8>> {
-        crate::crypto::seal(key, &sealed_aad(aad), &self.to_bytes())
+        crate::crypto::seal(key, SEALED_PURPOSE, aad, &self.to_bytes())
     }
 
     /// A template from [`Template::seal`]'s bytes: the key, the context and every byte are
     /// checked (typed errors: [`Error::WrongKey`], [`Error::Crypto`], then the template's own
     /// checksum).
     pub fn open_sealed(key: &crate::crypto::Key, aad: &[u8], sealed: &[u8]) -> Result<Self> {
-        Self::from_bytes(&crate::crypto::open(key, &sealed_aad(aad), sealed)?)
+        Self::from_bytes(&crate::crypto::open(key, SEALED_PURPOSE, aad, sealed)?)
     }
 
     /// Serialise (layout in the module documentation).
