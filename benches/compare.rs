@@ -16,22 +16,9 @@ use uniface::core::template::ElementType;
 const TEMPLATES: usize = 1_000_000;
 const DIM: usize = 128;
 
+/// The same fixed-seed unit vectors as `uniface bench compare`.
 fn unit_vectors(n: usize) -> Vec<Vec<f32>> {
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            let v: Vec<f32> = (0..DIM)
-                .map(|_| {
-                    s = s
-                        .wrapping_mul(6_364_136_223_846_793_005)
-                        .wrapping_add(1_442_695_040_888_963_407);
-                    (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / n).collect()
-        })
-        .collect()
+    uniface::bench::unit_vectors(n, DIM).collect()
 }
 
 fn bench(c: &mut Criterion) {

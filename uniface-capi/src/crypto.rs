@@ -69,7 +69,6 @@ pub unsafe extern "C" fn uf_template_seal(
         // SAFETY: `aad` is NULL with 0 or readable for `aad_len` bytes (the header's contract).
         let aad = unsafe { aad_arg(aad, aad_len) }?;
         let sealed = t.inner.seal(&key, aad)?;
-        debug_assert_eq!(sealed.len(), t.inner.to_bytes().len() + UF_SEAL_OVERHEAD);
         // (sealed before `buf` is borrowed: `buf` may overlap `aad`)
         // SAFETY: `buf` is NULL or writable for `len` bytes, `needed` NULL or writable (the
         // header's contract).

@@ -136,14 +136,17 @@ pub fn lfw(
     selection: &str,
 ) -> PyResult<LfwReport> {
     let options = protocol::LfwOptions {
-        pairs: pairs.as_deref(),
         cache: cache.as_deref(),
         det: false,
         selection: self::selection(selection)?,
     };
-    py.detach(|| protocol::lfw(&analyzer.inner, &root, &options, &|_| {}))
-        .map(|inner| LfwReport { inner })
-        .map_err(errors::core)
+    let pairs_file = pairs.unwrap_or_else(|| root.join("pairs.txt"));
+    py.detach(|| {
+        let listed = pairs::read_pairs(&root, &pairs_file)?;
+        protocol::lfw(&analyzer.inner, &root, &listed, &options, &|_| {})
+    })
+    .map(|inner| LfwReport { inner })
+    .map_err(errors::core)
 }
 
 /// One descriptor per photo of a folder of identities (`root/<identity>/<photo>`):

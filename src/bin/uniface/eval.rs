@@ -129,15 +129,14 @@ pub fn eval(target: EvalTarget) -> uniface::Result<()> {
             roc,
             det,
         } => {
-            let listed = pairs::read_pairs(&p.root, &pairs_path(&p.root, pairs.clone()))?;
+            let listed = pairs::read_pairs(&p.root, &pairs_path(&p.root, pairs))?;
             let progress = bar(pairs::photos_of(&listed).len(), "describing");
             let options = lfw::LfwOptions {
-                pairs: pairs.as_deref(),
                 cache: p.cache.as_deref(),
                 det: det.is_some(),
                 selection: p.select,
             };
-            let r = lfw::lfw(&analyzer, &p.root, &options, &|k| progress.inc(k))?;
+            let r = lfw::lfw(&analyzer, &p.root, &listed, &options, &|k| progress.inc(k))?;
             progress.finish_and_clear();
             if let Some(path) = roc {
                 r.write_roc(&path)?;

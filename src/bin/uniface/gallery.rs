@@ -289,13 +289,16 @@ pub fn run(
                 Some(d) if json_out => println!(
                     "{}",
                     json!({"subject": subject, "distance": d.distance, "similarity": d.similarity,
-                        "threshold": d.threshold, "fmr": d.target_fmr, "match": d.is_match})
+                        "threshold": d.threshold, "fmr": d.target_fmr, "match": d.is_match,
+                        "comparisons": d.comparisons})
                 ),
                 Some(d) => println!(
-                    "{}: distance {:.4}, threshold {:.4}",
+                    "{}: distance {:.4}, threshold {:.4} (best of {} templates, FMR {:.0e} for the subject)",
                     if d.is_match { "MATCH" } else { "NO MATCH" },
                     d.distance,
-                    d.threshold
+                    d.threshold,
+                    d.comparisons,
+                    d.target_fmr
                 ),
                 None => {
                     return Err(uniface::Error::invalid(

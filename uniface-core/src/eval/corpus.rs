@@ -175,21 +175,8 @@ impl DescriptorCache {
         self.entries.get(key).copied()
     }
 
-    /// The file, opened for appending (truncated and given the header when the cache held
-    /// nothing usable).
     fn writer(&self) -> Result<Mutex<std::fs::File>> {
-        let fresh = self.entries.is_empty();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(!fresh)
-            .truncate(fresh)
-            .open(&self.path)
-            .map_err(|e| Error::io(&self.path, e))?;
-        if fresh {
-            writeln!(f, "{}", self.header).map_err(|e| Error::io(&self.path, e))?;
-        }
-        Ok(Mutex::new(f))
+        cache_writer(&self.path, &self.header, self.entries.is_empty())
     }
 
     fn line(key: &str, d: &Option<Descriptor>) -> String {
@@ -201,6 +188,22 @@ impl DescriptorCache {
             }
         }
     }
+}
+
+/// A cache file opened for appending, shared by the threads that fill it; when `fresh` (the
+/// file held nothing usable) it is truncated and starts with `header`.
+pub(crate) fn cache_writer(path: &Path, header: &str, fresh: bool) -> Result<Mutex<std::fs::File>> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!fresh)
+        .truncate(fresh)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    if fresh {
+        writeln!(f, "{header}").map_err(|e| Error::io(path, e))?;
+    }
+    Ok(Mutex::new(f))
 }
 
 /// One descriptor (or `None`: no face) per image, in order, each from [`describe_photo`].

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::corpus::{describe_all, label_by_folder, Labelled};
 use super::det::{det_curve, DetCurve};
-use super::pairs::{k_fold, photos_of, read_pairs, roc, KFold, Pair, RocPoint, ScoredPair};
+use super::pairs::{k_fold, photos_of, roc, KFold, Pair, RocPoint, ScoredPair};
 use super::plot;
 use crate::compare::Metric;
 use crate::detect::FaceSelection;
@@ -21,8 +21,6 @@ use crate::{Error, FaceAnalyzer, Result};
 /// Options of [`lfw`].
 #[derive(Debug, Clone, Copy)]
 pub struct LfwOptions<'a> {
-    /// The pairs file (default `root/pairs.txt`).
-    pub pairs: Option<&'a Path>,
     /// A descriptor cache file ([`super::corpus::DescriptorCache`]).
     pub cache: Option<&'a Path>,
     /// Also measure a DET over every pair of the photos, per element type.
@@ -35,7 +33,6 @@ pub struct LfwOptions<'a> {
 impl Default for LfwOptions<'_> {
     fn default() -> Self {
         Self {
-            pairs: None,
             cache: None,
             det: false,
             selection: FaceSelection::NearestCentre,
@@ -91,21 +88,18 @@ pub fn score_pairs(pairs: &[Pair], table: &HashMap<PathBuf, Descriptor>) -> Vec<
         .collect()
 }
 
-/// Run the protocol on the LFW folder `root` (`root/<Name>/<Name>_<NNNN>.jpg`).
-/// `progress(k)` counts photos described.
+/// Run the protocol on `pairs` ([`super::pairs::read_pairs`]) of the LFW folder `root`
+/// (`root/<Name>/<Name>_<NNNN>.jpg`). `progress(k)` counts photos described (of
+/// [`photos_of`]`(pairs)`).
 pub fn lfw(
     analyzer: &FaceAnalyzer,
     root: &Path,
+    pairs: &[Pair],
     options: &LfwOptions<'_>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<LfwReport> {
     let start = Instant::now();
-    let pairs_path = options
-        .pairs
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| root.join("pairs.txt"));
-    let pairs = read_pairs(root, &pairs_path)?;
-    let images = photos_of(&pairs);
+    let images = photos_of(pairs);
     let descriptors = describe_all(
         analyzer,
         root,
@@ -131,7 +125,7 @@ pub fn lfw(
             .iter()
             .map(|(k, d)| Ok((k.clone(), quantised(d, element)?)))
             .collect::<Result<_>>()?;
-        let scored = score_pairs(&pairs, &table);
+        let scored = score_pairs(pairs, &table);
         if element == ElementType::F32 {
             f32_roc = roc(&scored);
         }

@@ -5,12 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::corpus::{label_by_folder, select_with_retry};
+use super::corpus::{cache_writer, label_by_folder, select_with_retry};
 use super::edc::{edc_by, partial_area, quantiles, random_edc, QUANTILE_LEVELS};
 use super::pairs::{photos_of, read_pairs};
 use super::plot;
@@ -201,23 +200,10 @@ pub fn quality_lfw(
             .into_owned()
     };
     let cached = options.cache.map(read_cache).unwrap_or_default();
-    let writer = match options.cache {
-        Some(c) => {
-            let fresh = cached.is_empty();
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(!fresh)
-                .truncate(fresh)
-                .open(c)
-                .map_err(|e| Error::io(c, e))?;
-            if fresh {
-                writeln!(f, "{CACHE_HEADER}").map_err(|e| Error::io(c, e))?;
-            }
-            Some(Mutex::new(f))
-        }
-        None => None,
-    };
+    let writer = options
+        .cache
+        .map(|c| cache_writer(c, CACHE_HEADER, cached.is_empty()))
+        .transpose()?;
     let indexed: Vec<(usize, &PathBuf)> = images.iter().enumerate().collect();
     let rows: Vec<Option<PhotoQuality>> = par_map_bounded(
         &indexed,
