@@ -36,6 +36,7 @@ use uniface_core::template::{ElementType, ModelFingerprint, Template};
 use crate::hnsw::GraphStatus;
 use crate::shard::{atomic_write, validate, Shard, ShardOptions, ShardReport, State, Subject};
 use crate::storage::{FsStorage, Storage};
+use uniface_core::crypto::{Key, KeyProvider};
 use crate::wal::{Durability, Op, Record};
 use crate::{Error, HnswParams, Result};
 
@@ -64,6 +65,10 @@ pub struct Manifest {
     pub shards: usize,
     /// The shards' graph parameters.
     pub hnsw: HnswParams,
+    /// The cipher of an encrypted gallery ([`GalleryOptions::encryption`]); absent for a
+    /// plain one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
     /// CRC-32C (hex) of the manifest's JSON with this field empty.
     #[serde(default)]
     pub checksum: String,
@@ -136,6 +141,12 @@ pub struct GalleryOptions {
     pub hnsw: HnswParams,
     /// Where the files live (the real filesystem unless a test says otherwise).
     pub storage: Arc<dyn Storage>,
+    /// Encrypt the gallery at rest under this key-encryption key (see `docs/GALLERY.md`,
+    /// "Encryption at rest"): every template and metadata in the logs and snapshots is sealed
+    /// under its subject's own key, the graphs under a graph key, those keys wrapped by this
+    /// one in each shard's `keys.log`. Fixed at creation (recorded in the manifest); every
+    /// open then needs [`OpenOptions::key`].
+    pub encryption: Option<Arc<dyn KeyProvider>>,
 }
 
 impl Default for GalleryOptions {
@@ -148,6 +159,7 @@ impl Default for GalleryOptions {
             durability: Durability::Sync,
             hnsw: HnswParams::default(),
             storage: Arc::new(FsStorage),
+            encryption: None,
         }
     }
 }
@@ -180,6 +192,12 @@ pub struct OpenOptions {
     pub salvage: bool,
     /// Where the files live (the real filesystem unless a test says otherwise).
     pub storage: Arc<dyn Storage>,
+    /// The key-encryption key of an encrypted gallery (required for one, refused for a plain
+    /// one).
+    pub key: Option<Arc<dyn KeyProvider>>,
+    /// The key-encryption key before a [`Gallery::rotate_kek`] that did not finish: shards
+    /// still wrapped under it are re-wrapped under [`OpenOptions::key`] (reported).
+    pub previous_key: Option<Arc<dyn KeyProvider>>,
 }
 
 impl Default for OpenOptions {
@@ -192,6 +210,8 @@ impl Default for OpenOptions {
             lock_timeout: None,
             salvage: false,
             storage: Arc::new(FsStorage),
+            key: None,
+            previous_key: None,
         }
     }
 }
@@ -348,6 +368,8 @@ pub struct Gallery {
     metric: Metric,
     storage: Arc<dyn Storage>,
     read_only: bool,
+    /// An encrypted gallery's key-encryption key (replaced by `rotate_kek`).
+    kek: Mutex<Option<Key>>,
 }
 
 fn shard_dir(dir: &Path, i: usize) -> PathBuf {
@@ -413,8 +435,9 @@ impl Gallery {
                 return Err(Error::Exists { path: d });
             }
         }
+        let kek = options.encryption.as_ref().map(|p| p.key()).transpose()?;
         for i in 0..options.shards {
-            Shard::create(storage, &shard_dir(dir, i))?;
+            Shard::create(storage, &shard_dir(dir, i), kek.as_ref())?;
         }
         let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -426,12 +449,14 @@ impl Gallery {
             element: options.element.name().into(),
             shards: options.shards,
             hnsw,
+            encryption: kek.as_ref().map(|_| crate::keys::CIPHER.to_owned()),
             checksum: String::new(),
         };
         write_manifest(storage, dir, &mut manifest)?;
         let open = OpenOptions {
             durability: options.durability,
             storage: options.storage.clone(),
+            key: kek.map(|k| Arc::new(k) as Arc<dyn KeyProvider>),
             ..OpenOptions::default()
         };
         Ok(Self::open_with(dir, manifest, &open)?.0)
@@ -487,12 +512,51 @@ impl Gallery {
             Some(i) => vec![i],
             None => (0..n).collect(),
         };
+        let manifest_path = dir.join("manifest.json");
+        let kek = match (&manifest.encryption, &options.key) {
+            (Some(cipher), Some(p)) => {
+                if cipher != crate::keys::CIPHER {
+                    return Err(Error::Corrupt {
+                        path: manifest_path,
+                        message: format!("unknown cipher {cipher:?}"),
+                    });
+                }
+                if options.view {
+                    return Err(Error::Invalid {
+                        what: "open options",
+                        message: "the graphs of an encrypted gallery are decrypted into memory; they cannot be memory-mapped (open without `view`)".into(),
+                    });
+                }
+                Some(p.key()?)
+            }
+            (Some(_), None) => {
+                return Err(Error::Crypto {
+                    path: manifest_path,
+                    source: uniface_core::Error::Crypto {
+                        message: "the gallery is encrypted: open it with its key-encryption key (`OpenOptions::key`, `--key-file`)".into(),
+                    },
+                })
+            }
+            (None, Some(_)) => {
+                return Err(Error::Invalid {
+                    what: "open options",
+                    message: format!(
+                        "a key was given but the gallery at {} is not encrypted (encryption is chosen when a gallery is created)",
+                        dir.display()
+                    ),
+                })
+            }
+            (None, None) => None,
+        };
+        let previous_kek = options.previous_key.as_ref().map(|p| p.key()).transpose()?;
         let shard_options = ShardOptions {
             durability: options.durability,
             view: options.view,
             read_only: options.read_only,
             salvage: options.salvage,
             lock_timeout: options.lock_timeout,
+            kek: kek.clone(),
+            previous_kek,
         };
         let (opened, reports): (Vec<Shard>, Vec<ShardReport>) = wanted
             .par_iter()
@@ -542,6 +606,7 @@ impl Gallery {
                 indexing: Mutex::new(()),
                 storage: options.storage.clone(),
                 read_only: options.read_only,
+                kek: Mutex::new(kek),
             },
             report,
         ))
@@ -550,6 +615,47 @@ impl Gallery {
     /// Whether the gallery was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Whether the gallery is encrypted at rest ([`GalleryOptions::encryption`]).
+    pub fn is_encrypted(&self) -> bool {
+        self.kek_now().is_some()
+    }
+
+    /// The id of the key-encryption key the gallery is opened with (`None` when it is not
+    /// encrypted): safe to show and log.
+    pub fn key_id(&self) -> Option<uniface_core::crypto::KeyId> {
+        self.kek_now().map(|k| k.id())
+    }
+
+    fn kek_now(&self) -> Option<Key> {
+        self.kek.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-wrap every data key of every shard held here under `new` (no template is written
+    /// again; each shard's key log is replaced atomically). From then on only `new` opens the
+    /// gallery. If it fails part-way, shards already rotated need `new` and the others the old
+    /// key: open with `key = new` and `previous_key = old` to finish (or call this again).
+    pub fn rotate_kek(&self, new: &dyn KeyProvider) -> Result<()> {
+        self.writable()?;
+        if !self.is_encrypted() {
+            return Err(Error::Invalid {
+                what: "key rotation",
+                message: format!("the gallery at {} is not encrypted", self.dir.display()),
+            });
+        }
+        let new = new.key()?;
+        let mut kek = self.kek.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, s) in self.loaded() {
+            let mut s = write_shard(s, i)?;
+            if let Some(k) = s.keys.as_mut() {
+                if k.kek_id() != new.id() {
+                    k.rotate(&new)?;
+                }
+            }
+        }
+        *kek = Some(new);
+        Ok(())
     }
 
     fn writable(&self) -> Result<()> {
@@ -671,9 +777,12 @@ impl Gallery {
                     op,
                 })
                 .collect();
-            let Some(last) = wal.write(&records)? else {
+            let sealed = s.seal_records(&records)?;
+            let logged = sealed.as_ref().map_or(&records[..], |(r, _)| &r[..]);
+            let Some(last) = wal.write(logged)? else {
                 return Ok(());
             };
+            s.settle_keys(sealed.map(|(_, c)| c));
             for r in &records {
                 if let Err(e) = s.state.apply(r) {
                     return Err(wal.stop(format!(
@@ -685,7 +794,18 @@ impl Gallery {
             (wal, last)
         };
         // durability outside the lock, so that concurrent writers share a group commit
-        wal.commit(seq)
+        wal.commit(seq)?;
+        self.finish_erasure(shard)
+    }
+
+    /// Crypto-erasure of subjects removed on `shard` whose removal is durable: their keys are
+    /// destroyed before the removal is acknowledged.
+    fn finish_erasure(&self, shard: usize) -> Result<()> {
+        let slot = self.slot(shard)?;
+        if read_shard(slot, shard)?.erasure_pending() {
+            write_shard(slot, shard)?.erase()?;
+        }
+        Ok(())
     }
 
     fn commit(&self, shard: usize, op: Op) -> Result<()> {
@@ -756,7 +876,9 @@ impl Gallery {
     }
 
     /// Remove a subject with all its templates and metadata; returns how many templates went.
-    /// The data leaves every file at the next [`Gallery::checkpoint`].
+    /// The data leaves every file at the next [`Gallery::checkpoint`]. In an encrypted gallery
+    /// the subject's key is destroyed before this returns (crypto-erasure): its templates in
+    /// every file, and in copies of the files, can no longer be opened with the key log.
     pub fn remove_subject(&self, subject: &str) -> Result<usize> {
         self.writable()?;
         let shard = self.router.shard_of(subject);
@@ -1032,8 +1154,9 @@ impl Gallery {
             if from >= upto {
                 continue;
             }
-            let records =
-                crate::wal::read_log(self.storage.as_ref(), &Shard::wal_path(&s.dir))?.records;
+            let records = s.open_records(
+                crate::wal::read_log(self.storage.as_ref(), &Shard::wal_path(&s.dir))?.records,
+            )?;
             let first = records.first().map(|r| r.seq);
             if first.is_none_or(|f| f > from + 1) {
                 return Err(Error::Compacted {
@@ -1085,7 +1208,10 @@ impl Gallery {
                         next.fetch_max(first_k_above(*template_id, k, n), Ordering::SeqCst);
                     }
                 }
-                wal.write(std::slice::from_ref(&c.record))?;
+                let one = std::slice::from_ref(&c.record);
+                let sealed = s.seal_records(one)?;
+                wal.write(sealed.as_ref().map_or(one, |(r, _)| &r[..]))?;
+                s.settle_keys(sealed.map(|(_, c)| c));
                 if let Err(e) = s.state.apply(&c.record) {
                     return Err(wal.stop(format!(
                         "record {} was logged but could not be applied: {e}",
@@ -1095,6 +1221,7 @@ impl Gallery {
                 (wal, c.record.seq)
             };
             wal.commit(seq)?;
+            self.finish_erasure(c.shard)?;
             applied += 1;
         }
         Ok(applied)
@@ -1111,7 +1238,8 @@ impl Gallery {
             .map(|(i, s)| read_shard(s, i).map(|g| (i, g)))
             .collect::<Result<Vec<_>>>()?;
         let local: Vec<usize> = guards.iter().map(|(i, _)| *i).collect();
-        let (mut report, on_disk) = check_files(&self.storage, &self.dir, Some(&local));
+        let kek = self.kek_now();
+        let (mut report, on_disk) = check_files(&self.storage, &self.dir, Some(&local), kek.as_ref());
         if let Ok(m) = read_manifest(self.storage.as_ref(), &self.dir.join("manifest.json")) {
             if m != manifest {
                 report
@@ -1427,9 +1555,20 @@ fn write_manifest(storage: &dyn Storage, dir: &Path, manifest: &mut Manifest) ->
 /// covering the log's start), the graph (checksum file, parameters, loadable), temporary files
 /// of interrupted writes; the state they add up to (matrix, template table, subjects agree;
 /// every subject on the shard the router assigns). `problems` is empty when all is well.
+///
+/// An encrypted gallery is checked with [`check_encrypted`] (here its shards are reported
+/// unreadable without the key).
 pub fn check(dir: &Path) -> Result<CheckReport> {
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
-    Ok(check_files(&storage, dir, None).0)
+    Ok(check_files(&storage, dir, None, None).0)
+}
+
+/// [`check`] of an encrypted gallery, with its key-encryption key: every sealed record,
+/// snapshot block and key is authenticated too.
+pub fn check_encrypted(dir: &Path, key: &dyn KeyProvider) -> Result<CheckReport> {
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+    let kek = key.key()?;
+    Ok(check_files(&storage, dir, None, Some(&kek)).0)
 }
 
 /// [`check`] over any storage, for the shards `only` (all when `None`); also returns each
@@ -1438,6 +1577,7 @@ fn check_files(
     storage: &Arc<dyn Storage>,
     dir: &Path,
     only: Option<&[usize]>,
+    kek: Option<&Key>,
 ) -> (CheckReport, std::collections::BTreeMap<usize, State>) {
     let mut report = CheckReport {
         shards: 0,
@@ -1462,12 +1602,31 @@ fn check_files(
         }
     };
     let router = ShardRouter::new(manifest.shards);
+    let kek = match (&manifest.encryption, kek) {
+        (Some(_), None) => {
+            report.problems.push(format!(
+                "{} is encrypted: check it with its key-encryption key",
+                dir.display()
+            ));
+            return (report, states);
+        }
+        (None, Some(_)) => {
+            report.problems.push(format!(
+                "a key was given but {} is not encrypted",
+                dir.display()
+            ));
+            return (report, states);
+        }
+        (_, k) => k.cloned(),
+    };
     let options = ShardOptions {
         durability: Durability::Async,
         view: false,
         read_only: true,
         salvage: false,
         lock_timeout: None,
+        kek,
+        previous_kek: None,
     };
     for i in 0..manifest.shards {
         if only.is_some_and(|o| !o.contains(&i)) {

@@ -14,9 +14,15 @@ use std::path::{Path, PathBuf};
 
 use uniface_core::template::{crc32c, ElementType};
 use usearch::Index;
+use zeroize::Zeroizing;
 
 use crate::storage::Storage;
 use crate::{Error, HnswParams, Result};
+
+/// Decrypts a saved graph (or says why it cannot).
+pub(crate) type Opener<'a> = dyn Fn(&[u8]) -> std::result::Result<Zeroizing<Vec<u8>>, String> + 'a;
+/// Encrypts a graph to be saved.
+pub(crate) type Sealer<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>> + 'a;
 
 fn usearch(e: impl std::fmt::Display) -> Error {
     Error::Usearch(e.to_string())
@@ -131,11 +137,15 @@ impl Hnsw {
     /// viewing the same file). A graph that is absent, damaged, unverifiable or built with other
     /// parameters is never handed to usearch's loader: an empty graph is returned (every
     /// template pending, i.e. scanned exactly until indexed again) with the reason.
+    ///
+    /// With `open` (an encrypted gallery), the file is read in, checked, decrypted by `open`
+    /// and restored from memory (never memory-mapped); a file `open` refuses is dropped.
     pub(crate) fn load(
         storage: &dyn Storage,
         path: &Path,
         params: &HnswParams,
         view: bool,
+        open: Option<&Opener<'_>>,
     ) -> Result<(Self, GraphStatus)> {
         let fresh = |status| Ok((Self::new(params)?, status));
         let sum_path = path.with_extension("sum");
@@ -160,7 +170,7 @@ impl Hnsw {
                     .into(),
             );
         }
-        let local = storage.local_path(path);
+        let local = storage.local_path(path).filter(|_| open.is_none());
         let restored = match &local {
             Some(real) => match storage.checksum(path) {
                 Ok((len, crc)) if len == sum.len && crc == sum.crc => {
@@ -175,9 +185,13 @@ impl Hnsw {
                 Err(e) => return dropped(format!("it cannot be read: {e}")),
             },
             None => match storage.read(path) {
-                Ok(b) if b.len() as u64 == sum.len && crc32c(&b) == sum.crc => {
-                    Index::restore_from_buffer(&b)
-                }
+                Ok(b) if b.len() as u64 == sum.len && crc32c(&b) == sum.crc => match open {
+                    Some(open) => match open(&b) {
+                        Ok(plain) => Index::restore_from_buffer(&plain),
+                        Err(why) => return dropped(format!("it cannot be decrypted: {why}")),
+                    },
+                    None => Index::restore_from_buffer(&b),
+                },
                 Ok(b) => return dropped(mismatch(b.len() as u64, crc32c(&b), &sum)),
                 Err(e) => return dropped(format!("it cannot be read: {e}")),
             },
@@ -276,7 +290,15 @@ impl Hnsw {
     /// directory synced). On failure the temporary files are removed and the saved graph, if
     /// any, is left as it was (or, after a crash between the two renames, fails its check on
     /// the next open and is rebuilt).
-    pub(crate) fn save(&self, storage: &dyn Storage, path: &Path) -> Result<()> {
+    ///
+    /// With `seal` (an encrypted gallery), the graph is serialised in memory and `seal`'s
+    /// output written instead.
+    pub(crate) fn save(
+        &self,
+        storage: &dyn Storage,
+        path: &Path,
+        seal: Option<&mut Sealer<'_>>,
+    ) -> Result<()> {
         let tmp = path.with_extension("tmp");
         let sum_path = path.with_extension("sum");
         let sum_tmp = path.with_extension("sum-tmp");
@@ -285,13 +307,20 @@ impl Hnsw {
             source: e,
         };
         let result = (|| {
-            let (len, crc) = match storage.local_path(&tmp) {
-                Some(real) => {
+            let (len, crc) = match (storage.local_path(&tmp), seal) {
+                (_, Some(seal)) => {
+                    let mut buf = Zeroizing::new(vec![0u8; self.index.serialized_length()]);
+                    self.index.save_to_buffer(&mut buf).map_err(usearch)?;
+                    let sealed = seal(&buf)?;
+                    storage.write_synced(&tmp, &sealed).map_err(|e| io(&tmp, e))?;
+                    (sealed.len() as u64, crc32c(&sealed))
+                }
+                (Some(real), None) => {
                     self.index.save(&real.to_string_lossy()).map_err(usearch)?;
                     storage.sync_file(&tmp).map_err(|e| io(&tmp, e))?;
                     storage.checksum(&tmp).map_err(|e| io(&tmp, e))?
                 }
-                None => {
+                (None, None) => {
                     let mut buf = vec![0u8; self.index.serialized_length()];
                     self.index.save_to_buffer(&mut buf).map_err(usearch)?;
                     storage.write_synced(&tmp, &buf).map_err(|e| io(&tmp, e))?;

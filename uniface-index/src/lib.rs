@@ -13,16 +13,18 @@
 
 mod gallery;
 mod hnsw;
+mod keys;
 mod shard;
 pub mod storage;
 pub mod wal;
 
 pub use gallery::{
-    check, merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions,
+    check, check_encrypted, merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions,
     Identification, Indexer, Manifest, OpenOptions, OpenReport, OpenSet, ShardRouter,
     MAX_CONNECTIVITY, MAX_EXPANSION, MAX_SHARDS,
 };
 pub use hnsw::GraphStatus;
+pub use keys::CIPHER;
 pub use shard::{
     ShardReport, Subject, EXACT_SCAN_LIMIT, MAX_COMPONENT, MAX_METADATA_BYTES, MAX_SUBJECT_BYTES,
 };
@@ -106,6 +108,13 @@ pub enum Error {
     /// graph parameter, a shard count).
     #[error("invalid {what}: {message}")]
     Invalid { what: &'static str, message: String },
+    /// A file of an encrypted gallery cannot be opened with the key given: another key, an
+    /// altered byte, a record or block out of place, a key the key log lacks.
+    #[error("{path}: {source}")]
+    Crypto {
+        path: std::path::PathBuf,
+        source: uniface_core::Error,
+    },
     /// A thread panicked while changing this shard: its state may be half-changed, so it
     /// answers nothing until the gallery is reopened.
     #[error("shard {shard} is unusable after a panic in another thread; reopen the gallery")]
@@ -122,6 +131,7 @@ impl Error {
         use uniface_core::ErrorKind as K;
         match self {
             Error::Core(e) => e.kind(),
+            Error::Crypto { source, .. } => source.kind(),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 K::NotFound
             }

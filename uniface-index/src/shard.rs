@@ -21,7 +21,11 @@ use serde::Serialize;
 use uniface_core::compare::{Metric, Neighbor, TemplateMatrix};
 use uniface_core::template::{crc32c, ElementType};
 
+use zeroize::Zeroizing;
+
 use crate::hnsw::{GraphStatus, Hnsw};
+use crate::keys::{KeyChanges, KeyRing, Opened};
+use uniface_core::crypto::Key;
 use crate::storage::{LockGuard, Storage};
 use crate::wal::{self, Durability, LogContents, Op, Record, TornTail, Wal};
 use crate::{Error, HnswParams, Result};
@@ -35,6 +39,8 @@ pub const EXACT_SCAN_LIMIT: usize = 4_096;
 
 const SNAP_MAGIC: [u8; 4] = *b"UFGS";
 const SNAP_VERSION: u16 = 2;
+/// An encrypted gallery's snapshot: each subject's block sealed (see `keys`).
+const SNAP_VERSION_SEALED: u16 = 3;
 
 /// Hashes template ids (already unique integers) with one multiplication instead of SipHash:
 /// the id lookups of every search candidate are on the query path.
@@ -239,6 +245,15 @@ impl State {
                     self.subjects.remove(subject);
                 }
             }
+            Op::SealedEnroll { .. } | Op::SealedMetadata { .. } => {
+                return Err(Error::Invalid {
+                    what: "record",
+                    message: format!(
+                        "record {} is sealed: it is opened before it is applied",
+                        rec.seq
+                    ),
+                })
+            }
         }
         self.last_seq = self.last_seq.max(rec.seq);
         Ok(())
@@ -394,10 +409,35 @@ impl State {
         self.tombstones += self.hnsw.len().saturating_sub(held);
     }
 
-    fn snapshot_bytes(&self) -> Vec<u8> {
+    /// A subject's block of the snapshot: metadata, then its templates (id and values).
+    fn subject_block(&self, s: &Subject) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            8 + s.metadata.len() + s.templates.len() * (8 + 4 * self.dim),
+        ));
+        out.extend_from_slice(&(s.metadata.len() as u32).to_le_bytes());
+        out.extend_from_slice(&s.metadata);
+        out.extend_from_slice(&(s.templates.len() as u32).to_le_bytes());
+        for id in &s.templates {
+            out.extend_from_slice(&id.to_le_bytes());
+            if let Some(e) = self.templates.get(id) {
+                e.vector
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            }
+        }
+        out
+    }
+
+    /// The snapshot file's bytes; with `keys`, each subject's block is sealed under its key
+    /// (which must exist: [`KeyRing::ensure`]).
+    pub(crate) fn snapshot_bytes(&self, keys: Option<&KeyRing>) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         out.extend_from_slice(&SNAP_MAGIC);
-        out.extend_from_slice(&SNAP_VERSION.to_le_bytes());
+        let version = match keys {
+            Some(_) => SNAP_VERSION_SEALED,
+            None => SNAP_VERSION,
+        };
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&self.last_seq.to_le_bytes());
         out.extend_from_slice(&self.max_template_id().unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&(self.dim as u32).to_le_bytes());
@@ -405,30 +445,31 @@ impl State {
         for (name, s) in &self.subjects {
             out.extend_from_slice(&(name.len() as u32).to_le_bytes());
             out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&(s.metadata.len() as u32).to_le_bytes());
-            out.extend_from_slice(&s.metadata);
-            out.extend_from_slice(&(s.templates.len() as u32).to_le_bytes());
-            for id in &s.templates {
-                out.extend_from_slice(&id.to_le_bytes());
-                if let Some(e) = self.templates.get(id) {
-                    e.vector
-                        .iter()
-                        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            let block = self.subject_block(s);
+            match keys {
+                Some(k) => {
+                    let sealed = k.seal_block(self.last_seq, name, &block)?;
+                    out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&sealed);
                 }
+                None => out.extend_from_slice(&block),
             }
         }
         let crc = crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        out
+        Ok(out)
     }
 
-    /// Rebuild a state from snapshot bytes (of a shard of dimension `expected_dim`).
+    /// Rebuild a state from snapshot bytes (of a shard of dimension `expected_dim`); an
+    /// encrypted gallery's snapshot needs its shard's `keys` (subjects whose key an erasure
+    /// destroyed are skipped).
     pub(crate) fn from_snapshot(
         bytes: &[u8],
         expected_dim: usize,
         element: ElementType,
         path: &Path,
         hnsw: Hnsw,
+        mut keys: Option<&mut KeyRing>,
     ) -> Result<Self> {
         let bad = |m: &str| Error::Corrupt {
             path: path.to_owned(),
@@ -441,58 +482,123 @@ impl State {
         if crc32c(body) != u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) {
             return Err(bad("checksum mismatch"));
         }
-        let mut at = 4usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let s = body.get(at..at + n).ok_or_else(|| bad("truncated"))?;
-            at += n;
-            Ok(s)
-        };
-        let u32_ = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        let version = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad("header"))?);
-        if version != SNAP_VERSION {
-            return Err(bad("unsupported snapshot version"));
+        let mut r = SnapReader { b: body, at: 4 };
+        let version = u16::from_le_bytes(r.take(2).ok_or_else(|| bad("header"))?.try_into().map_err(|_| bad("header"))?);
+        match (version, keys.is_some()) {
+            (SNAP_VERSION, false) | (SNAP_VERSION_SEALED, true) => {}
+            (SNAP_VERSION, true) => {
+                return Err(bad(
+                    "the snapshot of an encrypted gallery is in the clear (a file from another gallery?)",
+                ))
+            }
+            (SNAP_VERSION_SEALED, false) => {
+                return Err(bad("the snapshot is encrypted but the gallery is not"))
+            }
+            _ => return Err(bad("unsupported snapshot version")),
         }
-        let last_seq = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("header"))?);
-        let max_id = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("header"))?);
-        let dim = u32_(take(4)?);
+        let last_seq = r.u64().ok_or_else(|| bad("header"))?;
+        let max_id = r.u64().ok_or_else(|| bad("header"))?;
+        let dim = r.u32().ok_or_else(|| bad("header"))?;
         if dim != expected_dim {
             return Err(bad(&format!(
                 "dimension {dim}, the manifest says {expected_dim}"
             )));
         }
-        let subjects = u32_(take(4)?);
+        let subjects = r.u32().ok_or_else(|| bad("header"))?;
         let mut state = State::new(dim, element, hnsw);
         for _ in 0..subjects {
-            let n = u32_(take(4)?);
-            let name = String::from_utf8(take(n)?.to_vec()).map_err(|_| bad("subject name"))?;
-            let m = u32_(take(4)?);
-            let metadata = take(m)?.to_vec();
-            let t = u32_(take(4)?);
-            if !metadata.is_empty() {
-                state.subjects.entry(name.clone()).or_default().metadata = metadata;
-            }
-            for _ in 0..t {
-                let id = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("id"))?);
-                let raw = take(dim * 4)?;
-                let vector: Vec<f32> = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                let op = Op::Enroll {
-                    subject: name.clone(),
-                    template_id: id,
-                    vector,
-                };
-                validate(&op, dim).map_err(|e| bad(&e.to_string()))?;
-                state.apply(&Record { seq: 0, op })?;
-            }
+            let name = r
+                .bytes()
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .ok_or_else(|| bad("subject name"))?;
+            let plain;
+            let block: &[u8] = match keys.as_deref_mut() {
+                Some(k) => {
+                    let sealed = r.bytes().ok_or_else(|| bad("truncated"))?;
+                    match k.open_block(path, last_seq, &name, sealed)? {
+                        Some(p) => {
+                            plain = p;
+                            &plain
+                        }
+                        None => continue, // erased
+                    }
+                }
+                None => r.block(dim).ok_or_else(|| bad("truncated"))?,
+            };
+            state.apply_block(&name, block, path)?;
         }
-        if at != body.len() {
+        if r.at != body.len() {
             return Err(bad("trailing bytes"));
         }
         state.last_seq = last_seq;
         state.max_id = state.max_id.max(max_id);
         Ok(state)
+    }
+
+    /// Apply one subject's snapshot block.
+    fn apply_block(&mut self, name: &str, block: &[u8], path: &Path) -> Result<()> {
+        let bad = |m: &str| Error::Corrupt {
+            path: path.to_owned(),
+            message: m.to_owned(),
+        };
+        let dim = self.dim;
+        let mut r = SnapReader { b: block, at: 0 };
+        let metadata = r.bytes().ok_or_else(|| bad("truncated"))?.to_vec();
+        let t = r.u32().ok_or_else(|| bad("truncated"))?;
+        if !metadata.is_empty() {
+            self.subjects.entry(name.to_owned()).or_default().metadata = metadata;
+        }
+        for _ in 0..t {
+            let id = r.u64().ok_or_else(|| bad("id"))?;
+            let raw = r.take(dim * 4).ok_or_else(|| bad("truncated"))?;
+            let vector: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let op = Op::Enroll {
+                subject: name.to_owned(),
+                template_id: id,
+                vector,
+            };
+            validate(&op, dim).map_err(|e| bad(&e.to_string()))?;
+            self.apply(&Record { seq: 0, op })?;
+        }
+        if r.at != block.len() {
+            return Err(bad("a subject's block has trailing bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a snapshot's fields.
+struct SnapReader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> SnapReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<usize> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()?;
+        self.take(n)
+    }
+    /// A plain subject block (metadata, count, templates) of dimension `dim`, whole.
+    fn block(&mut self, dim: usize) -> Option<&'a [u8]> {
+        let start = self.at;
+        self.bytes()?;
+        let t = self.u32()?;
+        self.take(t.checked_mul(8 + 4 * dim)?)?;
+        self.b.get(start..self.at)
     }
 }
 
@@ -545,7 +651,9 @@ pub(crate) fn validate(op: &Op, dim: usize) -> Result<()> {
             }
             Ok(())
         }
-        Op::RemoveSubject { subject } => subject_ok(subject),
+        Op::RemoveSubject { subject }
+        | Op::SealedEnroll { subject, .. }
+        | Op::SealedMetadata { subject, .. } => subject_ok(subject),
         Op::SetMetadata { subject, metadata } => {
             subject_ok(subject)?;
             if metadata.len() > MAX_METADATA_BYTES {
@@ -583,8 +691,9 @@ pub(crate) fn atomic_write(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> 
 }
 
 /// Temporary files a shard's writes can leave behind when interrupted.
-pub(crate) const TEMPORARY_FILES: [&str; 5] = [
+pub(crate) const TEMPORARY_FILES: [&str; 6] = [
     "templates.tmp",
+    "keys.tmp",
     "hnsw.tmp",
     "hnsw.sum-tmp",
     "wal.tmp",
@@ -592,13 +701,17 @@ pub(crate) const TEMPORARY_FILES: [&str; 5] = [
 ];
 
 /// How to open a shard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ShardOptions {
     pub durability: Durability,
     pub view: bool,
     pub read_only: bool,
     pub salvage: bool,
     pub lock_timeout: Option<std::time::Duration>,
+    /// An encrypted gallery's key-encryption key.
+    pub kek: Option<Key>,
+    /// The key-encryption key before an interrupted rotation.
+    pub previous_kek: Option<Key>,
 }
 
 /// What opening one shard found and did.
@@ -623,12 +736,25 @@ pub struct ShardReport {
     pub removed_temporary: Vec<PathBuf>,
     /// The saved search graph.
     pub graph: GraphStatus,
+    /// Encrypted galleries: where a writer cut a torn append off the key log (it held no key
+    /// in use).
+    pub key_log_torn_tail: Option<u64>,
+    /// Encrypted galleries: keys a writer destroyed because nothing live was sealed under
+    /// them (a removal whose erasure was interrupted, or a key made for an enrollment that
+    /// never reached the log).
+    pub keys_destroyed: usize,
+    /// Encrypted galleries: the key log was re-wrapped from the previous key-encryption key
+    /// (an interrupted rotation finished).
+    pub keys_rewrapped: bool,
 }
 
 impl ShardReport {
     /// Whether opening found nothing to recover or report.
     pub fn is_clean(&self) -> bool {
         self.torn_tail.is_none()
+            && self.key_log_torn_tail.is_none()
+            && self.keys_destroyed == 0
+            && !self.keys_rewrapped
             && self.salvaged.is_none()
             && self.removed_temporary.is_empty()
             && !matches!(self.graph, GraphStatus::Dropped { .. })
@@ -677,6 +803,29 @@ impl ShardReport {
                 "shard {}: the saved graph {} was not used ({reason}); its templates are searched exactly until re-indexed",
                 self.shard,
                 Shard::hnsw_path(dir).display()
+            ));
+        }
+        let keys = KeyRing::path_in(dir);
+        if let Some(at) = self.key_log_torn_tail {
+            m.push(format!(
+                "shard {}: {}: an unfinished append at byte {at} (a key never used) was cut off",
+                self.shard,
+                keys.display()
+            ));
+        }
+        if self.keys_destroyed > 0 {
+            m.push(format!(
+                "shard {}: {}: destroyed {} keys that nothing live was sealed under (finishing an interrupted erasure, or unused)",
+                self.shard,
+                keys.display(),
+                self.keys_destroyed
+            ));
+        }
+        if self.keys_rewrapped {
+            m.push(format!(
+                "shard {}: {}: re-wrapped under the current key-encryption key (an interrupted rotation finished)",
+                self.shard,
+                keys.display()
             ));
         }
         m
@@ -755,6 +904,8 @@ pub(crate) struct Shard {
     /// for a read-only open.
     wal: Option<Arc<Wal>>,
     pub(crate) state: State,
+    /// An encrypted gallery's keys.
+    pub(crate) keys: Option<KeyRing>,
     /// The writer's lock, held while the shard is open for writing.
     _lock: Option<Box<dyn LockGuard>>,
 }
@@ -772,9 +923,13 @@ impl Shard {
         dir.join("hnsw.usearch")
     }
 
-    /// Make the files of a new, empty shard (the caller syncs the gallery directory).
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    /// Make the files of a new, empty shard (the caller syncs the gallery directory); with
+    /// `kek`, an empty key log wrapped under it.
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path, kek: Option<&Key>) -> Result<()> {
         storage.create_dir(dir).map_err(|e| io(dir, e))?;
+        if let Some(kek) = kek {
+            KeyRing::create(storage, dir, kek)?;
+        }
         wal::write_empty(storage, &Self::wal_path(dir), 0)?;
         storage.sync_dir(dir).map_err(|e| io(dir, e))
     }
@@ -868,6 +1023,30 @@ impl Shard {
         } = Self::read_files(st, dir, options)?;
         let snap_path = Self::snapshot_path(dir);
         let log_path = Self::wal_path(dir);
+        // (the key log after the data: every key a record read above was sealed under had
+        // been appended before the record)
+        let (mut keys, key_report) = match &options.kek {
+            Some(kek) => {
+                let (ring, r) = KeyRing::load(
+                    storage,
+                    dir,
+                    index,
+                    kek,
+                    options.previous_kek.as_ref(),
+                    !options.read_only,
+                )?;
+                (Some(ring), r)
+            }
+            None => {
+                if st.exists(&KeyRing::path_in(dir)).unwrap_or(false) {
+                    return Err(Error::Corrupt {
+                        path: KeyRing::path_in(dir),
+                        message: "a key log in a gallery whose manifest says it is not encrypted".into(),
+                    });
+                }
+                (None, Default::default())
+            }
+        };
         let mut state = match &snapshot {
             Some(b) => State::from_snapshot(
                 b,
@@ -875,6 +1054,7 @@ impl Shard {
                 element,
                 &snap_path,
                 Hnsw::new(params)?,
+                keys.as_mut(),
             )?,
             None => State::new(params.dimensions, element, Hnsw::new(params)?),
         };
@@ -895,19 +1075,47 @@ impl Shard {
             });
         }
         // the graph saved with the snapshot: what it holds is indexed, the rest pending
-        let (graph, graph_status) = Hnsw::load(st, &Self::hnsw_path(dir), params, options.view)?;
+        let opener = keys.as_ref().map(|k| move |b: &[u8]| k.open_graph(b));
+        let (graph, graph_status) = Hnsw::load(
+            st,
+            &Self::hnsw_path(dir),
+            params,
+            options.view,
+            opener.as_ref().map(|f| f as &crate::hnsw::Opener<'_>),
+        )?;
         state.hnsw = graph;
         let snapshot_seq = state.last_seq;
         let mut replayed = 0;
         for rec in &contents.records {
             // records a checkpoint already folded into the snapshot are skipped
-            if rec.seq > snapshot_seq {
-                state.apply(rec).map_err(|e| Error::Corrupt {
-                    path: log_path.clone(),
-                    message: format!("record {} cannot be applied: {e}", rec.seq),
-                })?;
-                replayed += 1;
+            if rec.seq <= snapshot_seq {
+                continue;
             }
+            let opened = match keys.as_ref() {
+                Some(k) => k.open_op(&log_path, rec.seq, &rec.op)?,
+                None => Opened::Op(rec.op.clone(), None),
+            };
+            match opened {
+                Opened::Op(op, key) => {
+                    let rec = Record { seq: rec.seq, op };
+                    state.apply(&rec).map_err(|e| Error::Corrupt {
+                        path: log_path.clone(),
+                        message: format!("record {} cannot be applied: {e}", rec.seq),
+                    })?;
+                    if let Some(k) = keys.as_mut() {
+                        k.track(&rec.op, key);
+                    }
+                }
+                Opened::Erased => {
+                    // sealed under a key an erasure destroyed: a removal of the subject
+                    // follows in the log (or the key log is newer than this copy of it)
+                    if let Op::SealedEnroll { template_id, .. } = &rec.op {
+                        state.max_id = state.max_id.max(*template_id);
+                    }
+                    state.last_seq = state.last_seq.max(rec.seq);
+                }
+            }
+            replayed += 1;
         }
         // what the graph holds is indexed, the rest pending (ids are never reused, so a graph
         // saved after the log's enrollments holds exactly their vectors)
@@ -922,6 +1130,9 @@ impl Shard {
             salvaged: None,
             removed_temporary,
             graph: graph_status,
+            key_log_torn_tail: key_report.torn_tail,
+            keys_destroyed: 0,
+            keys_rewrapped: key_report.rewrapped,
         };
         report.salvaged = salvaged;
         let wal = if options.read_only {
@@ -960,6 +1171,9 @@ impl Shard {
                     let _ = st.remove(&tmp);
                     io(&log_path, e)
                 })?;
+            if let Some(k) = keys.as_mut() {
+                report.keys_destroyed = k.destroy_unused()?;
+            }
             let file = st.open_log(&log_path).map_err(|e| io(&log_path, e))?;
             Some(Arc::new(Wal::new(
                 storage.clone(),
@@ -975,6 +1189,7 @@ impl Shard {
                 storage: storage.clone(),
                 wal,
                 state,
+                keys,
                 _lock: lock,
             },
             report,
@@ -989,11 +1204,15 @@ impl Shard {
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
         let wal = self.wal()?.clone();
         wal.flush()?;
-        let st = self.storage.as_ref();
+        if let Some(k) = self.keys.as_mut() {
+            k.ensure(self.state.subjects.keys().map(String::as_str))?;
+        }
+        let storage = self.storage.clone();
+        let st = storage.as_ref();
         atomic_write(
             st,
             &Self::snapshot_path(&self.dir),
-            &self.state.snapshot_bytes(),
+            &self.state.snapshot_bytes(self.keys.as_ref())?,
         )?;
         let graph = Self::hnsw_path(&self.dir);
         if self.state.tombstones > 0 {
@@ -1004,15 +1223,97 @@ impl Shard {
             Hnsw::remove_saved(st, &graph)?;
             st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         } else if self.state.hnsw.len() > 0 {
-            self.state.hnsw.save(st, &graph)?;
+            self.write_graph()?;
         }
-        wal.restart(self.state.last_seq)
+        wal.restart(self.state.last_seq)?;
+        // nothing sealed under a destroyed key is left in the log
+        match self.keys.as_mut() {
+            Some(k) => k.compact(),
+            None => Ok(()),
+        }
+    }
+
+    /// Save the graph (sealed under the graph key in an encrypted gallery).
+    fn write_graph(&mut self) -> Result<()> {
+        let path = Self::hnsw_path(&self.dir);
+        let st = self.storage.as_ref();
+        match self.keys.as_mut() {
+            Some(k) => {
+                let mut seal = |b: &[u8]| k.seal_graph(b);
+                self.state.hnsw.save(st, &path, Some(&mut seal))
+            }
+            None => self.state.hnsw.save(st, &path, None),
+        }
+    }
+
+    /// Records as this shard's log stores them (sealed, in an encrypted gallery, with the key
+    /// changes to [`Shard::settle_keys`] once they are logged); `None` when they are stored as
+    /// they are.
+    pub(crate) fn seal_records(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Option<(Vec<Record>, KeyChanges)>> {
+        match self.keys.as_mut() {
+            Some(k) => k.seal_batch(records).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn settle_keys(&mut self, changes: Option<KeyChanges>) {
+        if let (Some(k), Some(c)) = (self.keys.as_mut(), changes) {
+            k.settle(c);
+        }
+    }
+
+    /// Whether removed subjects' keys wait to be destroyed ([`Shard::erase`]).
+    pub(crate) fn erasure_pending(&self) -> bool {
+        self.keys.as_ref().is_some_and(KeyRing::has_doomed)
+    }
+
+    /// Crypto-erasure: destroy the keys of subjects whose removal is durable (and the graph
+    /// key, removing the saved graph, which holds copies of their templates). Returns how
+    /// many keys were destroyed.
+    pub(crate) fn erase(&mut self) -> Result<usize> {
+        let durable = self.wal()?.durable_seq();
+        let Some(k) = self.keys.as_mut() else {
+            return Ok(0);
+        };
+        let n = k.erase(durable)?;
+        if n > 0 {
+            let st = self.storage.as_ref();
+            Hnsw::remove_saved(st, &Self::hnsw_path(&self.dir))?;
+            st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        }
+        Ok(n)
+    }
+
+    /// The plain form of logged records (for the change feed): in an encrypted gallery, a
+    /// record sealed under a destroyed key is given as the removal that erased it.
+    pub(crate) fn open_records(&self, records: Vec<Record>) -> Result<Vec<Record>> {
+        let Some(k) = self.keys.as_ref() else {
+            return Ok(records);
+        };
+        let log = Self::wal_path(&self.dir);
+        records
+            .into_iter()
+            .map(|r| {
+                let op = match k.open_op(&log, r.seq, &r.op)? {
+                    Opened::Op(op, _) => op,
+                    Opened::Erased => match r.op {
+                        Op::SealedEnroll { template_id, .. } => Op::RemoveTemplate { template_id },
+                        Op::SealedMetadata { subject, .. } => Op::RemoveSubject { subject },
+                        other => other,
+                    },
+                };
+                Ok(Record { seq: r.seq, op })
+            })
+            .collect()
     }
 
     /// Save the graph alone (so that a reopen need not index again), unless templates were
     /// removed from it since it was built: their bytes would be written (erasure waits for a
     /// checkpoint instead).
-    pub(crate) fn save_graph(&self) -> Result<bool> {
+    pub(crate) fn save_graph(&mut self) -> Result<bool> {
         if let Some(why) = self.wal()?.failure() {
             // the graph may hold templates whose enrollment never became durable
             return Err(Error::Failed {
@@ -1023,9 +1324,7 @@ impl Shard {
         if self.state.tombstones > 0 || self.state.hnsw.len() == 0 {
             return Ok(false);
         }
-        self.state
-            .hnsw
-            .save(self.storage.as_ref(), &Self::hnsw_path(&self.dir))?;
+        self.write_graph()?;
         Ok(true)
     }
 }

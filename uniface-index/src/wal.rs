@@ -93,6 +93,15 @@ pub enum Op {
         subject: String,
         metadata: Vec<u8>,
     },
+    /// An enrollment as an encrypted gallery logs it: the vector sealed under the subject's
+    /// key, with the record's place as associated data (see the gallery's `keys` docs).
+    SealedEnroll {
+        subject: String,
+        template_id: u64,
+        sealed: Vec<u8>,
+    },
+    /// Metadata as an encrypted gallery logs it, sealed under the subject's key.
+    SealedMetadata { subject: String, sealed: Vec<u8> },
 }
 
 /// A logged change with its sequence number.
@@ -136,6 +145,21 @@ impl Op {
                 put_bytes(p, subject.as_bytes());
                 put_bytes(p, metadata);
             }
+            Op::SealedEnroll {
+                subject,
+                template_id,
+                sealed,
+            } => {
+                p.push(5);
+                put_bytes(p, subject.as_bytes());
+                p.extend_from_slice(&template_id.to_le_bytes());
+                put_bytes(p, sealed);
+            }
+            Op::SealedMetadata { subject, sealed } => {
+                p.push(6);
+                put_bytes(p, subject.as_bytes());
+                put_bytes(p, sealed);
+            }
         }
     }
 
@@ -148,6 +172,10 @@ impl Op {
             Op::RemoveTemplate { .. } => 9,
             Op::RemoveSubject { subject } => 5 + subject.len(),
             Op::SetMetadata { subject, metadata } => 9 + subject.len() + metadata.len(),
+            Op::SealedEnroll {
+                subject, sealed, ..
+            } => 1 + 4 + subject.len() + 8 + 4 + sealed.len(),
+            Op::SealedMetadata { subject, sealed } => 9 + subject.len() + sealed.len(),
         }
     }
 
@@ -177,6 +205,15 @@ impl Op {
             4 => Op::SetMetadata {
                 subject: r.string()?,
                 metadata: r.bytes()?.to_vec(),
+            },
+            5 => Op::SealedEnroll {
+                subject: r.string()?,
+                template_id: u64::from_le_bytes(r.take::<8>()?),
+                sealed: r.bytes()?.to_vec(),
+            },
+            6 => Op::SealedMetadata {
+                subject: r.string()?,
+                sealed: r.bytes()?.to_vec(),
             },
             _ => return None,
         })

@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
+use uniface_core::crypto::{Key, KeyProvider};
 use uniface_core::template::{ModelFingerprint, Template};
 use uniface_index::storage::{Fault, IoFault, MemStorage, Storage};
 use uniface_index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, ShardRouter};
@@ -235,12 +236,22 @@ fn run(g: &Gallery, steps: &[Step], m: &mut Model) {
     }
 }
 
+thread_local! {
+    /// The key-encryption key of the galleries this thread makes and opens (`None`: plain).
+    static KEY: std::cell::RefCell<Option<Key>> = const { std::cell::RefCell::new(None) };
+}
+
+fn key() -> Option<Arc<dyn KeyProvider>> {
+    KEY.with(|k| k.borrow().clone().map(|k| Arc::new(k) as Arc<dyn KeyProvider>))
+}
+
 fn gallery_options(storage: &MemStorage) -> GalleryOptions {
     GalleryOptions {
         dimension: DIM,
         shards: SHARDS,
         durability: Durability::Sync,
         storage: Arc::new(storage.clone()),
+        encryption: key(),
         ..Default::default()
     }
 }
@@ -252,6 +263,7 @@ fn open_on(
 ) -> uniface_index::Result<(Gallery, uniface_index::OpenReport)> {
     let options = OpenOptions {
         storage: Arc::new(storage.clone()),
+        key: options.key.or_else(key),
         ..options
     };
     Gallery::open_with_options(
@@ -439,6 +451,15 @@ fn counts(steps: &[Step]) -> (u64, u64) {
 
 #[test]
 fn every_fault_at_every_point_loses_nothing_acknowledged() {
+    every_fault_at_every_point(None);
+}
+
+#[test]
+fn every_fault_at_every_point_loses_nothing_acknowledged_when_encrypted() {
+    every_fault_at_every_point(Some(Key::from_bytes([7; 32])));
+}
+
+fn every_fault_at_every_point(encryption: Option<Key>) {
     let full = std::env::var("UNIFACE_FAULTS").is_ok_and(|v| v == "full");
     let steps = workload(if full { 20 } else { 2 });
     let pool = rayon::ThreadPoolBuilder::new()
@@ -446,6 +467,7 @@ fn every_fault_at_every_point_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let (totals, failures) = pool.install(|| {
+        KEY.with(|k| *k.borrow_mut() = encryption.clone());
         let (ops, syncs) = counts(&steps);
         let mut totals = Totals::default();
         let mut failures = Vec::new();
@@ -479,7 +501,8 @@ fn every_fault_at_every_point_loses_nothing_acknowledged() {
             }
         }
         eprintln!(
-            "fault injection: {} steps, {ops} disk operations and {syncs} fsyncs per run; {totals:?}",
+            "fault injection{}: {} steps, {ops} disk operations and {syncs} fsyncs per run; {totals:?}",
+            if encryption.is_some() { " (encrypted)" } else { "" },
             steps.len()
         );
         (totals, failures)

@@ -134,9 +134,10 @@ impl std::fmt::Debug for Key {
 }
 
 /// Where a host's key comes from. Implement it in front of a KMS or an HSM: `key` may fetch
-/// and unwrap the key there. (Hosts call it themselves and pass the [`Key`] to
-/// [`crate::template::Template::seal`]; galleries do not encrypt yet.)
-pub trait KeyProvider: Send + Sync {
+/// and unwrap the key there. An encrypted gallery calls it once when it is created or opened
+/// (its key-encryption key); hosts sealing templates call it themselves and pass the [`Key`]
+/// to [`crate::template::Template::seal`].
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     fn key(&self) -> Result<Key>;
     /// Where the key comes from, for messages (never the key itself).
     fn describe(&self) -> String;
