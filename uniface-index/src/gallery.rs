@@ -36,9 +36,9 @@ use uniface_core::template::{ElementType, ModelFingerprint, Template};
 use crate::hnsw::GraphStatus;
 use crate::shard::{atomic_write, validate, Shard, ShardOptions, ShardReport, State, Subject};
 use crate::storage::{FsStorage, Storage};
-use uniface_core::crypto::{Key, KeyProvider};
 use crate::wal::{Durability, Op, Record};
 use crate::{Error, HnswParams, Result};
+use uniface_core::crypto::{Key, KeyProvider};
 
 /// Version 2: the manifest carries a checksum, logs a header and batch frames, graphs a
 /// checksum file.
@@ -1239,7 +1239,8 @@ impl Gallery {
             .collect::<Result<Vec<_>>>()?;
         let local: Vec<usize> = guards.iter().map(|(i, _)| *i).collect();
         let kek = self.kek_now();
-        let (mut report, on_disk) = check_files(&self.storage, &self.dir, Some(&local), kek.as_ref());
+        let (mut report, on_disk) =
+            check_files(&self.storage, &self.dir, Some(&local), kek.as_ref());
         if let Ok(m) = read_manifest(self.storage.as_ref(), &self.dir.join("manifest.json")) {
             if m != manifest {
                 report

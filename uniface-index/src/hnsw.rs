@@ -312,7 +312,9 @@ impl Hnsw {
                     let mut buf = Zeroizing::new(vec![0u8; self.index.serialized_length()]);
                     self.index.save_to_buffer(&mut buf).map_err(usearch)?;
                     let sealed = seal(&buf)?;
-                    storage.write_synced(&tmp, &sealed).map_err(|e| io(&tmp, e))?;
+                    storage
+                        .write_synced(&tmp, &sealed)
+                        .map_err(|e| io(&tmp, e))?;
                     (sealed.len() as u64, crc32c(&sealed))
                 }
                 (Some(real), None) => {

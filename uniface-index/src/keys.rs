@@ -357,8 +357,8 @@ impl KeyRing {
                     at = end;
                 }
                 None => {
-                    if let Some(valid) =
-                        (at + 1..bytes.len().saturating_sub(8)).find(|&o| frame_at(&bytes, o).is_some())
+                    if let Some(valid) = (at + 1..bytes.len().saturating_sub(8))
+                        .find(|&o| frame_at(&bytes, o).is_some())
                     {
                         return Err(corrupt(format!(
                             "damaged entry at byte {at} is followed by a valid entry at byte {valid}: keys in use may lie behind the damage; restore the key log from its backup"
@@ -378,8 +378,7 @@ impl KeyRing {
     /// The whole key log as it should be now.
     fn encode(&self) -> Vec<u8> {
         let mut out = header(self.kek.id()).to_vec();
-        let ordered: BTreeMap<[u8; 8], &Held> =
-            self.keys.iter().map(|(id, h)| (id.0, h)).collect();
+        let ordered: BTreeMap<[u8; 8], &Held> = self.keys.iter().map(|(id, h)| (id.0, h)).collect();
         for (id, h) in ordered {
             out.extend_from_slice(&key_entry(KeyId(id), &h.owner, &h.wrapped));
         }
@@ -680,7 +679,12 @@ impl KeyRing {
     /// A subject's block of a snapshot covering `seq`, sealed.
     pub(crate) fn seal_block(&self, seq: u64, subject: &str, block: &[u8]) -> Result<Vec<u8>> {
         let aad = snapshot_aad(self.shard, seq, subject);
-        Ok(crypto::seal(self.subject_key(subject)?, PURPOSE_SNAPSHOT, &aad, block)?)
+        Ok(crypto::seal(
+            self.subject_key(subject)?,
+            PURPOSE_SNAPSHOT,
+            &aad,
+            block,
+        )?)
     }
 
     /// A sealed snapshot block opened (`None`: erased); the subject's key is tracked.
@@ -696,10 +700,14 @@ impl KeyRing {
             return Ok(None);
         };
         if held.owner != Owner::Subject(subject.to_owned()) {
-            return Err(crypto_error(snap, format!("{what} is sealed under another subject's key")));
+            return Err(crypto_error(
+                snap,
+                format!("{what} is sealed under another subject's key"),
+            ));
         }
         let aad = snapshot_aad(self.shard, seq, subject);
-        let plain = crypto::open(&held.key, PURPOSE_SNAPSHOT, &aad, sealed).map_err(in_file(snap))?;
+        let plain =
+            crypto::open(&held.key, PURPOSE_SNAPSHOT, &aad, sealed).map_err(in_file(snap))?;
         let id = held.key.id();
         self.by_subject.insert(subject.to_owned(), id);
         Ok(Some(plain))
@@ -717,17 +725,32 @@ impl KeyRing {
                 id
             }
         };
-        let key = &self.keys.get(&id).ok_or_else(|| crypto_error(&self.path, "graph key lost"))?.key;
-        Ok(crypto::seal(key, PURPOSE_GRAPH, &(self.shard as u32).to_le_bytes(), bytes)?)
+        let key = &self
+            .keys
+            .get(&id)
+            .ok_or_else(|| crypto_error(&self.path, "graph key lost"))?
+            .key;
+        Ok(crypto::seal(
+            key,
+            PURPOSE_GRAPH,
+            &(self.shard as u32).to_le_bytes(),
+            bytes,
+        )?)
     }
 
     /// A saved graph opened, or why not (the caller drops the graph and re-indexes).
-    pub(crate) fn open_graph(&self, sealed: &[u8]) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
+    pub(crate) fn open_graph(
+        &self,
+        sealed: &[u8],
+    ) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
         match self.key_of(sealed, "the graph") {
-            Ok(Some(h)) if h.owner == Owner::Graph => {
-                crypto::open(&h.key, PURPOSE_GRAPH, &(self.shard as u32).to_le_bytes(), sealed)
-                    .map_err(|e| e.to_string())
-            }
+            Ok(Some(h)) if h.owner == Owner::Graph => crypto::open(
+                &h.key,
+                PURPOSE_GRAPH,
+                &(self.shard as u32).to_le_bytes(),
+                sealed,
+            )
+            .map_err(|e| e.to_string()),
             Ok(Some(_)) => Err("it is sealed under a subject's key".into()),
             Ok(None) => Err("its key was destroyed by an erasure".into()),
             Err(e) => Err(e.to_string()),
@@ -743,8 +766,9 @@ impl KeyRing {
     /// number up to `durable`), and the graph key with them (the graph holds copies of their
     /// templates); returns how many keys were destroyed.
     pub(crate) fn erase(&mut self, durable: u64) -> Result<usize> {
-        let (now, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.doomed).into_iter().partition(|d| d.0 <= durable);
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.doomed)
+            .into_iter()
+            .partition(|d| d.0 <= durable);
         self.doomed = later;
         let mut gone: Vec<(u64, KeyId)> = now;
         if gone.is_empty() {
@@ -797,7 +821,12 @@ impl KeyRing {
     /// After a checkpoint emptied the log: forget destroyed keys' ids (nothing sealed under
     /// them is left) and drop keys nothing live uses.
     pub(crate) fn compact(&mut self) -> Result<()> {
-        let used: HashSet<KeyId> = self.by_subject.values().copied().chain(self.graph).collect();
+        let used: HashSet<KeyId> = self
+            .by_subject
+            .values()
+            .copied()
+            .chain(self.graph)
+            .collect();
         let before = self.keys.len() + self.destroyed.len();
         self.keys.retain(|id, _| used.contains(id));
         self.destroyed.clear();
@@ -823,7 +852,11 @@ impl KeyRing {
         let old_kek = std::mem::replace(&mut self.kek, kek.clone());
         let old: Vec<(KeyId, Vec<u8>)> = next
             .into_iter()
-            .filter_map(|(id, w)| self.keys.get_mut(&id).map(|h| (id, std::mem::replace(&mut h.wrapped, w))))
+            .filter_map(|(id, w)| {
+                self.keys
+                    .get_mut(&id)
+                    .map(|h| (id, std::mem::replace(&mut h.wrapped, w)))
+            })
             .collect();
         if let Err(e) = self.rewrite() {
             self.kek = old_kek;

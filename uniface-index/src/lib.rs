@@ -19,9 +19,9 @@ pub mod storage;
 pub mod wal;
 
 pub use gallery::{
-    check, check_encrypted, merge_candidates, Candidate, Change, CheckReport, Gallery, GalleryOptions,
-    Identification, Indexer, Manifest, OpenOptions, OpenReport, OpenSet, ShardRouter,
-    MAX_CONNECTIVITY, MAX_EXPANSION, MAX_SHARDS,
+    check, check_encrypted, merge_candidates, Candidate, Change, CheckReport, Gallery,
+    GalleryOptions, Identification, Indexer, Manifest, OpenOptions, OpenReport, OpenSet,
+    ShardRouter, MAX_CONNECTIVITY, MAX_EXPANSION, MAX_SHARDS,
 };
 pub use hnsw::GraphStatus;
 pub use keys::CIPHER;

@@ -25,10 +25,10 @@ use zeroize::Zeroizing;
 
 use crate::hnsw::{GraphStatus, Hnsw};
 use crate::keys::{KeyChanges, KeyRing, Opened};
-use uniface_core::crypto::Key;
 use crate::storage::{LockGuard, Storage};
 use crate::wal::{self, Durability, LogContents, Op, Record, TornTail, Wal};
 use crate::{Error, HnswParams, Result};
+use uniface_core::crypto::Key;
 
 /// Shards with at most this many templates are searched by exact scan; larger ones through the
 /// HNSW graph plus an exact scan of the templates not yet in it. The crossover, measured by
@@ -483,7 +483,12 @@ impl State {
             return Err(bad("checksum mismatch"));
         }
         let mut r = SnapReader { b: body, at: 4 };
-        let version = u16::from_le_bytes(r.take(2).ok_or_else(|| bad("header"))?.try_into().map_err(|_| bad("header"))?);
+        let version = u16::from_le_bytes(
+            r.take(2)
+                .ok_or_else(|| bad("header"))?
+                .try_into()
+                .map_err(|_| bad("header"))?,
+        );
         match (version, keys.is_some()) {
             (SNAP_VERSION, false) | (SNAP_VERSION_SEALED, true) => {}
             (SNAP_VERSION, true) => {
@@ -1041,7 +1046,8 @@ impl Shard {
                 if st.exists(&KeyRing::path_in(dir)).unwrap_or(false) {
                     return Err(Error::Corrupt {
                         path: KeyRing::path_in(dir),
-                        message: "a key log in a gallery whose manifest says it is not encrypted".into(),
+                        message: "a key log in a gallery whose manifest says it is not encrypted"
+                            .into(),
                     });
                 }
                 (None, Default::default())

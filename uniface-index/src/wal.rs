@@ -101,7 +101,10 @@ pub enum Op {
         sealed: Vec<u8>,
     },
     /// Metadata as an encrypted gallery logs it, sealed under the subject's key.
-    SealedMetadata { subject: String, sealed: Vec<u8> },
+    SealedMetadata {
+        subject: String,
+        sealed: Vec<u8>,
+    },
 }
 
 /// A logged change with its sequence number.

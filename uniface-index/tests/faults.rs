@@ -242,7 +242,11 @@ thread_local! {
 }
 
 fn key() -> Option<Arc<dyn KeyProvider>> {
-    KEY.with(|k| k.borrow().clone().map(|k| Arc::new(k) as Arc<dyn KeyProvider>))
+    KEY.with(|k| {
+        k.borrow()
+            .clone()
+            .map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
+    })
 }
 
 fn gallery_options(storage: &MemStorage) -> GalleryOptions {
