@@ -258,3 +258,78 @@ fn help_names_each_command_and_options_go_after_the_subcommand() {
         .arg(&g));
     assert!(g.join("manifest.json").exists());
 }
+
+#[test]
+fn an_encrypted_gallery_needs_its_key_file_for_every_command_and_rotates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lfw = shared_data().join("lfw");
+    let (key, new_key) = (tmp.path().join("kek"), tmp.path().join("kek2"));
+    for k in [&key, &new_key] {
+        let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
+            .args(["keys", "new", "--out"])
+            .arg(k)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let g = tmp.path().join("gallery");
+    let with = |k: &std::path::Path| {
+        let mut c = uniface(&g);
+        c.arg("--key-file").arg(k);
+        c
+    };
+    // --encrypt without a key, and a key without --encrypt, are refused
+    assert!(fails(uniface(&g).args(["create", "--encrypt"])).contains("--key-file"));
+    assert!(fails(with(&key).arg("create")).contains("--encrypt"));
+    let created = ok(with(&key).args(["create", "--encrypt", "--shards", "2"]));
+    assert!(created.contains("encrypted under key"), "{created}");
+    for name in ["Abel_Pacheco", "Aaron_Peirsol"] {
+        ok(with(&key)
+            .args(["enroll", name])
+            .arg(lfw.join(name).join(format!("{name}_0001.jpg"))));
+    }
+    let probe = lfw.join("Abel_Pacheco/Abel_Pacheco_0004.jpg");
+    let identify = |c: &mut Command| -> Value {
+        serde_json::from_str(&ok(c
+            .args(["--json", "identify", "--fmr", "1e-3"])
+            .arg(&probe)))
+        .unwrap()
+    };
+    assert_eq!(identify(&mut with(&key))["known"], "Abel_Pacheco");
+    // without the key, or with another one: refused, naming what to do
+    let no_key = fails(uniface(&g).args(["identify"]).arg(&probe));
+    assert!(
+        no_key.contains("encrypted") && no_key.contains("--key-file"),
+        "{no_key}"
+    );
+    let wrong = fails(with(&new_key).args(["identify"]).arg(&probe));
+    assert!(
+        wrong.contains("keys.log") && wrong.contains("sealed under key"),
+        "{wrong}"
+    );
+    let c: Value = serde_json::from_str(&ok(with(&key).args(["--json", "check"]))).unwrap();
+    assert!(c["problems"].as_array().unwrap().is_empty(), "{c}");
+    let out = uniface(&g).arg("check").output().unwrap();
+    assert!(!out.status.success());
+    let problems = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        problems.contains("encrypted") && problems.contains("--key-file"),
+        "{problems}"
+    );
+    let stats: Value = serde_json::from_str(&ok(with(&key).args(["--json", "stats"]))).unwrap();
+    assert_eq!(stats["encryption"], "xchacha20-poly1305");
+    // rotation: the new key opens it, the old one no longer does
+    ok(with(&key)
+        .arg("rotate-key")
+        .arg("--new-key-file")
+        .arg(&new_key));
+    assert_eq!(identify(&mut with(&new_key))["known"], "Abel_Pacheco");
+    fails(with(&key).arg("stats"));
+    // removal destroys the subject's key at once
+    ok(with(&new_key).args(["remove", "--subject", "Abel_Pacheco"]));
+    assert_ne!(identify(&mut with(&new_key))["known"], "Abel_Pacheco");
+}

@@ -1606,7 +1606,7 @@ fn check_files(
     let kek = match (&manifest.encryption, kek) {
         (Some(_), None) => {
             report.problems.push(format!(
-                "{} is encrypted: check it with its key-encryption key",
+                "{} is encrypted: check it with its key-encryption key (`check_encrypted`, `--key-file`)",
                 dir.display()
             ));
             return (report, states);

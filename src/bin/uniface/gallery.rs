@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
+use std::sync::Arc;
+use uniface::core::crypto::{KeyFile, KeyProvider};
 use uniface::core::template::{ModelFingerprint, Template};
 use uniface::core::Error;
 use uniface::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet};
@@ -56,6 +58,17 @@ pub enum GalleryAction {
         shards: usize,
         #[command(flatten)]
         hnsw: HnswArgs,
+        /// Encrypt the gallery at rest under the key of --key-file (templates, metadata and
+        /// graphs sealed; per-subject keys, destroyed when a subject is removed).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Re-wrap an encrypted gallery's keys under a new key-encryption key (no template is
+    /// written again); from then on only the new key opens it.
+    RotateKey {
+        /// The new key (made by `uniface keys new`).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
     },
     /// Build the search graphs again from the stored templates with new parameters.
     Rebuild {
@@ -90,7 +103,8 @@ pub enum GalleryAction {
         #[arg(long, default_value_t = 1e-4)]
         fmr: f64,
     },
-    /// Remove a subject (erased from disk at the next checkpoint) or one template.
+    /// Remove a subject (erased from disk at the next checkpoint; at once, by destroying its
+    /// key, in an encrypted gallery) or one template.
     Remove {
         #[arg(long, conflicts_with = "template")]
         subject: Option<String>,
@@ -111,20 +125,36 @@ pub enum GalleryAction {
 }
 
 /// How the gallery commands open the gallery.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Access {
     /// Wait this long for another writer instead of failing at once.
     pub wait_lock: Option<Duration>,
+    /// An encrypted gallery's key-encryption key.
+    pub key: Option<KeyFile>,
+}
+
+impl Access {
+    fn key(&self) -> Option<Arc<dyn KeyProvider>> {
+        self.key
+            .clone()
+            .map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
+    }
 }
 
 /// Open for writing (the writer's lock) or reading (no lock, nothing changed on disk); what
 /// opening recovered is printed on stderr.
-fn open_as(dir: &Path, access: Access, read_only: bool, salvage: bool) -> uniface::Result<Gallery> {
+fn open_as(
+    dir: &Path,
+    access: &Access,
+    read_only: bool,
+    salvage: bool,
+) -> uniface::Result<Gallery> {
     let options = OpenOptions {
         durability: Durability::Group,
         read_only,
         salvage,
         lock_timeout: access.wait_lock,
+        key: access.key(),
         ..OpenOptions::default()
     };
     let (g, report) =
@@ -135,11 +165,11 @@ fn open_as(dir: &Path, access: Access, read_only: bool, salvage: bool) -> unifac
     Ok(g)
 }
 
-fn open(dir: &Path, access: Access) -> uniface::Result<Gallery> {
+fn open(dir: &Path, access: &Access) -> uniface::Result<Gallery> {
     open_as(dir, access, false, false)
 }
 
-fn open_read_only(dir: &Path, access: Access) -> uniface::Result<Gallery> {
+fn open_read_only(dir: &Path, access: &Access) -> uniface::Result<Gallery> {
     open_as(dir, access, true, false)
 }
 
@@ -164,19 +194,46 @@ pub fn run(
     access: Access,
 ) -> uniface::Result<()> {
     match action {
-        GalleryAction::Create { shards, hnsw } => {
-            Gallery::create(
+        GalleryAction::Create {
+            shards,
+            hnsw,
+            encrypt,
+        } => {
+            if encrypt != access.key.is_some() {
+                return Err(uniface::Error::invalid(
+                    "create",
+                    "an encrypted gallery is made with both --encrypt and --key-file FILE (make the key with `uniface keys new --out FILE`)",
+                ));
+            }
+            let g = Gallery::create(
                 dir,
                 &GalleryOptions {
                     shards,
                     hnsw: hnsw.apply(HnswParams::default())?,
+                    encryption: access.key(),
                     ..Default::default()
                 },
             )?;
-            println!("created {} with {shards} shard(s)", dir.display());
+            match g.key_id() {
+                Some(id) => println!(
+                    "created {} with {shards} shard(s), encrypted under key {id}",
+                    dir.display()
+                ),
+                None => println!("created {} with {shards} shard(s)", dir.display()),
+            }
+        }
+        GalleryAction::RotateKey { new_key_file } => {
+            let g = open(dir, &access)?;
+            g.rotate_kek(&KeyFile::new(&new_key_file))?;
+            println!(
+                "the keys of {} are now wrapped under key {} ({}); the old key no longer opens it",
+                dir.display(),
+                g.key_id().map(|k| k.to_string()).unwrap_or_default(),
+                new_key_file.display()
+            );
         }
         GalleryAction::Rebuild { hnsw } => {
-            let g = open(dir, access)?;
+            let g = open(dir, &access)?;
             let params = hnsw.apply(g.manifest().hnsw)?;
             let start = std::time::Instant::now();
             let n = g.rebuild(params)?;
@@ -192,7 +249,7 @@ pub fn run(
             subject,
             images,
         } => {
-            let g = open(dir, access)?;
+            let g = open(dir, &access)?;
             let analyzer = crate::analyzer()?;
             let work: Vec<(String, PathBuf)> = match (from_dir, subject) {
                 (Some(root), _) => uniface::eval::corpus::scan_identities(&root)?
@@ -252,7 +309,7 @@ pub fn run(
             fmr,
             fpir,
         } => {
-            let g = open_read_only(dir, access)?;
+            let g = open_read_only(dir, &access)?;
             let t = chosen(&crate::analyzer()?, &image)?;
             let rule = fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir);
             let r = g.identify(&t, k, rule)?;
@@ -283,7 +340,7 @@ pub fn run(
             image,
             fmr,
         } => {
-            let g = open_read_only(dir, access)?;
+            let g = open_read_only(dir, &access)?;
             let t = chosen(&crate::analyzer()?, &image)?;
             match g.verify(&subject, &t, fmr)? {
                 Some(d) if json_out => println!(
@@ -309,7 +366,7 @@ pub fn run(
             }
         }
         GalleryAction::Remove { subject, template } => {
-            let g = open(dir, access)?;
+            let g = open(dir, &access)?;
             let n = match (subject, template) {
                 (Some(s), _) => g.remove_subject(&s)?,
                 (None, Some(t)) => usize::from(g.remove_template(t)?),
@@ -324,7 +381,7 @@ pub fn run(
             println!("removed {n} template(s)");
         }
         GalleryAction::Stats => {
-            let g = open_read_only(dir, access)?;
+            let g = open_read_only(dir, &access)?;
             let m = g.manifest();
             let (subjects, templates) = (g.list().len(), g.len());
             if json_out {
@@ -332,7 +389,8 @@ pub fn run(
                     "{}",
                     json!({"shards": m.shards, "subjects": subjects, "templates": templates,
                         "pending": g.pending(), "hnsw": m.hnsw, "element": m.element,
-                        "model_id": m.model_id})
+                        "model_id": m.model_id, "encryption": m.encryption,
+                        "key_id": g.key_id().map(|k| k.to_string())})
                 );
             } else {
                 println!(
@@ -341,10 +399,19 @@ pub fn run(
                     g.pending()
                 );
                 println!("model {}; graph {:?}", m.model_id, m.hnsw);
+                if let Some(id) = g.key_id() {
+                    println!(
+                        "encrypted at rest ({}) under key {id}",
+                        m.encryption.as_deref().unwrap_or("?")
+                    );
+                }
             }
         }
         GalleryAction::Check => {
-            let r = uniface::index::check(dir)?;
+            let r = match &access.key {
+                Some(k) => uniface::index::check_encrypted(dir, k)?,
+                None => uniface::index::check(dir)?,
+            };
             if json_out {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
@@ -374,11 +441,11 @@ pub fn run(
             }
         }
         GalleryAction::Checkpoint => {
-            open(dir, access)?.checkpoint()?;
+            open(dir, &access)?.checkpoint()?;
             println!("checkpoint written");
         }
         GalleryAction::Repair => {
-            let g = open_as(dir, access, false, true)?;
+            let g = open_as(dir, &access, false, true)?;
             g.checkpoint()?;
             let r = g.check()?;
             println!(

@@ -148,6 +148,10 @@ enum Command {
         /// once (one writer per gallery; identify, verify, stats and check never wait).
         #[arg(long, global = true, value_name = "SECONDS")]
         wait_lock: Option<f64>,
+        /// The key-encryption key of an encrypted gallery (a file made by `uniface keys new`):
+        /// needed by every command on one, and by `create --encrypt`.
+        #[arg(long, global = true, value_name = "FILE")]
+        key_file: Option<PathBuf>,
         #[command(subcommand)]
         action: gallery::GalleryAction,
     },
@@ -382,6 +386,7 @@ fn run(cli: Cli) -> uniface::Result<()> {
             gallery: dir,
             json,
             wait_lock,
+            key_file,
             action,
         } => {
             let dir = dir.ok_or_else(|| {
@@ -394,7 +399,8 @@ fn run(cli: Cli) -> uniface::Result<()> {
                 }
                 s => s.map(std::time::Duration::from_secs_f64),
             };
-            gallery::run(&dir, action, json, gallery::Access { wait_lock })
+            let key = key_file.map(uniface::core::crypto::KeyFile::new);
+            gallery::run(&dir, action, json, gallery::Access { wait_lock, key })
         }
         Command::Verify {
             json,
