@@ -1,6 +1,8 @@
 //! `uniface.Gallery`: the persistent 1:N gallery of `uniface-index`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use uniface_core::crypto::{Key, KeyFile, KeyProvider};
 
 use pyo3::prelude::*;
 use uniface_index::{Durability, GalleryOptions, OpenOptions, OpenSet};
@@ -164,8 +166,15 @@ impl Gallery {
     /// `GalleryError`). What opening recovered is in `open_report`. `calibration` (a
     /// `CalibrationTable`, e.g. from `uniface.calibrate` on the host's own photos) replaces
     /// the shipped table for `identify` and `verify` decisions.
+    ///
+    /// Encryption at rest: `key` (32 bytes, e.g. from `uniface.generate_key()`) or `key_file`
+    /// (a file made by `uniface keys new`) is the key-encryption key. Given at creation, the
+    /// gallery is encrypted (templates, metadata and graphs sealed; each subject under a key of
+    /// its own, destroyed by `remove_subject`); an encrypted gallery needs it at every open
+    /// (`CryptoError` without it or with another one). `previous_key` finishes a `rotate_key`
+    /// that stopped part-way.
     #[new]
-    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false, read_only=false, wait_lock=None, calibration=None))]
+    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false, read_only=false, wait_lock=None, calibration=None, key=None, key_file=None, previous_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -177,8 +186,25 @@ impl Gallery {
         read_only: bool,
         wait_lock: Option<f64>,
         calibration: Option<PyRef<'_, CalibrationTable>>,
+        key: Option<&[u8]>,
+        key_file: Option<PathBuf>,
+        previous_key: Option<&[u8]>,
     ) -> PyResult<Self> {
         let table = calibration.map(|c| c.inner.clone());
+        let key: Option<Arc<dyn KeyProvider>> = match (key, key_file) {
+            (Some(_), Some(_)) => {
+                return Err(errors::InvalidArgumentError::new_err(
+                    "give the key as bytes (key=) or as a file (key_file=), not both",
+                ))
+            }
+            (Some(k), None) => Some(Arc::new(Key::from_slice(k).map_err(errors::core)?)),
+            (None, Some(f)) => Some(Arc::new(KeyFile::new(f))),
+            (None, None) => None,
+        };
+        let previous_key: Option<Arc<dyn KeyProvider>> = match previous_key {
+            Some(k) => Some(Arc::new(Key::from_slice(k).map_err(errors::core)?)),
+            None => None,
+        };
         let shards: usize = errors::int_arg("shards", shards, 1, uniface_index::MAX_SHARDS as i64)?;
         let mode = self::durability(durability)?;
         let lock_timeout = match wait_lock {
@@ -196,6 +222,7 @@ impl Gallery {
                 let options = GalleryOptions {
                     shards,
                     durability: mode,
+                    encryption: key,
                     ..Default::default()
                 };
                 let mut inner = uniface_index::Gallery::create(&path, &options)?;
@@ -209,6 +236,8 @@ impl Gallery {
                 view,
                 read_only,
                 lock_timeout,
+                key,
+                previous_key,
                 ..OpenOptions::default()
             };
             let (mut inner, report) =
@@ -225,6 +254,27 @@ impl Gallery {
     #[getter]
     fn open_report(&self) -> Option<OpenReport> {
         self.report.as_ref().map(OpenReport::from)
+    }
+
+    /// Whether the gallery is encrypted at rest.
+    #[getter]
+    fn encrypted(&self) -> PyResult<bool> {
+        Ok(self.g()?.is_encrypted())
+    }
+
+    /// The id (16 hex digits) of the key-encryption key the gallery is open with; None when
+    /// it is not encrypted. Safe to show and log.
+    #[getter]
+    fn key_id(&self) -> PyResult<Option<String>> {
+        Ok(self.g()?.key_id().map(|k| k.to_string()))
+    }
+
+    /// Re-wrap every subject's key under `new_key` (32 bytes); no template is written again.
+    /// From then on only `new_key` opens the gallery.
+    fn rotate_key(&self, py: Python<'_>, new_key: &[u8]) -> PyResult<()> {
+        let new = Key::from_slice(new_key).map_err(errors::core)?;
+        let g = self.g()?;
+        py.detach(|| g.rotate_kek(&new)).map_err(errors::index)
     }
 
     /// Enroll a template (or an embedding) for `subject`; returns the template id once it is

@@ -164,3 +164,53 @@ def test_sealed_templates_open_only_with_their_key_and_context(
             uniface.Template.open_sealed(bad_key, data, aad=aad)
     with pytest.raises(uniface.CryptoError):
         t.seal(b"short key")
+
+
+def test_an_encrypted_gallery_opens_only_with_its_key_and_erases_on_removal(
+    tmp_path: pathlib.Path, people: dict[str, list[np.ndarray]]
+) -> None:
+    key, other = uniface.generate_key(), uniface.generate_key()
+    path = tmp_path / "sealed"
+    with uniface.Gallery(path, create=True, shards=2, key=key) as g:
+        assert g.encrypted and g.key_id is not None and len(g.key_id) == 16
+        for name, embeddings in people.items():
+            g.enroll_many([name] * len(embeddings), embeddings)
+        g.checkpoint()
+        n = len(g)
+    # no 16-byte window of any enrolled value is in any file
+    windows = {
+        e.astype("<f4").tobytes()[i : i + 16]
+        for es in people.values()
+        for e in es
+        for i in range(0, 512 - 16, 4)
+    }
+    blobs = [f.read_bytes() for f in path.rglob("*") if f.is_file()]
+    assert not any(b[i : i + 16] in windows for b in blobs for i in range(len(b) - 15))
+    for wrong in [dict(), dict(key=other)]:
+        with pytest.raises(uniface.CryptoError):
+            uniface.Gallery(path, **wrong)  # type: ignore[arg-type]
+    with pytest.raises(uniface.CryptoError):
+        uniface.Gallery(tmp_path / "short", create=True, key=b"short")
+    # the test of the test: the same scan finds the values in a plain gallery
+    with uniface.Gallery(tmp_path / "plain", create=True, shards=2) as p:
+        for name, embeddings in people.items():
+            p.enroll_many([name] * len(embeddings), embeddings)
+        p.checkpoint()
+    plain = [f.read_bytes() for f in (tmp_path / "plain").rglob("*") if f.is_file()]
+    assert any(b[i : i + 16] in windows for b in plain for i in range(len(b) - 15))
+    key_file = tmp_path / "kek"
+    new_key = uniface.generate_key()
+    key_file.write_bytes(new_key)
+    key_file.chmod(0o600)
+    with uniface.Gallery(path, key=key) as g:
+        assert len(g) == n
+        probe = people["Abel_Pacheco"][1]
+        assert g.identify(probe, k=1, fmr=1e-3).known == "Abel_Pacheco"
+        g.rotate_key(new_key)
+        assert g.remove("Abel_Pacheco") > 0
+    with pytest.raises(uniface.CryptoError):
+        uniface.Gallery(path, key=key)
+    with uniface.Gallery(path, key_file=key_file) as g:
+        assert g.get("Abel_Pacheco") is None
+        assert g.identify(people["Abel_Pacheco"][1], k=1, fmr=1e-3).known != "Abel_Pacheco"
+        assert g.check().clean

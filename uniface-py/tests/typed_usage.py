@@ -73,5 +73,11 @@ def main(root: pathlib.Path) -> None:
         report: uniface.CheckReport = g.check()
         subject: Optional[uniface.Subject] = g.get("someone")
         print(report.clean, subject.templates if subject else [], gate(analyzer, root / "photo.jpg"))
+    kek: bytes = uniface.generate_key()
+    with uniface.Gallery(root / "sealed", create=True, key=kek) as sealed:
+        sealed.enroll("someone", emb)
+        key_id: Optional[str] = sealed.key_id
+        print(sealed.encrypted, key_id)
+        sealed.rotate_key(uniface.generate_key())
     print(same_person(round_trip(uniface.Template(emb)), emb))
     print(uniface.models.verify())
