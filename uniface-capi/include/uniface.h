@@ -589,7 +589,8 @@ enum uf_status uf_template_open_sealed(const uint8_t *key,
 /*
  Open the gallery in `dir`, or create it there when `create` is true and there is none
  (`shards` ≥ 1 shards). `durability` is a `uf_durability` value (others:
- `UF_STATUS_INVALID_ARGUMENT`). Release with `uf_gallery_close`.
+ `UF_STATUS_INVALID_ARGUMENT`). Release with `uf_gallery_close`. An encrypted gallery is
+ opened with `uf_gallery_open_encrypted` (here: `UF_STATUS_CRYPTO`).
  */
 enum uf_status uf_gallery_open(const char *dir,
                                bool create,
@@ -598,9 +599,32 @@ enum uf_status uf_gallery_open(const char *dir,
                                struct uf_gallery **out);
 
 /*
+ `uf_gallery_open` for a gallery encrypted at rest under the key-encryption key `key`
+ (`UF_KEY_LEN` bytes, e.g. from `uf_key_generate`; the caller may wipe it once this
+ returns). Created with `create`, the gallery is encrypted: templates, metadata and graphs
+ sealed, each subject under a key of its own that `uf_gallery_remove` destroys at once. A
+ wrong key, or altered or misplaced bytes, give `UF_STATUS_CRYPTO`; a plain gallery opened
+ with a key gives `UF_STATUS_INVALID_ARGUMENT`.
+ */
+enum uf_status uf_gallery_open_encrypted(const char *dir,
+                                         bool create,
+                                         size_t shards,
+                                         uint32_t durability,
+                                         const uint8_t *key,
+                                         struct uf_gallery **out);
+
+/*
+ Re-wrap every subject's key of an encrypted gallery under `new_key` (`UF_KEY_LEN` bytes);
+ no template is written again, and from then on only `new_key` opens the gallery. A plain
+ gallery gives `UF_STATUS_INVALID_ARGUMENT`.
+ */
+enum uf_status uf_gallery_rotate_key(const struct uf_gallery *gallery, const uint8_t *new_key);
+
+/*
  Open the gallery in `dir` for reading only: no lock is taken (a writer may be enrolling
  meanwhile), no file is changed (it works on a read-only filesystem); enrollments and
- removals fail with `UF_STATUS_READ_ONLY`. Release with `uf_gallery_close`.
+ removals fail with `UF_STATUS_READ_ONLY`. Release with `uf_gallery_close`. (Plain galleries
+ only.)
  */
 enum uf_status uf_gallery_open_read_only(const char *dir, struct uf_gallery **out);
 

@@ -15,7 +15,7 @@ const _: () = assert!(UF_KEY_LEN == KEY_LEN && UF_SEAL_OVERHEAD == SEAL_OVERHEAD
 
 /// # Safety
 /// `key` is NULL or readable for `UF_KEY_LEN` bytes.
-unsafe fn key_arg(key: *const u8) -> Result<Key, Failure> {
+pub(crate) unsafe fn key_arg(key: *const u8) -> Result<Key, Failure> {
     // SAFETY: forwarded from this function's contract.
     let bytes = unsafe { bytes_arg(key, UF_KEY_LEN, "key") }?;
     Ok(Key::from_slice(bytes)?)

@@ -2,6 +2,9 @@
 
 use std::ffi::c_char;
 use std::path::Path;
+use std::sync::Arc;
+
+use uniface_core::crypto::{Key, KeyProvider};
 
 use uniface_index::{Durability, Gallery, GalleryOptions, OpenOptions, OpenReport};
 
@@ -63,7 +66,8 @@ unsafe fn subject_arg<'a>(p: *const c_char) -> Result<&'a str, Failure> {
 
 /// Open the gallery in `dir`, or create it there when `create` is true and there is none
 /// (`shards` ≥ 1 shards). `durability` is a `uf_durability` value (others:
-/// `UF_STATUS_INVALID_ARGUMENT`). Release with `uf_gallery_close`.
+/// `UF_STATUS_INVALID_ARGUMENT`). Release with `uf_gallery_close`. An encrypted gallery is
+/// opened with `uf_gallery_open_encrypted` (here: `UF_STATUS_CRYPTO`).
 #[no_mangle]
 pub unsafe extern "C" fn uf_gallery_open(
     dir: *const c_char,
@@ -72,41 +76,101 @@ pub unsafe extern "C" fn uf_gallery_open(
     durability: u32,
     out: *mut *mut uf_gallery,
 ) -> uf_status {
+    // SAFETY: forwarded from the header's contract (no key).
+    boundary::run(|| unsafe { open_impl(dir, create, shards, durability, None, out) })
+}
+
+/// `uf_gallery_open` for a gallery encrypted at rest under the key-encryption key `key`
+/// (`UF_KEY_LEN` bytes, e.g. from `uf_key_generate`; the caller may wipe it once this
+/// returns). Created with `create`, the gallery is encrypted: templates, metadata and graphs
+/// sealed, each subject under a key of its own that `uf_gallery_remove` destroys at once. A
+/// wrong key, or altered or misplaced bytes, give `UF_STATUS_CRYPTO`; a plain gallery opened
+/// with a key gives `UF_STATUS_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_open_encrypted(
+    dir: *const c_char,
+    create: bool,
+    shards: usize,
+    durability: u32,
+    key: *const u8,
+    out: *mut *mut uf_gallery,
+) -> uf_status {
     boundary::run(|| {
-        // SAFETY: `dir` is NULL or a NUL-terminated string (the header's contract).
-        let dir = Path::new(unsafe { str_arg(dir, "dir") }?);
-        // SAFETY: `out` is NULL or writable (the header's contract).
-        let out = unsafe { out_arg(out, "out") }?;
-        let mode = match durability {
-            d if d == uf_durability::UF_DURABILITY_SYNC as u32 => Durability::Sync,
-            d if d == uf_durability::UF_DURABILITY_GROUP as u32 => Durability::Group,
-            d if d == uf_durability::UF_DURABILITY_ASYNC as u32 => Durability::Async,
-            other => {
-                return Err(Failure::invalid(format!(
-                    "durability {other} is not a uf_durability (0, 1 or 2)"
-                )))
-            }
-        };
-        let (inner, report) = if create && !dir.join("manifest.json").exists() {
-            let options = GalleryOptions {
-                shards,
-                durability: mode,
-                ..Default::default()
-            };
-            (Gallery::create(dir, &options)?, None)
-        } else {
-            let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
-            let (g, r) = Gallery::open(dir, &fp, mode)?;
-            (g, Some(r))
-        };
-        *out = Box::into_raw(Box::new(uf_gallery { inner, report }));
-        Ok(())
+        // SAFETY: `key` is NULL or readable for UF_KEY_LEN bytes (the header's contract).
+        let key = unsafe { crate::crypto::key_arg(key) }?;
+        // SAFETY: forwarded from the header's contract.
+        unsafe { open_impl(dir, create, shards, durability, Some(key), out) }
     })
+}
+
+/// Re-wrap every subject's key of an encrypted gallery under `new_key` (`UF_KEY_LEN` bytes);
+/// no template is written again, and from then on only `new_key` opens the gallery. A plain
+/// gallery gives `UF_STATUS_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn uf_gallery_rotate_key(
+    gallery: *const uf_gallery,
+    new_key: *const u8,
+) -> uf_status {
+    boundary::run(|| {
+        // SAFETY: `gallery` is NULL or a live handle of ours (the header's contract).
+        let g = unsafe { ref_arg(gallery, "gallery") }?;
+        // SAFETY: `new_key` is NULL or readable for UF_KEY_LEN bytes (the header's contract).
+        let key = unsafe { crate::crypto::key_arg(new_key) }?;
+        Ok(g.inner.rotate_kek(&key)?)
+    })
+}
+
+/// # Safety
+/// `dir` is NULL or a NUL-terminated string; `out` is NULL or writable.
+unsafe fn open_impl(
+    dir: *const c_char,
+    create: bool,
+    shards: usize,
+    durability: u32,
+    key: Option<Key>,
+    out: *mut *mut uf_gallery,
+) -> Result<(), Failure> {
+    // SAFETY: forwarded from this function's contract.
+    let dir = Path::new(unsafe { str_arg(dir, "dir") }?);
+    // SAFETY: forwarded from this function's contract.
+    let out = unsafe { out_arg(out, "out") }?;
+    let mode = match durability {
+        d if d == uf_durability::UF_DURABILITY_SYNC as u32 => Durability::Sync,
+        d if d == uf_durability::UF_DURABILITY_GROUP as u32 => Durability::Group,
+        d if d == uf_durability::UF_DURABILITY_ASYNC as u32 => Durability::Async,
+        other => {
+            return Err(Failure::invalid(format!(
+                "durability {other} is not a uf_durability (0, 1 or 2)"
+            )))
+        }
+    };
+    let key = key.map(|k| Arc::new(k) as Arc<dyn KeyProvider>);
+    let (inner, report) = if create && !dir.join("manifest.json").exists() {
+        let options = GalleryOptions {
+            shards,
+            durability: mode,
+            encryption: key,
+            ..Default::default()
+        };
+        (Gallery::create(dir, &options)?, None)
+    } else {
+        let fp = uniface_core::template::ModelFingerprint::dlib_resnet_v1();
+        let options = OpenOptions {
+            durability: mode,
+            key,
+            ..OpenOptions::default()
+        };
+        let (g, r) = Gallery::open_with_options(dir, &fp, &options)?;
+        (g, Some(r))
+    };
+    *out = Box::into_raw(Box::new(uf_gallery { inner, report }));
+    Ok(())
 }
 
 /// Open the gallery in `dir` for reading only: no lock is taken (a writer may be enrolling
 /// meanwhile), no file is changed (it works on a read-only filesystem); enrollments and
-/// removals fail with `UF_STATUS_READ_ONLY`. Release with `uf_gallery_close`.
+/// removals fail with `UF_STATUS_READ_ONLY`. Release with `uf_gallery_close`. (Plain galleries
+/// only.)
 #[no_mangle]
 pub unsafe extern "C" fn uf_gallery_open_read_only(
     dir: *const c_char,

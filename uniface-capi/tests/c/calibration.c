@@ -1,7 +1,8 @@
 /* A host's own calibration table from C: load it from a JSON file, read thresholds and
  * decisions from it, attach it to a gallery and get the gallery's decisions from it (the best
  * of a subject's templates held to the target as a whole); the shipped table and the
- * face-selection rule beside it; and a template sealed under a host key for a database row.
+ * face-selection rule beside it; a template sealed under a host key for a database row; and a
+ * gallery encrypted at rest (its key, erasure on removal, key rotation).
  * Run under ASan + UBSan by uniface-capi/tests/run.sh.
  * Usage: calibration LFW_DIR SCRATCH_DIR */
 #include <math.h>
@@ -172,6 +173,48 @@ int main(int argc, char **argv) {
     EXPECT(uf_template_open_sealed(key, row, 9, sealed, need, &none) == UF_STATUS_CRYPTO);
     EXPECT(none == NULL);
     free(sealed);
+
+    /* a gallery encrypted at rest: it opens only with its key, removal erases, keys rotate */
+    char edir[4096];
+    snprintf(edir, sizeof edir, "%s/encrypted", scratch);
+    uf_gallery *e = NULL;
+    CHECK(uf_gallery_open_encrypted(edir, true, 2, UF_DURABILITY_SYNC, key, &e));
+    CHECK(uf_gallery_enroll(e, "Aaron_Peirsol", aaron1, NULL));
+    CHECK(uf_gallery_enroll(e, "Abel_Pacheco", abel, NULL));
+    CHECK(uf_gallery_checkpoint(e));
+    CHECK(uf_gallery_close(e));
+    e = NULL;
+    EXPECT(uf_gallery_open(edir, false, 1, UF_DURABILITY_SYNC, &e) == UF_STATUS_CRYPTO);
+    EXPECT(uf_gallery_open_encrypted(edir, false, 1, UF_DURABILITY_SYNC, other, &e) ==
+           UF_STATUS_CRYPTO);
+    EXPECT(uf_gallery_open_encrypted(edir, false, 1, UF_DURABILITY_SYNC, NULL, &e) ==
+           UF_STATUS_NULL_PARAMETER);
+    EXPECT(e == NULL);
+    CHECK(uf_gallery_open_encrypted(edir, false, 1, UF_DURABILITY_SYNC, key, &e));
+    EXPECT(uf_gallery_len(e) == 2);
+    uf_candidate found[2];
+    size_t nfound = 0;
+    bool known = false;
+    CHECK(uf_gallery_identify(e, aaron2, 1e-3, found, 2, &nfound, &known));
+    EXPECT(known && strcmp(found[0].subject, "Aaron_Peirsol") == 0);
+    CHECK(uf_gallery_rotate_key(e, other));
+    size_t removed = 0;
+    CHECK(uf_gallery_remove(e, "Aaron_Peirsol", &removed));
+    EXPECT(removed == 1);
+    CHECK(uf_gallery_close(e));
+    e = NULL;
+    EXPECT(uf_gallery_open_encrypted(edir, false, 1, UF_DURABILITY_SYNC, key, &e) ==
+           UF_STATUS_CRYPTO);
+    CHECK(uf_gallery_open_encrypted(edir, false, 1, UF_DURABILITY_SYNC, other, &e));
+    EXPECT(uf_gallery_len(e) == 1);
+    CHECK(uf_gallery_identify(e, aaron2, 1e-3, found, 2, &nfound, &known));
+    EXPECT(!known && nfound == 1 && strcmp(found[0].subject, "Abel_Pacheco") == 0);
+    CHECK(uf_gallery_close(e));
+    /* a plain gallery refuses a key */
+    EXPECT(uf_gallery_open_encrypted(dir, false, 1, UF_DURABILITY_SYNC, key, &e) ==
+           UF_STATUS_INVALID_ARGUMENT);
+    printf("encrypted gallery: opens only with its key; removal erased; rotated\n");
+
     uf_template_free(aaron1);
     uf_template_free(aaron2);
     uf_template_free(abel);
