@@ -336,6 +336,26 @@ fn wrong_missing_key_altered_and_moved_bytes_are_typed_errors() {
     let (k, m) = kind(open(&d, Some(&key)));
     assert_eq!(k, ErrorKind::Crypto, "{m}");
     assert!(m.contains("templates.snap"), "{m}");
+    // a subject's block dropped from the snapshot (its count and checksum repaired): the
+    // sealed index of the snapshot's subjects says so
+    let d = copy("dropped-block");
+    let snap = shard(&d, 0).join("templates.snap");
+    let b = std::fs::read(&snap).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let first = 30; // magic, version, sequence, highest id, dimension, count
+    let name_len = u32_at(first);
+    let block_len = u32_at(first + 4 + name_len);
+    let next = first + 4 + name_len + 4 + block_len;
+    let mut cut = b[..first].to_vec();
+    let count = u32_at(26) - 1;
+    cut[26..30].copy_from_slice(&(count as u32).to_le_bytes());
+    cut.extend_from_slice(&b[next..b.len() - 4]);
+    let crc = crc32c(&cut);
+    cut.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(&snap, &cut).unwrap();
+    let (k, m) = kind(open(&d, Some(&key)));
+    assert_eq!(k, ErrorKind::Crypto, "{m}");
+    assert!(m.contains("sealed index"), "{m}");
     // a flipped bit in a wrapped key
     let d = copy("flipped-key");
     let keys = shard(&d, 0).join("keys.log");
@@ -447,6 +467,20 @@ fn a_copy_taken_before_a_removal_cannot_give_the_subject_back_with_the_current_k
     }
     let (g, report) = open(&mixed, Some(&key)).unwrap();
     assert!(g.get(&subject).is_none() && g.get(&again).is_none());
+    // (reported, not silent: the backup's log holds no removal of them)
+    let left_out: Vec<&String> = report
+        .shards
+        .iter()
+        .flat_map(|s| &s.erased_without_removal)
+        .collect();
+    assert!(
+        left_out.contains(&&subject) && left_out.contains(&&again),
+        "{left_out:?}"
+    );
+    assert!(report
+        .messages()
+        .iter()
+        .any(|m| m.contains("no removal of them")));
     assert_eq!(g.len(), total - theirs.len());
     let all: Vec<Vec<f32>> = g
         .list()
@@ -553,6 +587,23 @@ fn the_change_feed_carries_plain_changes_between_galleries_with_their_own_keys()
     a.remove_subject(&faces[1].0).unwrap();
     // an erased enrollment is fed as the removal of its template
     let feed = a.changes_since(&[0, 0]).unwrap();
+    // the log's own (sealed) records are refused: only plain changes are fed
+    let raw: Vec<uniface::index::Change> = (0..2)
+        .flat_map(|i| {
+            let log = a.dir().join(format!("shard-{i:03}/wal.log"));
+            uniface::index::wal::Wal::read_all(&log)
+                .unwrap()
+                .records
+                .into_iter()
+                .map(move |record| uniface::index::Change { shard: i, record })
+        })
+        .collect();
+    assert!(raw
+        .iter()
+        .any(|c| matches!(c.record.op, uniface::index::wal::Op::SealedEnroll { .. })));
+    let e = b.apply_changes(&raw).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(b.is_empty());
     assert_eq!(b.apply_changes(&feed).unwrap(), feed.len());
     assert_eq!(a.list(), b.list());
     for s in a.list() {

@@ -3,11 +3,15 @@
 //! over a sweep of the search expansion, batch scaling, 1 vs 2 shards, durable enrollment per
 //! durability mode, open and recovery time, bytes per template.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
 use crate::core::template::{ElementType, ModelFingerprint, Template};
 use crate::core::Error;
+use std::sync::Arc;
+
+use crate::core::crypto::{Key, KeyProvider};
 use crate::index::{Durability, Gallery, GalleryOptions, HnswParams, OpenOptions};
 use crate::{Metric, Result, TemplateMatrix};
 use rayon::prelude::*;
@@ -126,9 +130,13 @@ fn one_thread_pool() -> Result<rayon::ThreadPool> {
         .map_err(|e| crate::Error::invalid("threads", e.to_string()))
 }
 
+fn encryption(key: Option<&Key>) -> Option<Arc<dyn KeyProvider>> {
+    key.map(|k| Arc::new(k.clone()) as Arc<dyn KeyProvider>)
+}
+
 /// Durable enrollment rate per durability mode (one thread; `Group` also with 4 callers and
 /// with batches).
-fn enroll_rates(data: &Data, tmp: &Path) -> Result<Vec<Value>> {
+fn enroll_rates(data: &Data, tmp: &Path, key: Option<&Key>) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let n_all = data.vectors.len();
     // (mode, threads, templates, batch size)
@@ -141,6 +149,7 @@ fn enroll_rates(data: &Data, tmp: &Path) -> Result<Vec<Value>> {
         let dir = tmp.join(format!("{mode:?}-{threads}-{batch}"));
         let options = GalleryOptions {
             durability: mode,
+            encryption: encryption(key),
             ..Default::default()
         };
         let g = Gallery::create(&dir, &options)?;
@@ -206,11 +215,13 @@ fn build_gallery(
     data: &Data,
     dir: &Path,
     shards: usize,
+    key: Option<&Key>,
     progress: &dyn Fn(&str),
 ) -> Result<(Gallery, Vec<u64>, serde_json::Map<String, Value>)> {
     let options = GalleryOptions {
         shards,
         durability: Durability::Async,
+        encryption: encryption(key),
         ..Default::default()
     };
     let g = Gallery::create(dir, &options)?;
@@ -238,20 +249,35 @@ fn build_gallery(
     drop(g);
     let bytes = dir_bytes(dir);
     let fp = &data.fp;
-    let start = Instant::now();
-    let (g, _) = Gallery::open(dir, fp, Durability::Async)?;
-    let open_s = start.elapsed().as_secs_f64();
-    drop(g);
-    let view = OpenOptions {
+    let plain = OpenOptions {
         durability: Durability::Async,
-        view: true,
+        key: encryption(key),
         ..OpenOptions::default()
     };
-    let start = Instant::now();
-    let (g, _) = Gallery::open_with_options(dir, fp, &view)?;
-    let view_s = start.elapsed().as_secs_f64();
-    drop(g);
-    let (g, _) = Gallery::open(dir, fp, Durability::Async)?;
+    // the fastest of three opens (the files in the page cache, as on a serving host)
+    let mut open_s = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let (g, _) = Gallery::open_with_options(dir, fp, &plain)?;
+        open_s = open_s.min(start.elapsed().as_secs_f64());
+        drop(g);
+    }
+    let view_s = match key {
+        // an encrypted gallery's graphs are decrypted into memory, never mapped
+        Some(_) => f64::NAN,
+        None => {
+            let view = OpenOptions {
+                view: true,
+                ..plain.clone()
+            };
+            let start = Instant::now();
+            let (g, _) = Gallery::open_with_options(dir, fp, &view)?;
+            let s = start.elapsed().as_secs_f64();
+            drop(g);
+            s
+        }
+    };
+    let (g, _) = Gallery::open_with_options(dir, fp, &plain)?;
     let mut info = serde_json::Map::new();
     info.insert("shards".into(), json!(shards));
     info.insert(
@@ -388,7 +414,7 @@ pub fn gallery(
     ));
     let data = Data::new(templates, queries)?;
     progress("durable enrollment per mode…");
-    let enroll = enroll_rates(&data, tmp.path())?;
+    let enroll = enroll_rates(&data, tmp.path(), None)?;
     progress("exact scan vs graph for small shards…");
     let small = crossover(&data)?;
     let default_ef = HnswParams::default().expansion_search;
@@ -398,7 +424,7 @@ pub fn gallery(
     let mut recovered = Value::Null;
     for shards in [1usize, 2] {
         let dir = tmp.path().join(format!("search-{shards}"));
-        let (g, ids, info) = build_gallery(&data, &dir, shards, progress)?;
+        let (g, ids, info) = build_gallery(&data, &dir, shards, None, progress)?;
         let mut rows = Vec::new();
         for &ef in efs {
             g.set_expansion_search(ef)?;
@@ -488,4 +514,126 @@ pub fn gallery(
         "recovery": recovered,
     });
     Ok(out)
+}
+
+/// The cost of encryption at rest, plain against encrypted in one run on `templates` synthetic
+/// templates (4 per subject): durable enrollment per durability mode, open time (the graphs
+/// decrypted and read in instead of loaded from the file), identify QPS on one caller (which
+/// should not change: search runs on plaintext in memory), the time a subject's removal takes
+/// (its key destroyed: the key log rewritten), and a key rotation.
+pub fn encryption_cost(
+    templates: usize,
+    queries: usize,
+    progress: &dyn Fn(&str),
+) -> Result<super::Report> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::Io {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    progress(&format!(
+        "generating {templates} templates and {queries} probes…"
+    ));
+    let data = Data::new(templates, queries)?;
+    let key = Key::generate()?;
+    let mut enroll = Vec::new();
+    for (name, k) in [("plain", None), ("encrypted", Some(&key))] {
+        progress(&format!("durable enrollment per mode, {name}…"));
+        enroll.push(enroll_rates(&data, &tmp.path().join(name), k)?);
+    }
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "durable enrollments/s, plain vs encrypted (1 in 4 enrollments is a new subject):"
+    );
+    for (p, e) in enroll[0].iter().zip(&enroll[1]) {
+        let (rp, re) = (
+            p["enrolls_per_s"].as_f64().unwrap_or(0.0),
+            e["enrolls_per_s"].as_f64().unwrap_or(0.0),
+        );
+        let _ = writeln!(
+            text,
+            "  {:<6} {} thread(s), batch {:>3}: {:>9.0} vs {:>9.0}  (×{:.2})",
+            p["durability"].as_str().unwrap_or("?"),
+            p["threads"],
+            p["batch"],
+            rp,
+            re,
+            re / rp
+        );
+        rows.push(
+            json!({"durability": p["durability"], "threads": p["threads"], "batch": p["batch"],
+            "plain_enrolls_per_s": rp, "encrypted_enrolls_per_s": re, "ratio": re / rp}),
+        );
+    }
+    let mut opened = Vec::new();
+    let mut galleries = Vec::new();
+    for (name, k) in [("plain", None), ("encrypted", Some(&key))] {
+        progress(&format!(
+            "{name}: building a gallery of {templates} templates…"
+        ));
+        let dir = tmp.path().join(format!("search-{name}"));
+        let (g, ids, info) = build_gallery(&data, &dir, 1, k, progress)?;
+        opened.push(info);
+        galleries.push((g, ids));
+    }
+    let (open_p, open_e) = (
+        opened[0]["open_seconds"].as_f64().unwrap_or(0.0),
+        opened[1]["open_seconds"].as_f64().unwrap_or(0.0),
+    );
+    let _ = writeln!(
+        text,
+        "open at {templates} templates (graph saved, log empty): {open_p:.3} s vs {open_e:.3} s (×{:.2}); memory-mapped plain: {:.3} s",
+        open_e / open_p,
+        opened[0]["open_view_seconds"].as_f64().unwrap_or(0.0)
+    );
+    let mut qps = Vec::new();
+    for (g, ids) in &galleries {
+        let sweep = one_thread_pool()?.install(|| search_gallery(&data, g, ids))?;
+        qps.push(sweep.json(queries, json!({})));
+    }
+    let (qp, qe) = (
+        qps[0]["qps_one_caller"].as_f64().unwrap_or(0.0),
+        qps[1]["qps_one_caller"].as_f64().unwrap_or(0.0),
+    );
+    let _ = writeln!(
+        text,
+        "identify, one caller: {qp:.0} vs {qe:.0} QPS (×{:.2}); identity top-1 {:.4} vs {:.4}",
+        qe / qp,
+        qps[0]["identity_top1"].as_f64().unwrap_or(0.0),
+        qps[1]["identity_top1"].as_f64().unwrap_or(0.0)
+    );
+    // a removal: plain logs it; encrypted also destroys the subject's and the graph's keys
+    let mut removal = Vec::new();
+    for (g, _) in &galleries {
+        let start = Instant::now();
+        g.remove_subject("s1")?;
+        removal.push(start.elapsed().as_secs_f64());
+    }
+    let start = Instant::now();
+    galleries[1].0.rotate_kek(&Key::generate()?)?;
+    let rotate_s = start.elapsed().as_secs_f64();
+    let _ = writeln!(
+        text,
+        "remove_subject (sync): {:.2} ms vs {:.2} ms (the key log of {} subjects rewritten); rotate_kek: {:.1} ms",
+        removal[0] * 1e3,
+        removal[1] * 1e3,
+        templates / 4,
+        rotate_s * 1e3
+    );
+    let json = json!({
+        "templates": templates, "queries": queries, "enroll": rows,
+        "open_seconds": {"plain": open_p, "encrypted": open_e, "plain_view": opened[0]["open_view_seconds"]},
+        "bytes_per_template": {"plain": opened[0]["bytes_per_template"], "encrypted": opened[1]["bytes_per_template"]},
+        "identify": {"plain": qps[0], "encrypted": qps[1]},
+        "remove_subject_seconds": {"plain": removal[0], "encrypted": removal[1]},
+        "rotate_kek_seconds": rotate_s,
+    });
+    let _ = writeln!(
+        text,
+        "bytes per template on disk: {:.0} vs {:.0}",
+        opened[0]["bytes_per_template"].as_f64().unwrap_or(0.0),
+        opened[1]["bytes_per_template"].as_f64().unwrap_or(0.0)
+    );
+    Ok(super::Report { json, text })
 }

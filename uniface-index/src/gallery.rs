@@ -437,7 +437,7 @@ impl Gallery {
         }
         let kek = options.encryption.as_ref().map(|p| p.key()).transpose()?;
         for i in 0..options.shards {
-            Shard::create(storage, &shard_dir(dir, i), kek.as_ref())?;
+            Shard::create(storage, &shard_dir(dir, i), i, kek.as_ref())?;
         }
         let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -882,13 +882,18 @@ impl Gallery {
     pub fn remove_subject(&self, subject: &str) -> Result<usize> {
         self.writable()?;
         let shard = self.router.shard_of(subject);
-        let n = match read_shard(self.slot(shard)?, shard)?
+        let found = read_shard(self.slot(shard)?, shard)?
             .state
             .subjects
             .get(subject)
-        {
-            Some(s) => s.templates.len(),
-            None => return Ok(0),
+            .map(|s| s.templates.len());
+        let n = match found {
+            Some(n) => n,
+            None => {
+                // (a retry after an erasure that failed: its keys go now)
+                self.finish_erasure(shard)?;
+                return Ok(0);
+            }
         };
         self.commit(
             shard,
@@ -1231,14 +1236,15 @@ impl Gallery {
     /// state the disk holds compared with this open gallery's memory (template ids, subjects,
     /// metadata, sequence numbers). No write lands between the two (the shards are read-locked).
     pub fn check(&self) -> Result<CheckReport> {
-        // (the manifest before the shards: `set_expansion_search` takes them in that order)
+        // (the manifest and the key before the shards: `set_expansion_search` and
+        // `rotate_kek` take them in that order)
         let manifest = self.manifest();
+        let kek = self.kek_now();
         let guards = self
             .loaded()
             .map(|(i, s)| read_shard(s, i).map(|g| (i, g)))
             .collect::<Result<Vec<_>>>()?;
         let local: Vec<usize> = guards.iter().map(|(i, _)| *i).collect();
-        let kek = self.kek_now();
         let (mut report, on_disk) =
             check_files(&self.storage, &self.dir, Some(&local), kek.as_ref());
         if let Ok(m) = read_manifest(self.storage.as_ref(), &self.dir.join("manifest.json")) {

@@ -24,7 +24,7 @@ use uniface_core::template::{crc32c, ElementType};
 use zeroize::Zeroizing;
 
 use crate::hnsw::{GraphStatus, Hnsw};
-use crate::keys::{KeyChanges, KeyRing, Opened};
+use crate::keys::{KeyChanges, KeyLogReport, KeyRing, Opened, SnapshotIndex};
 use crate::storage::{LockGuard, Storage};
 use crate::wal::{self, Durability, LogContents, Op, Record, TornTail, Wal};
 use crate::{Error, HnswParams, Result};
@@ -442,6 +442,7 @@ impl State {
         out.extend_from_slice(&self.max_template_id().unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&(self.dim as u32).to_le_bytes());
         out.extend_from_slice(&(self.subjects.len() as u32).to_le_bytes());
+        let mut index = SnapshotIndex::new();
         for (name, s) in &self.subjects {
             out.extend_from_slice(&(name.len() as u32).to_le_bytes());
             out.extend_from_slice(name.as_bytes());
@@ -449,11 +450,18 @@ impl State {
             match keys {
                 Some(k) => {
                     let sealed = k.seal_block(self.last_seq, name, &block)?;
+                    index.push(name, &sealed);
                     out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
                     out.extend_from_slice(&sealed);
                 }
                 None => out.extend_from_slice(&block),
             }
+        }
+        if let Some(k) = keys {
+            // the list of subjects, sealed: no block can be dropped or added unseen
+            let sealed = k.seal_index(self.last_seq, &index)?;
+            out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+            out.extend_from_slice(&sealed);
         }
         let crc = crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -461,8 +469,8 @@ impl State {
     }
 
     /// Rebuild a state from snapshot bytes (of a shard of dimension `expected_dim`); an
-    /// encrypted gallery's snapshot needs its shard's `keys` (subjects whose key an erasure
-    /// destroyed are skipped).
+    /// encrypted gallery's snapshot needs its shard's `keys`. Subjects whose key an erasure
+    /// destroyed are skipped and returned (the log must hold their removal).
     pub(crate) fn from_snapshot(
         bytes: &[u8],
         expected_dim: usize,
@@ -470,7 +478,7 @@ impl State {
         path: &Path,
         hnsw: Hnsw,
         mut keys: Option<&mut KeyRing>,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Vec<String>)> {
         let bad = |m: &str| Error::Corrupt {
             path: path.to_owned(),
             message: m.to_owned(),
@@ -511,6 +519,8 @@ impl State {
         }
         let subjects = r.u32().ok_or_else(|| bad("header"))?;
         let mut state = State::new(dim, element, hnsw);
+        let mut index = SnapshotIndex::new();
+        let mut erased = Vec::new();
         for _ in 0..subjects {
             let name = r
                 .bytes()
@@ -520,24 +530,34 @@ impl State {
             let block: &[u8] = match keys.as_deref_mut() {
                 Some(k) => {
                     let sealed = r.bytes().ok_or_else(|| bad("truncated"))?;
+                    index.push(&name, sealed);
                     match k.open_block(path, last_seq, &name, sealed)? {
                         Some(p) => {
                             plain = p;
                             &plain
                         }
-                        None => continue, // erased
+                        None => {
+                            erased.push(name);
+                            continue;
+                        }
                     }
                 }
                 None => r.block(dim).ok_or_else(|| bad("truncated"))?,
             };
             state.apply_block(&name, block, path)?;
         }
+        if let Some(k) = keys.as_deref() {
+            let sealed = r
+                .bytes()
+                .ok_or_else(|| bad("the sealed index is missing"))?;
+            k.check_index(path, last_seq, &index, sealed)?;
+        }
         if r.at != body.len() {
             return Err(bad("trailing bytes"));
         }
         state.last_seq = last_seq;
         state.max_id = state.max_id.max(max_id);
-        Ok(state)
+        Ok((state, erased))
     }
 
     /// Apply one subject's snapshot block.
@@ -656,9 +676,11 @@ pub(crate) fn validate(op: &Op, dim: usize) -> Result<()> {
             }
             Ok(())
         }
-        Op::RemoveSubject { subject }
-        | Op::SealedEnroll { subject, .. }
-        | Op::SealedMetadata { subject, .. } => subject_ok(subject),
+        Op::RemoveSubject { subject } => subject_ok(subject),
+        Op::SealedEnroll { .. } | Op::SealedMetadata { .. } => Err(Error::Invalid {
+            what: "record",
+            message: "sealed records belong to an encrypted gallery's own log; feed the plain changes of `changes_since`".into(),
+        }),
         Op::SetMetadata { subject, metadata } => {
             subject_ok(subject)?;
             if metadata.len() > MAX_METADATA_BYTES {
@@ -744,10 +766,17 @@ pub struct ShardReport {
     /// Encrypted galleries: where a writer cut a torn append off the key log (it held no key
     /// in use).
     pub key_log_torn_tail: Option<u64>,
-    /// Encrypted galleries: keys a writer destroyed because nothing live was sealed under
-    /// them (a removal whose erasure was interrupted, or a key made for an enrollment that
-    /// never reached the log).
+    /// Encrypted galleries: where a writer kept the torn append it cut off the key log.
+    pub key_log_tail_saved_to: Option<PathBuf>,
+    /// Encrypted galleries: subject keys a writer destroyed because nothing live was sealed
+    /// under them (a removal whose erasure was interrupted). Unused spare keys, destroyed at
+    /// every writer's open, are not counted.
     pub keys_destroyed: usize,
+    /// Encrypted galleries: subjects whose records or snapshot block are sealed under a key
+    /// an erasure destroyed, with no removal of them in the log: a key log newer than the data
+    /// (a backup restored with the current key log: these subjects were removed since), or
+    /// altered files. They are left out.
+    pub erased_without_removal: Vec<String>,
     /// Encrypted galleries: the key log was re-wrapped from the previous key-encryption key
     /// (an interrupted rotation finished).
     pub keys_rewrapped: bool,
@@ -759,6 +788,7 @@ impl ShardReport {
         self.torn_tail.is_none()
             && self.key_log_torn_tail.is_none()
             && self.keys_destroyed == 0
+            && self.erased_without_removal.is_empty()
             && !self.keys_rewrapped
             && self.salvaged.is_none()
             && self.removed_temporary.is_empty()
@@ -812,10 +842,22 @@ impl ShardReport {
         }
         let keys = KeyRing::path_in(dir);
         if let Some(at) = self.key_log_torn_tail {
+            let what = match &self.key_log_tail_saved_to {
+                Some(p) => format!("cut off and kept in {}", p.display()),
+                None => "ignored (read-only open)".into(),
+            };
             m.push(format!(
-                "shard {}: {}: an unfinished append at byte {at} (a key never used) was cut off",
+                "shard {}: {}: an unfinished append at byte {at} (keys never used) was {what}",
                 self.shard,
                 keys.display()
+            ));
+        }
+        if !self.erased_without_removal.is_empty() {
+            m.push(format!(
+                "shard {}: {} subject(s) are sealed under keys an erasure destroyed but this log holds no removal of them (a backup opened with a newer key log, or altered files); left out: {}",
+                self.shard,
+                self.erased_without_removal.len(),
+                self.erased_without_removal.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
             ));
         }
         if self.keys_destroyed > 0 {
@@ -878,7 +920,7 @@ fn take_lock(
 }
 
 /// A name for the cut-off tail of `log` that is not taken yet.
-fn corrupt_name(storage: &dyn Storage, log: &Path) -> PathBuf {
+pub(crate) fn corrupt_name(storage: &dyn Storage, log: &Path) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -930,10 +972,15 @@ impl Shard {
 
     /// Make the files of a new, empty shard (the caller syncs the gallery directory); with
     /// `kek`, an empty key log wrapped under it.
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path, kek: Option<&Key>) -> Result<()> {
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        index: usize,
+        kek: Option<&Key>,
+    ) -> Result<()> {
         storage.create_dir(dir).map_err(|e| io(dir, e))?;
         if let Some(kek) = kek {
-            KeyRing::create(storage, dir, kek)?;
+            KeyRing::create(storage, dir, index, kek)?;
         }
         wal::write_empty(storage, &Self::wal_path(dir), 0)?;
         storage.sync_dir(dir).map_err(|e| io(dir, e))
@@ -1020,40 +1067,54 @@ impl Shard {
                 }
             }
         }
+        // the key log after the data (every key a record read was sealed under had been
+        // appended before the record); a reader also before it, and reads again when a
+        // writer's checkpoint or erasure changed the key log meanwhile
+        let mut attempt = 0;
+        let (files, key_bytes) = loop {
+            attempt += 1;
+            let before = match (&options.kek, options.read_only) {
+                (Some(_), true) => Some(KeyRing::read_bytes(st, dir)?),
+                _ => None,
+            };
+            let files = Self::read_files(st, dir, options)?;
+            let key_bytes = match &options.kek {
+                Some(_) => Some(KeyRing::read_bytes(st, dir)?),
+                None => None,
+            };
+            if before.is_some() && before != key_bytes && attempt < 10 {
+                continue;
+            }
+            break (files, key_bytes);
+        };
         let ShardFiles {
             snapshot,
             bytes,
             contents,
             salvaged,
-        } = Self::read_files(st, dir, options)?;
+        } = files;
         let snap_path = Self::snapshot_path(dir);
         let log_path = Self::wal_path(dir);
-        // (the key log after the data: every key a record read above was sealed under had
-        // been appended before the record)
-        let (mut keys, key_report) = match &options.kek {
-            Some(kek) => {
-                let (ring, r) = KeyRing::load(
-                    storage,
-                    dir,
-                    index,
-                    kek,
-                    options.previous_kek.as_ref(),
-                    !options.read_only,
-                )?;
-                (Some(ring), r)
-            }
-            None => {
-                if st.exists(&KeyRing::path_in(dir)).unwrap_or(false) {
-                    return Err(Error::Corrupt {
-                        path: KeyRing::path_in(dir),
-                        message: "a key log in a gallery whose manifest says it is not encrypted"
-                            .into(),
-                    });
+        let (mut keys, key_report): (Option<KeyRing>, KeyLogReport) =
+            match (&options.kek, &key_bytes) {
+                (Some(kek), Some(kb)) => {
+                    let (ring, r) =
+                        KeyRing::load(storage, dir, index, kb, kek, options.previous_kek.as_ref())?;
+                    (Some(ring), r)
                 }
-                (None, Default::default())
-            }
-        };
-        let mut state = match &snapshot {
+                _ => {
+                    if st.exists(&KeyRing::path_in(dir)).unwrap_or(false) {
+                        return Err(Error::Corrupt {
+                            path: KeyRing::path_in(dir),
+                            message:
+                                "a key log in a gallery whose manifest says it is not encrypted"
+                                    .into(),
+                        });
+                    }
+                    (None, Default::default())
+                }
+            };
+        let (mut state, erased_in_snapshot) = match &snapshot {
             Some(b) => State::from_snapshot(
                 b,
                 params.dimensions,
@@ -1062,7 +1123,10 @@ impl Shard {
                 Hnsw::new(params)?,
                 keys.as_mut(),
             )?,
-            None => State::new(params.dimensions, element, Hnsw::new(params)?),
+            None => (
+                State::new(params.dimensions, element, Hnsw::new(params)?),
+                Vec::new(),
+            ),
         };
         if contents.base_seq > state.last_seq {
             let message = match snapshot {
@@ -1092,6 +1156,17 @@ impl Shard {
         state.hnsw = graph;
         let snapshot_seq = state.last_seq;
         let mut replayed = 0;
+        // the last removal of each subject in the log: what an erased record must precede
+        let mut removal: HashMap<&str, u64> = HashMap::new();
+        for rec in contents.records.iter().filter(|r| r.seq > snapshot_seq) {
+            if let Op::RemoveSubject { subject } = &rec.op {
+                removal.insert(subject, rec.seq);
+            }
+        }
+        let mut unremoved: BTreeSet<String> = erased_in_snapshot
+            .into_iter()
+            .filter(|s| !removal.contains_key(s.as_str()))
+            .collect();
         for rec in &contents.records {
             // records a checkpoint already folded into the snapshot are skipped
             if rec.seq <= snapshot_seq {
@@ -1109,14 +1184,26 @@ impl Shard {
                         message: format!("record {} cannot be applied: {e}", rec.seq),
                     })?;
                     if let Some(k) = keys.as_mut() {
-                        k.track(&rec.op, key);
+                        k.track(&rec.op, key)?;
                     }
                 }
                 Opened::Erased => {
                     // sealed under a key an erasure destroyed: a removal of the subject
-                    // follows in the log (or the key log is newer than this copy of it)
-                    if let Op::SealedEnroll { template_id, .. } = &rec.op {
-                        state.max_id = state.max_id.max(*template_id);
+                    // follows in the log (else the key log is newer than this log: reported)
+                    let subject = match &rec.op {
+                        Op::SealedEnroll {
+                            template_id,
+                            subject,
+                            ..
+                        } => {
+                            state.max_id = state.max_id.max(*template_id);
+                            subject.as_str()
+                        }
+                        Op::SealedMetadata { subject, .. } => subject.as_str(),
+                        _ => "",
+                    };
+                    if removal.get(subject).is_none_or(|&r| r < rec.seq) {
+                        unremoved.insert(subject.to_owned());
                     }
                     state.last_seq = state.last_seq.max(rec.seq);
                 }
@@ -1137,7 +1224,9 @@ impl Shard {
             removed_temporary,
             graph: graph_status,
             key_log_torn_tail: key_report.torn_tail,
+            key_log_tail_saved_to: None,
             keys_destroyed: 0,
+            erased_without_removal: unremoved.into_iter().collect(),
             keys_rewrapped: key_report.rewrapped,
         };
         report.salvaged = salvaged;
@@ -1177,8 +1266,18 @@ impl Shard {
                     let _ = st.remove(&tmp);
                     io(&log_path, e)
                 })?;
-            if let Some(k) = keys.as_mut() {
-                report.keys_destroyed = k.destroy_unused()?;
+            if let (Some(k), Some(kb)) = (keys.as_mut(), &key_bytes) {
+                report.key_log_tail_saved_to = k.finish_open(kb, &key_report)?;
+                // (after a salvage the keys of the records cut off are kept: the operator may
+                // still read them from the kept tail)
+                if report.salvaged.is_none() {
+                    let (n, graph) = k.destroy_unused()?;
+                    report.keys_destroyed = n;
+                    if graph {
+                        Hnsw::remove_saved(st, &Self::hnsw_path(dir))?;
+                        st.sync_dir(dir).map_err(|e| io(dir, e))?;
+                    }
+                }
             }
             let file = st.open_log(&log_path).map_err(|e| io(&log_path, e))?;
             Some(Arc::new(Wal::new(
@@ -1221,6 +1320,8 @@ impl Shard {
             &self.state.snapshot_bytes(self.keys.as_ref())?,
         )?;
         let graph = Self::hnsw_path(&self.dir);
+        // removals since the last checkpoint: the graph key goes with the subjects' keys
+        let retired = self.keys.as_mut().is_some_and(KeyRing::retire_graph_key);
         if self.state.tombstones > 0 {
             // removed templates must leave every file: drop the graph, re-index from the
             // snapshot's templates (pending meanwhile, so searches stay exact)
@@ -1230,6 +1331,9 @@ impl Shard {
             st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         } else if self.state.hnsw.len() > 0 {
             self.write_graph()?;
+        } else if retired {
+            Hnsw::remove_saved(st, &graph)?;
+            st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         }
         wal.restart(self.state.last_seq)?;
         // nothing sealed under a destroyed key is left in the log
@@ -1277,20 +1381,25 @@ impl Shard {
     }
 
     /// Crypto-erasure: destroy the keys of subjects whose removal is durable (and the graph
-    /// key, removing the saved graph, which holds copies of their templates). Returns how
-    /// many keys were destroyed.
-    pub(crate) fn erase(&mut self) -> Result<usize> {
-        let durable = self.wal()?.durable_seq();
+    /// key, removing the saved graph, which holds copies of their templates). Returns whether
+    /// the graph key went.
+    pub(crate) fn erase(&mut self) -> Result<bool> {
+        let wal = self.wal()?.clone();
         let Some(k) = self.keys.as_mut() else {
-            return Ok(0);
+            return Ok(false);
         };
-        let n = k.erase(durable)?;
-        if n > 0 {
+        // the removal on disk before its key goes (an `Async` log may not have synced it yet):
+        // a destroyed key is never ahead of the removal that destroyed it
+        if k.doomed_up_to() > wal.synced_seq() {
+            wal.flush()?;
+        }
+        let graph = k.erase(wal.synced_seq())?;
+        if graph {
             let st = self.storage.as_ref();
             Hnsw::remove_saved(st, &Self::hnsw_path(&self.dir))?;
             st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         }
-        Ok(n)
+        Ok(graph)
     }
 
     /// The plain form of logged records (for the change feed): in an encrypted gallery, a

@@ -626,6 +626,11 @@ impl Wal {
         }
     }
 
+    /// The last sequence number known to be on disk (synced), whatever the mode.
+    pub fn synced_seq(&self) -> u64 {
+        lock(&self.state).synced
+    }
+
     /// How many `fdatasync` calls this log has made (group commit makes fewer than appends).
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)

@@ -198,6 +198,19 @@ const QUERIES: fn(&str) -> Result<usize, String> = |v| bounded(1, 1_000_000)(v);
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// The cost of encryption at rest: plain against encrypted galleries in one run (durable
+    /// enrollment per mode, open time, identify QPS, removal, key rotation).
+    Encryption {
+        /// Synthetic templates (1 to 20,000,000).
+        #[arg(long, default_value_t = 100_000, value_parser = TEMPLATES)]
+        templates: usize,
+        /// Probes (1 to 1,000,000).
+        #[arg(long, default_value_t = 1000, value_parser = QUERIES)]
+        queries: usize,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Embedder speed: the GEMM path against candle's stock conv2d and a plain GEMM, in one run.
     Embed {
         /// Chips per forward pass.
@@ -445,6 +458,16 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     runs,
                     json,
                 } => (uniface::bench::compare(templates, runs)?, json),
+                BenchTarget::Encryption {
+                    templates,
+                    queries,
+                    json,
+                } => (
+                    uniface::bench::gallery::encryption_cost(templates, queries, &|stage| {
+                        eprintln!("{stage}")
+                    })?,
+                    json,
+                ),
                 BenchTarget::Gallery {
                     templates,
                     queries,
