@@ -8,6 +8,7 @@
 //!   shard-000/wal.log      write-ahead log (see `wal`)
 //!   shard-000/templates.snap   snapshot written by `checkpoint` (see `shard`)
 //!   shard-000/hnsw.usearch, hnsw.sum   search graph and its checksum
+//!   shard-000/keys.log     encrypted galleries: the shard's keys, wrapped under the host's key
 //!   shard-001/...
 //! ```
 //!

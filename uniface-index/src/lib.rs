@@ -7,7 +7,9 @@
 //!
 //! Each shard keeps an HNSW graph (usearch, [`HnswParams`]) over quantised copies of its
 //! templates and re-scores the graph's candidates exactly from the f32 templates; templates not
-//! yet in the graph are scanned exactly. Layout, recovery, erasure and the change feed:
+//! yet in the graph are scanned exactly. A gallery can be encrypted at rest
+//! ([`GalleryOptions::encryption`]): per-subject keys, crypto-erasure, key rotation. Layout,
+//! recovery, erasure, encryption and the change feed:
 //! `docs/GALLERY.md`.
 #![forbid(unsafe_code)]
 

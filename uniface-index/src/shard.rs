@@ -4,8 +4,11 @@
 //! Snapshot layout (little-endian): magic `UFGS`, `u16` version 2, `u64` last sequence number
 //! covered, `u64` highest template id ever enrolled, `u32` dimension, `u32` subject count, then per subject: name (`u32` + UTF-8),
 //! metadata (`u32` + bytes), `u32` template count, per template `u64` id + `dim` f32 values;
-//! finally the CRC-32C of everything before it. Written to a temporary file, synced, renamed
-//! over the old one, and the directory synced.
+//! finally the CRC-32C of everything before it. An encrypted gallery's snapshot is version 3:
+//! after each subject's name comes its block (metadata, template count, templates) as one
+//! sealed envelope (`u32` + bytes) instead of in the clear, and after the last subject the
+//! sealed index of the subjects (`u32` + envelope, see `keys`). Written to a temporary file,
+//! synced, renamed over the old one, and the directory synced.
 //!
 //! A shard directory always holds `wal.log` (written at creation, replaced at each
 //! checkpoint) and, once a checkpoint has run, `templates.snap`; the log's header names the

@@ -6,7 +6,10 @@
 //! `base + 1`), `u32` CRC-32C of the 16 bytes before it — then frames. A frame is `u32` payload
 //! length, `u32` CRC-32C of the payload, payload; the payload is `u64` first sequence number,
 //! `u32` record count, then each record's operation (`u8` code and fields: strings and byte
-//! strings are `u32` length + bytes, vectors `u32` dimension + f32 values). A frame is written
+//! strings are `u32` length + bytes, vectors `u32` dimension + f32 values; codes 1–4 enroll,
+//! remove a template, remove a subject, set metadata; in an encrypted gallery enrollments and
+//! metadata are codes 5 and 6, their vector or metadata a sealed envelope, see the gallery's
+//! `keys` module). A frame is written
 //! with one append, so a batch in one frame is applied whole or not at all; sequence numbers
 //! increase by one per record, without gaps, from the base.
 //!
