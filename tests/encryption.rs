@@ -413,6 +413,14 @@ fn frame_offsets(b: &[u8]) -> Vec<usize> {
     out
 }
 
+fn all_vectors(g: &Gallery) -> Vec<Vec<f32>> {
+    g.list()
+        .iter()
+        .flat_map(|s| g.get(s).unwrap().templates)
+        .map(|id| g.template(id).unwrap().1)
+        .collect()
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -444,13 +452,26 @@ fn a_copy_taken_before_a_removal_cannot_give_the_subject_back_with_the_current_k
         .map(|id| g.template(id).unwrap().1)
         .collect();
     assert!(theirs.len() >= 2);
+    // and one whose only template is removed by id after the backup: its key still opens
+    // that template in the older files, so `remove_subject` destroys it too
+    let third = faces
+        .iter()
+        .rev()
+        .map(|f| f.0.clone())
+        .find(|s| *s != subject && g.get(s).is_some_and(|x| x.templates.len() == 1))
+        .unwrap();
+    let third_id = g.get(&third).unwrap().templates[0];
+    let third_vector = g.template(third_id).unwrap().1;
     let backup = tmp.path().join("backup");
     copy_dir(&live, &backup);
+    assert!(g.remove_template(third_id).unwrap());
+    assert!(g.get(&third).is_none());
     let total = g.len();
     assert_eq!(
         g.remove_subject(&subject).unwrap() + g.remove_subject(&again).unwrap(),
         theirs.len()
     );
+    assert_eq!(g.remove_subject(&third).unwrap(), 0);
     // no checkpoint: the live files still hold the ciphertext, but its key is gone
     drop(g);
     let (g, report) = open(&live, Some(&key)).unwrap();
@@ -477,6 +498,11 @@ fn a_copy_taken_before_a_removal_cannot_give_the_subject_back_with_the_current_k
         left_out.contains(&&subject) && left_out.contains(&&again),
         "{left_out:?}"
     );
+    assert!(
+        left_out.contains(&&third) && g.get(&third).is_none(),
+        "{left_out:?}"
+    );
+    assert!(!all_vectors(&g).contains(&third_vector));
     assert!(report
         .messages()
         .iter()
@@ -503,6 +529,7 @@ fn a_copy_taken_before_a_removal_cannot_give_the_subject_back_with_the_current_k
     // the backup with its own key logs: the subject is there (hence: key-log backups must be
     // kept apart and expired, docs/GALLERY.md)
     let (g, _) = open(&backup, Some(&key)).unwrap();
+    assert!(all_vectors(&g).contains(&third_vector));
     let back: Vec<Vec<f32>> = g
         .get(&subject)
         .unwrap()

@@ -883,13 +883,18 @@ impl Gallery {
     pub fn remove_subject(&self, subject: &str) -> Result<usize> {
         self.writable()?;
         let shard = self.router.shard_of(subject);
-        let found = read_shard(self.slot(shard)?, shard)?
-            .state
-            .subjects
-            .get(subject)
-            .map(|s| s.templates.len());
+        let (found, keyed) = {
+            let s = read_shard(self.slot(shard)?, shard)?;
+            (
+                s.state.subjects.get(subject).map(|s| s.templates.len()),
+                s.has_key_for(subject),
+            )
+        };
         let n = match found {
             Some(n) => n,
+            // no longer in the state (its last template removed by id) but its key lives: the
+            // removal is logged all the same, so that the key is destroyed
+            None if keyed => 0,
             None => {
                 // (a retry after an erasure that failed: its keys go now)
                 self.finish_erasure(shard)?;
@@ -1238,9 +1243,11 @@ impl Gallery {
     /// metadata, sequence numbers). No write lands between the two (the shards are read-locked).
     pub fn check(&self) -> Result<CheckReport> {
         // (the manifest and the key before the shards: `set_expansion_search` and
-        // `rotate_kek` take them in that order)
+        // `rotate_kek` take them in that order; the key held throughout, so that no rotation
+        // runs between reading it and reading the shards)
         let manifest = self.manifest();
-        let kek = self.kek_now();
+        let kek_guard = self.kek.lock().unwrap_or_else(|e| e.into_inner());
+        let kek = kek_guard.clone();
         let guards = self
             .loaded()
             .map(|(i, s)| read_shard(s, i).map(|g| (i, g)))

@@ -476,6 +476,12 @@ impl KeyRing {
                     };
                     ring.keys.remove(&id);
                     ring.spares.retain(|s| *s != id);
+                    if ring.graph == Some(id) {
+                        ring.graph = None;
+                    }
+                    if ring.integrity == Some(id) {
+                        ring.integrity = None;
+                    }
                     ring.destroyed.insert(id, Gone { owner, sealed });
                     at = end;
                 }
@@ -1039,6 +1045,30 @@ impl KeyRing {
         }
     }
 
+    /// Whether `subject` has a key (it may have none left in the state: its last template
+    /// removed by id).
+    pub(crate) fn has_subject(&self, subject: &str) -> bool {
+        self.by_subject.contains_key(subject)
+    }
+
+    /// Before a checkpoint: subjects that left the state without a removal (their last
+    /// template removed by id) let go of their keys, which the checkpoint then drops.
+    pub(crate) fn forget_absent(&mut self, present: impl Fn(&str) -> bool) {
+        self.by_subject.retain(|s, _| present(s));
+    }
+
+    /// After a salvage: spares that may have sealed the records cut off are never handed to
+    /// another subject (they stay in the key log, for the kept tail, until the next
+    /// checkpoint or writer open).
+    pub(crate) fn withdraw_spares(&mut self) {
+        self.spares.clear();
+    }
+
+    /// Whether the shard has a graph key now.
+    pub(crate) fn has_graph_key(&self) -> bool {
+        self.graph.is_some()
+    }
+
     /// Whether removed subjects' keys wait for [`KeyRing::erase`] (or the last erasure is not
     /// known to be durable).
     pub(crate) fn has_doomed(&self) -> bool {
@@ -1083,16 +1113,24 @@ impl KeyRing {
             .copied()
             .filter(|id| self.keys.contains_key(id))
             .collect();
-        let subject_keys = gone
+        let subject_ids: Vec<KeyId> = gone
             .iter()
-            .any(|id| matches!(self.keys[id].owner, Owner::Subject(_)));
-        let graph = match (subject_keys, self.graph) {
-            (true, Some(g)) => {
-                gone.push(g);
-                true
+            .copied()
+            .filter(|id| matches!(self.keys.get(id).map(|h| &h.owner), Some(Owner::Subject(_))))
+            .collect();
+        // every graph key goes with subject keys: the current one and any retired by a
+        // checkpoint that did not finish (a saved graph may be sealed under either)
+        let mut graph = false;
+        if !subject_ids.is_empty() {
+            for (id, h) in &self.keys {
+                if h.owner == Owner::Graph && !gone.contains(id) {
+                    gone.push(*id);
+                }
             }
-            _ => false,
-        };
+            graph = gone
+                .iter()
+                .any(|id| matches!(self.keys.get(id).map(|h| &h.owner), Some(Owner::Graph)));
+        }
         if gone.is_empty() {
             if self.unsynced.is_some() {
                 self.replace()
@@ -1102,7 +1140,9 @@ impl KeyRing {
         }
         let mut next = Vec::new();
         for id in &gone {
-            let owner = &self.keys[id].owner;
+            let Some(owner) = self.keys.get(id).map(|h| &h.owner) else {
+                continue;
+            };
             if *owner == Owner::Spare {
                 continue; // never sealed anything live: dropped without a record
             }
@@ -1112,7 +1152,7 @@ impl KeyRing {
                 &destroyed_aad(self.shard, *id),
                 &owner.encode(),
             )
-            .map_err(|e| Box::new((Error::Core(e), Vec::new())))?;
+            .map_err(|e| Box::new((Error::Core(e), subject_ids.clone())))?;
             next.push((
                 *id,
                 Gone {
@@ -1133,11 +1173,7 @@ impl KeyRing {
             error,
         }) = result
         {
-            let kept = gone
-                .into_iter()
-                .filter(|id| matches!(self.keys[id].owner, Owner::Subject(_)))
-                .collect();
-            return Err(Box::new((*error, kept)));
+            return Err(Box::new((*error, subject_ids)));
         }
         for id in &gone {
             self.keys.remove(id);
@@ -1146,7 +1182,7 @@ impl KeyRing {
         for (id, g) in next {
             self.destroyed.insert(id, g);
         }
-        if graph {
+        if self.graph.is_some_and(|g| gone.contains(&g)) {
             self.graph = None;
         }
         match result {

@@ -1273,7 +1273,9 @@ impl Shard {
                 report.key_log_tail_saved_to = k.finish_open(kb, &key_report)?;
                 // (after a salvage the keys of the records cut off are kept: the operator may
                 // still read them from the kept tail)
-                if report.salvaged.is_none() {
+                if report.salvaged.is_some() {
+                    k.withdraw_spares();
+                } else {
                     let (n, graph) = k.destroy_unused()?;
                     report.keys_destroyed = n;
                     if graph {
@@ -1313,7 +1315,9 @@ impl Shard {
         let wal = self.wal()?.clone();
         wal.flush()?;
         if let Some(k) = self.keys.as_mut() {
-            k.ensure(self.state.subjects.keys().map(String::as_str))?;
+            let subjects = &self.state.subjects;
+            k.forget_absent(|s| subjects.contains_key(s));
+            k.ensure(subjects.keys().map(String::as_str))?;
         }
         let storage = self.storage.clone();
         let st = storage.as_ref();
@@ -1378,6 +1382,12 @@ impl Shard {
         }
     }
 
+    /// Whether an encrypted shard holds a key for `subject` (which may be absent from the
+    /// state: its last template removed by id).
+    pub(crate) fn has_key_for(&self, subject: &str) -> bool {
+        self.keys.as_ref().is_some_and(|k| k.has_subject(subject))
+    }
+
     /// Whether removed subjects' keys wait to be destroyed ([`Shard::erase`]).
     pub(crate) fn erasure_pending(&self) -> bool {
         self.keys.as_ref().is_some_and(KeyRing::has_doomed)
@@ -1397,7 +1407,8 @@ impl Shard {
             wal.flush()?;
         }
         let graph = k.erase(wal.synced_seq())?;
-        if graph {
+        // (also after a retry: no graph key left means no saved graph may stay)
+        if graph || !k.has_graph_key() {
             let st = self.storage.as_ref();
             Hnsw::remove_saved(st, &Self::hnsw_path(&self.dir))?;
             st.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
