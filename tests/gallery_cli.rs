@@ -332,4 +332,27 @@ fn an_encrypted_gallery_needs_its_key_file_for_every_command_and_rotates() {
     // removal destroys the subject's key at once
     ok(with(&new_key).args(["remove", "--subject", "Abel_Pacheco"]));
     assert_ne!(identify(&mut with(&new_key))["known"], "Abel_Pacheco");
+    // a rotation that stopped after shard 0 (shard 1's key log as it was before: rotation
+    // changes no key) is finished with --previous-key-file
+    let k1 = std::fs::read(g.join("shard-001/keys.log")).unwrap();
+    ok(with(&new_key)
+        .arg("rotate-key")
+        .arg("--new-key-file")
+        .arg(&key));
+    std::fs::write(g.join("shard-001/keys.log"), &k1).unwrap();
+    let stopped = fails(with(&key).arg("stats"));
+    assert!(stopped.contains("shard-001"), "{stopped}");
+    let out = with(&key)
+        .arg("--previous-key-file")
+        .arg(&new_key)
+        .arg("checkpoint")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-wrapped"));
+    ok(with(&key).arg("stats"));
 }

@@ -131,11 +131,19 @@ pub struct Access {
     pub wait_lock: Option<Duration>,
     /// An encrypted gallery's key-encryption key.
     pub key: Option<KeyFile>,
+    /// The key-encryption key before an interrupted rotation.
+    pub previous_key: Option<KeyFile>,
 }
 
 impl Access {
     fn key(&self) -> Option<Arc<dyn KeyProvider>> {
         self.key
+            .clone()
+            .map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
+    }
+
+    fn previous_key(&self) -> Option<Arc<dyn KeyProvider>> {
+        self.previous_key
             .clone()
             .map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
     }
@@ -155,6 +163,7 @@ fn open_as(
         salvage,
         lock_timeout: access.wait_lock,
         key: access.key(),
+        previous_key: access.previous_key(),
         ..OpenOptions::default()
     };
     let (g, report) =

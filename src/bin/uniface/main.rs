@@ -152,6 +152,10 @@ enum Command {
         /// needed by every command on one, and by `create --encrypt`.
         #[arg(long, global = true, value_name = "FILE")]
         key_file: Option<PathBuf>,
+        /// The key-encryption key before a `rotate-key` that stopped part-way: shards still
+        /// wrapped under it are re-wrapped under --key-file.
+        #[arg(long, global = true, value_name = "FILE", requires = "key_file")]
+        previous_key_file: Option<PathBuf>,
         #[command(subcommand)]
         action: gallery::GalleryAction,
     },
@@ -400,6 +404,7 @@ fn run(cli: Cli) -> uniface::Result<()> {
             json,
             wait_lock,
             key_file,
+            previous_key_file,
             action,
         } => {
             let dir = dir.ok_or_else(|| {
@@ -412,8 +417,12 @@ fn run(cli: Cli) -> uniface::Result<()> {
                 }
                 s => s.map(std::time::Duration::from_secs_f64),
             };
-            let key = key_file.map(uniface::core::crypto::KeyFile::new);
-            gallery::run(&dir, action, json, gallery::Access { wait_lock, key })
+            let access = gallery::Access {
+                wait_lock,
+                key: key_file.map(uniface::core::crypto::KeyFile::new),
+                previous_key: previous_key_file.map(uniface::core::crypto::KeyFile::new),
+            };
+            gallery::run(&dir, action, json, access)
         }
         Command::Verify {
             json,
