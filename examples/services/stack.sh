@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The reference deployment's servers, as local unprivileged instances on loopback with their data
+# in one folder (no system service is touched):
+#
+#   examples/services/stack.sh up DIR     install what is missing (Debian packages), start
+#                                         PostgreSQL and RabbitMQ, wait until both answer, write
+#                                         DIR/env (UNIFACE_PG_URL, UNIFACE_AMQP_URL, ports)
+#   examples/services/stack.sh down DIR   stop everything `up` started in DIR, by pid
+#   examples/services/stack.sh status DIR which of them answer
+#
+# Ports are chosen free at `up` (or set UNIFACE_PG_PORT, UNIFACE_AMQP_PORT, UNIFACE_AMQP_DIST_PORT).
+# Each process's pid goes to DIR/pids/<name>.pid; logs to DIR/logs/. Run as root, the servers run
+# as the Debian packages' own users (`postgres`, `rabbitmq`), which then own their data folders.
+#
+# (Status: the servers. The uniface-services roles that use them — gateway, enrollment,
+# verification, identification, templates, relay — are issue 17's next step.)
+set -euo pipefail
+
+usage() {
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+}
+
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$2
+
+pg_bin=/usr/lib/postgresql/15/bin
+
+need_packages() {
+  local missing=()
+  [ -x "$pg_bin/initdb" ] || missing+=(postgresql)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages)" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "stack.sh: ${missing[*]} missing; run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+  fi
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Run "$@" as user $1 when root, else as ourselves.
+as_user() {
+  local user=$1
+  shift
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u "$user" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+answers() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+wait_port() { # name port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    answers 127.0.0.1 "$2" && return 0
+    sleep 0.1
+  done
+  echo "stack.sh: $1 did not answer on 127.0.0.1:$2 within $3 s (log: $dir/logs/$1.log)" >&2
+  return 1
+}
+
+alive() { # pidfile
+  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+up() {
+  need_packages
+  mkdir -p "$dir"/pids "$dir"/logs
+  dir=$(cd "$dir" && pwd)
+  if [ -f "$dir/env" ]; then
+    # shellcheck disable=SC1091
+    . "$dir/env"
+  fi
+  local pg_port=${UNIFACE_PG_PORT:-$(free_port)}
+  local amqp_port=${UNIFACE_AMQP_PORT:-$(free_port)}
+  local dist_port=${UNIFACE_AMQP_DIST_PORT:-$(free_port)}
+
+  # PostgreSQL: a cluster of our own, trust auth on loopback only, the socket in its folder
+  local pg=$dir/postgres
+  if ! alive "$dir/pids/postgres.pid"; then
+    if [ ! -f "$pg/data/PG_VERSION" ]; then
+      mkdir -p "$pg"
+      [ "$(id -u)" -ne 0 ] || chown postgres: "$pg" "$dir/logs"
+      as_user postgres "$pg_bin/initdb" -D "$pg/data" -A trust -U uniface -E UTF8 > "$dir/logs/initdb.log"
+    fi
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$dir/logs"
+    as_user postgres "$pg_bin/pg_ctl" -D "$pg/data" -l "$dir/logs/postgres.log" -w -t 60 \
+      -o "-p $pg_port -k $pg -c listen_addresses=127.0.0.1" start > /dev/null
+    head -1 "$pg/data/postmaster.pid" > "$dir/pids/postgres.pid"
+  fi
+  wait_port postgres "$pg_port" 60
+  as_user postgres "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U uniface uniface 2>/dev/null || true
+
+  # RabbitMQ: a node of our own, listening on loopback only
+  local mq=$dir/rabbitmq
+  if ! alive "$dir/pids/rabbitmq.pid"; then
+    mkdir -p "$mq/mnesia" "$mq/log"
+    cat > "$mq/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$amqp_port
+loopback_users.guest = true
+EOF
+    echo "[]." > "$mq/enabled_plugins"
+    [ "$(id -u)" -ne 0 ] || chown -R rabbitmq: "$mq"
+    (
+      export HOME=$mq RABBITMQ_MNESIA_BASE=$mq/mnesia RABBITMQ_LOG_BASE=$mq/log \
+        RABBITMQ_NODE_PORT=$amqp_port RABBITMQ_DIST_PORT=$dist_port \
+        RABBITMQ_NODENAME=uniface-$amqp_port@localhost RABBITMQ_CONFIG_FILE=$mq/rabbitmq \
+        RABBITMQ_ENABLED_PLUGINS_FILE=$mq/enabled_plugins \
+        ERL_EPMD_ADDRESS=127.0.0.1 \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+      as_user rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server > "$dir/logs/rabbitmq.log" 2>&1 &
+      echo $! > "$dir/pids/rabbitmq.pid"
+    )
+  fi
+  wait_port rabbitmq "$amqp_port" 60
+
+  cat > "$dir/env" <<EOF
+UNIFACE_PG_PORT=$pg_port
+UNIFACE_PG_URL=postgresql://uniface@127.0.0.1:$pg_port/uniface
+UNIFACE_AMQP_PORT=$amqp_port
+UNIFACE_AMQP_DIST_PORT=$dist_port
+UNIFACE_AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f
+EOF
+  echo "up: PostgreSQL on 127.0.0.1:$pg_port, RabbitMQ on 127.0.0.1:$amqp_port; $dir/env"
+}
+
+down() {
+  [ -d "$dir" ] || { echo "stack.sh: no such folder $dir" >&2; exit 1; }
+  dir=$(cd "$dir" && pwd)
+  if [ -f "$dir/postgres/data/postmaster.pid" ]; then
+    as_user postgres "$pg_bin/pg_ctl" -D "$dir/postgres/data" -m fast -w stop > /dev/null || true
+  fi
+  rm -f "$dir/pids/postgres.pid"
+  if alive "$dir/pids/rabbitmq.pid"; then
+    local pid
+    pid=$(cat "$dir/pids/rabbitmq.pid")
+    # the wrapper's children (beam, epmd started for this node) go with its process group
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$dir/pids/rabbitmq.pid"
+  # beam processes of our node, by its name
+  if [ -f "$dir/env" ]; then
+    # shellcheck disable=SC1091
+    . "$dir/env"
+    pkill -f "uniface-$UNIFACE_AMQP_PORT@localhost" 2>/dev/null || true
+  fi
+  # epmd is shared by every Erlang node on the machine: stopped only when none is left
+  sleep 0.5
+  pgrep -x beam.smp > /dev/null || epmd -kill > /dev/null 2>&1 || true
+  echo "down: $dir"
+}
+
+status() {
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  for s in "postgres $UNIFACE_PG_PORT" "rabbitmq $UNIFACE_AMQP_PORT"; do
+    set -- $s
+    if answers 127.0.0.1 "$2"; then echo "$1: answers on 127.0.0.1:$2"; else echo "$1: down"; fi
+  done
+}
+
+case $cmd in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) usage ;;
+esac
