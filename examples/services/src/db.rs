@@ -19,29 +19,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
     include_str!("../migrations/0001_subjects_faces_outbox.sql"),
 )];
 
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Uniface(#[from] uniface::Error),
-    #[error("migration {version} ({name}) was applied with other SQL (checksum {recorded}, the file's is {now}): migrations are never edited once applied; add a new one")]
-    MigrationChanged {
-        version: i32,
-        name: &'static str,
-        recorded: String,
-        now: String,
-    },
-}
-
-impl From<uniface::core::Error> for Error {
-    fn from(e: uniface::core::Error) -> Self {
-        Error::Uniface(e.into())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
+pub use crate::{Error, Result};
 
 /// Connect to `url` (`postgresql://user@host:port/db`); the connection runs on the tokio
 /// runtime until the client is dropped.

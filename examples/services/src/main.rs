@@ -37,7 +37,7 @@ async fn main() -> std::process::ExitCode {
                     true => println!("the database is up to date"),
                     false => println!("applied migrations {done:?}"),
                 }
-                Ok::<(), uniface_services::db::Error>(())
+                Ok::<(), uniface_services::Error>(())
             }
             .await
         }

@@ -2,16 +2,19 @@
 //! folder, stopped by `stack.sh down`), on dlib's descriptors of LFW faces from
 //! `../shared/data/golden`: migrations apply once and refuse edits, an enrollment commits its
 //! face and its outbox event together, templates come back equal and are nowhere on disk in the
-//! clear (the same scan finds a plain copy: the test of the test), and sealed rows open only
-//! under their key, subject and face id.
+//! clear (the same scan finds a plain copy: the test of the test), sealed rows open only under
+//! their key, subject and face id, and the relay delivers every event to RabbitMQ once, in
+//! order, with publisher confirms.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use uniface::core::crypto::Key;
 use uniface::{ModelFingerprint, Template};
-use uniface_services::db;
+use uniface_services::{db, relay};
 
 /// The servers of one test, stopped when dropped.
 struct Stack {
@@ -124,7 +127,7 @@ fn hits(dir: &Path, wanted: &HashSet<[u8; 16]>) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrollment_commits_face_and_event_together_and_stores_no_template_in_the_clear() {
+async fn enrollment_commits_face_and_event_together_and_the_relay_delivers_it() {
     let stack = Stack::up();
     let mut client = db::connect(stack.pg_url()).await.unwrap();
     // migrations: once, then nothing to do; an edited one is refused
@@ -178,6 +181,61 @@ async fn enrollment_commits_face_and_event_together_and_stores_no_template_in_th
             ("FaceEnrolled", person, Some(r.face_id), r.outbox_seq)
         );
     }
+    // the relay publishes them in order with publisher confirms, then marks them sent; a
+    // durable queue bound to the exchange (an identification replica's) gets each once
+    let (_connection, channel) = relay::connect(&stack.env["UNIFACE_AMQP_URL"])
+        .await
+        .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare("replica-0".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            "replica-0".into(),
+            relay::EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut passes = Vec::new();
+    loop {
+        let n = relay::relay_once(&mut client, &channel, 16).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        passes.push(n);
+    }
+    assert_eq!(passes.iter().sum::<usize>(), faces.len(), "{passes:?}");
+    assert!(db::unsent(&client, 10).await.unwrap().is_empty());
+    for e in &events {
+        let m = channel
+            .basic_get("replica-0".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message per event");
+        let id = m
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string());
+        assert_eq!(id, Some(e.seq.to_string()));
+        assert_eq!(Some(&m.delivery.data), e.payload.as_ref());
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert!(channel
+        .basic_get("replica-0".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .is_none());
+
     // the templates come back equal, under the key
     for (person, r, v) in &enrolled {
         let back = db::faces(&client, &key, person).await.unwrap();

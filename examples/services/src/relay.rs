@@ -1,0 +1,94 @@
+//! The outbox relay: events leave PostgreSQL for RabbitMQ in order, at least once.
+//!
+//! A pass claims the oldest unsent events (`FOR UPDATE SKIP LOCKED`, so several relays share
+//! the outbox without publishing one event twice at once), publishes each as a persistent
+//! message on the durable fanout exchange [`EXCHANGE`] (message id = outbox sequence number,
+//! headers `kind`, `subject`, `face_id`; body = the sealed template of a `FaceEnrolled`), waits
+//! for the broker's publisher confirms, and only then marks them sent and commits. A relay that
+//! dies between the confirm and the commit publishes the events again: consumers are
+//! idempotent by the message id.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio_postgres::Client;
+
+use crate::{Error, Result};
+
+/// The exchange the events are published on.
+pub const EXCHANGE: &str = "uniface.events";
+
+/// A connection and a channel in confirm mode, with the exchange declared (durable).
+pub async fn connect(url: &str) -> Result<(Connection, Channel)> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel))
+}
+
+/// One pass over at most `batch` unsent events; returns how many were published and marked.
+pub async fn relay_once(client: &mut Client, channel: &Channel, batch: i64) -> Result<usize> {
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT seq, kind, subject, face_id, payload FROM outbox
+             WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&batch],
+        )
+        .await?;
+    let mut pending = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let seq: i64 = r.get(0);
+        let kind: String = r.get(1);
+        let subject: String = r.get(2);
+        let face_id: Option<i64> = r.get(3);
+        let payload: Option<Vec<u8>> = r.get(4);
+        let mut headers = FieldTable::default();
+        headers.insert("kind".into(), AMQPValue::LongString(kind.into()));
+        headers.insert("subject".into(), AMQPValue::LongString(subject.into()));
+        if let Some(f) = face_id {
+            headers.insert("face_id".into(), AMQPValue::LongLongInt(f));
+        }
+        let properties = BasicProperties::default()
+            .with_message_id(seq.to_string().into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                EXCHANGE.into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                payload.as_deref().unwrap_or_default(),
+                properties,
+            )
+            .await?;
+        pending.push((seq, confirm));
+    }
+    let mut sent = Vec::with_capacity(pending.len());
+    for (seq, confirm) in pending {
+        if !confirm.await?.is_ack() {
+            return Err(Error::Nacked { seq });
+        }
+        sent.push(seq);
+    }
+    tx.execute(
+        "UPDATE outbox SET sent_at = now() WHERE seq = ANY($1)",
+        &[&sent],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(sent.len())
+}
