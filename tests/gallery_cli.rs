@@ -265,16 +265,9 @@ fn an_encrypted_gallery_needs_its_key_file_for_every_command_and_rotates() {
     let lfw = shared_data().join("lfw");
     let (key, new_key) = (tmp.path().join("kek"), tmp.path().join("kek2"));
     for k in [&key, &new_key] {
-        let out = Command::new(env!("CARGO_BIN_EXE_uniface"))
+        ok(Command::new(env!("CARGO_BIN_EXE_uniface"))
             .args(["keys", "new", "--out"])
-            .arg(k)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(k));
     }
     let g = tmp.path().join("gallery");
     let with = |k: &std::path::Path| {
@@ -348,11 +341,10 @@ fn an_encrypted_gallery_needs_its_key_file_for_every_command_and_rotates() {
         .arg("checkpoint")
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.status.success() && stderr.contains("re-wrapped"),
+        "{stderr}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("re-wrapped"));
     ok(with(&key).arg("stats"));
 }

@@ -371,6 +371,8 @@ pub struct Gallery {
     read_only: bool,
     /// An encrypted gallery's key-encryption key (replaced by `rotate_kek`).
     kek: Mutex<Option<Key>>,
+    /// Fixed at open: whether the gallery is encrypted (the hot paths skip the key ring).
+    encrypted: bool,
 }
 
 fn shard_dir(dir: &Path, i: usize) -> PathBuf {
@@ -607,6 +609,7 @@ impl Gallery {
                 indexing: Mutex::new(()),
                 storage: options.storage.clone(),
                 read_only: options.read_only,
+                encrypted: kek.is_some(),
                 kek: Mutex::new(kek),
             },
             report,
@@ -620,7 +623,7 @@ impl Gallery {
 
     /// Whether the gallery is encrypted at rest ([`GalleryOptions::encryption`]).
     pub fn is_encrypted(&self) -> bool {
-        self.kek_now().is_some()
+        self.encrypted
     }
 
     /// The id of the key-encryption key the gallery is opened with (`None` when it is not
@@ -639,7 +642,7 @@ impl Gallery {
     /// key: open with `key = new` and `previous_key = old` to finish (or call this again).
     pub fn rotate_kek(&self, new: &dyn KeyProvider) -> Result<()> {
         self.writable()?;
-        if !self.is_encrypted() {
+        if !self.encrypted {
             return Err(Error::Invalid {
                 what: "key rotation",
                 message: format!("the gallery at {} is not encrypted", self.dir.display()),
@@ -802,6 +805,9 @@ impl Gallery {
     /// Crypto-erasure of subjects removed on `shard` whose removal is durable: their keys are
     /// destroyed before the removal is acknowledged.
     fn finish_erasure(&self, shard: usize) -> Result<()> {
+        if !self.encrypted {
+            return Ok(());
+        }
         let slot = self.slot(shard)?;
         if read_shard(slot, shard)?.erasure_pending() {
             write_shard(slot, shard)?.erase()?;

@@ -42,8 +42,9 @@ use uniface_core::crypto::{self, Key, KeyId};
 use uniface_core::template::crc32c;
 use zeroize::Zeroizing;
 
+use crate::shard::{replace_file, ReplaceError};
 use crate::storage::Storage;
-use crate::wal::{Op, Record};
+use crate::wal::{frame, Op, Record};
 use crate::{Error, Result};
 
 /// The name of a shard's key log.
@@ -143,13 +144,6 @@ pub(crate) struct KeyChanges {
     doomed: Vec<(u64, KeyId)>,
 }
 
-/// A replacement of the key log failed; `renamed`: the new file is in place (its folder's
-/// sync failed), so the new key set is the one on disk.
-struct RewriteError {
-    renamed: bool,
-    error: Box<Error>,
-}
-
 /// The keys of one shard.
 pub(crate) struct KeyRing {
     shard: usize,
@@ -218,14 +212,6 @@ fn destroyed_aad(shard: usize, id: KeyId) -> Vec<u8> {
     a
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c(body).to_le_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
 fn key_entry(id: KeyId, owner: &Owner, wrapped: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + wrapped.len());
     b.push(owner.kind());
@@ -273,22 +259,20 @@ fn parse_body(b: &[u8]) -> Option<Parsed> {
     (at == b.len()).then_some(parsed)
 }
 
-/// The entry at `at`: `Err(true)` when its frame runs past the end of the file (an append
-/// cut short), `Err(false)` when it is complete but fails its checksum or does not decode.
-fn frame_at(bytes: &[u8], at: usize) -> std::result::Result<(Parsed, usize), bool> {
-    let head = bytes.get(at..at + 8).ok_or(true)?;
+/// The valid entry at `at` and its end (`None`: cut short, failing its checksum, or not an
+/// entry).
+fn frame_at(bytes: &[u8], at: usize) -> Option<(Parsed, usize)> {
+    let head = bytes.get(at..at + 8)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if len > MAX_ENTRY {
-        return Err(false);
+        return None;
     }
-    let body = bytes.get(at + 8..at + 8 + len as usize).ok_or(true)?;
+    let body = bytes.get(at + 8..at + 8 + len as usize)?;
     if crc32c(body) != crc {
-        return Err(false);
+        return None;
     }
-    parse_body(body)
-        .map(|p| (p, at + 8 + len as usize))
-        .ok_or(false)
+    parse_body(body).map(|p| (p, at + 8 + len as usize))
 }
 
 /// Bytes of a record's associated data: its place in the log.
@@ -429,7 +413,7 @@ impl KeyRing {
         let mut at = HEADER_LEN;
         while at < bytes.len() {
             match frame_at(bytes, at) {
-                Ok((Parsed::Key(id, owner, wrapped), end)) => {
+                Some((Parsed::Key(id, owner, wrapped), end)) => {
                     let aad = wrap_aad(shard, id, &owner);
                     let raw = crypto::open(unwrap_with, PURPOSE_WRAP, &aad, &wrapped)
                         .map_err(in_file(&path))?;
@@ -460,7 +444,7 @@ impl KeyRing {
                     );
                     at = end;
                 }
-                Ok((Parsed::Destroyed(id, sealed), end)) => {
+                Some((Parsed::Destroyed(id, sealed), end)) => {
                     let aad = destroyed_aad(shard, id);
                     let raw = crypto::open(unwrap_with, PURPOSE_DESTROYED, &aad, &sealed)
                         .map_err(in_file(&path))?;
@@ -485,9 +469,9 @@ impl KeyRing {
                     ring.destroyed.insert(id, Gone { owner, sealed });
                     at = end;
                 }
-                Err(cut_short) => {
+                None => {
                     let next_valid = (at + 1..bytes.len().saturating_sub(8))
-                        .find(|&o| frame_at(bytes, o).is_ok());
+                        .find(|&o| frame_at(bytes, o).is_some());
                     if let Some(valid) = next_valid {
                         return Err(corrupt(format!(
                             "damaged entry at byte {at} is followed by a valid entry at byte {valid}: keys in use may lie behind the damage; restore the key log from its backup"
@@ -497,7 +481,6 @@ impl KeyRing {
                     // (a file extended before its bytes landed); either way no record sealed
                     // under it was acknowledged unless the damage is later than the write: the
                     // replay then fails on the missing key, and the bytes are kept
-                    let _ = cut_short;
                     report.torn_tail = Some(at as u64);
                     break;
                 }
@@ -560,36 +543,22 @@ impl KeyRing {
 
     /// Replace the file by `bytes`: a new file, synced, renamed over the old one, the folder
     /// synced. After the rename the new file is the key log whatever follows.
-    fn replace_with(&mut self, bytes: &[u8]) -> std::result::Result<(), RewriteError> {
-        let st = self.storage.as_ref();
-        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
-        let tmp = self.path.with_extension("tmp");
-        let io = |p: &Path, e| Error::Io {
-            path: p.to_owned(),
-            source: e,
-        };
-        if let Err(e) = st
-            .write_synced(&tmp, bytes)
-            .and_then(|()| st.rename(&tmp, &self.path))
-        {
-            let _ = st.remove(&tmp);
-            return Err(RewriteError {
-                renamed: false,
-                error: Box::new(io(&self.path, e)),
-            });
+    fn replace_with(&mut self, bytes: &[u8]) -> std::result::Result<(), ReplaceError> {
+        let result = replace_file(self.storage.as_ref(), &self.path, bytes);
+        match &result {
+            Ok(()) => self.unsynced = None,
+            Err(e) if e.renamed => {
+                self.unsynced = Some(format!(
+                    "the folder sync after replacing it failed ({})",
+                    e.error
+                ))
+            }
+            Err(_) => {} // the old file is still in place
         }
-        if let Err(e) = st.sync_dir(&dir) {
-            self.unsynced = Some(format!("the folder sync after replacing it failed ({e})"));
-            return Err(RewriteError {
-                renamed: true,
-                error: Box::new(io(&dir, e)),
-            });
-        }
-        self.unsynced = None;
-        Ok(())
+        result
     }
 
-    fn replace(&mut self) -> std::result::Result<(), RewriteError> {
+    fn replace(&mut self) -> std::result::Result<(), ReplaceError> {
         let bytes = self.encode(&HashSet::new(), false);
         self.replace_with(&bytes)
     }
@@ -1168,7 +1137,7 @@ impl KeyRing {
             bytes.extend_from_slice(&destroyed_entry(*id, &g.sealed));
         }
         let result = self.replace_with(&bytes);
-        if let Err(RewriteError {
+        if let Err(ReplaceError {
             renamed: false,
             error,
         }) = result
@@ -1255,7 +1224,7 @@ impl KeyRing {
         }
         let bytes = self.encode(&except, true);
         let result = self.replace_with(&bytes);
-        if let Err(RewriteError {
+        if let Err(ReplaceError {
             renamed: false,
             error,
         }) = result
@@ -1305,11 +1274,11 @@ impl KeyRing {
         }
         match self.replace() {
             Ok(()) => Ok(()),
-            Err(RewriteError {
+            Err(ReplaceError {
                 renamed: true,
                 error,
             }) => Err(*error),
-            Err(RewriteError {
+            Err(ReplaceError {
                 renamed: false,
                 error,
             }) => {

@@ -708,6 +708,22 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 /// Write `bytes` to `path` atomically and durably (temporary file, synced, renamed, directory
 /// synced); the temporary file is removed if a step fails.
 pub(crate) fn atomic_write(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(storage, path, bytes).map_err(|e| *e.error)
+}
+
+/// A failed [`replace_file`]; `renamed`: the new file is in place (only the directory's sync
+/// failed), so it is what the path holds now.
+pub(crate) struct ReplaceError {
+    pub renamed: bool,
+    pub error: Box<Error>,
+}
+
+/// [`atomic_write`], telling a failure before the rename from one after it.
+pub(crate) fn replace_file(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> std::result::Result<(), ReplaceError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     if let Err(e) = storage
@@ -715,9 +731,15 @@ pub(crate) fn atomic_write(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> 
         .and_then(|()| storage.rename(&tmp, path))
     {
         let _ = storage.remove(&tmp);
-        return Err(io(path, e));
+        return Err(ReplaceError {
+            renamed: false,
+            error: Box::new(io(path, e)),
+        });
     }
-    storage.sync_dir(dir).map_err(|e| io(dir, e))
+    storage.sync_dir(dir).map_err(|e| ReplaceError {
+        renamed: true,
+        error: Box::new(io(dir, e)),
+    })
 }
 
 /// Temporary files a shard's writes can leave behind when interrupted.

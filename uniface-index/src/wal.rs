@@ -235,10 +235,16 @@ pub(crate) fn encode_frame(records: &[Record]) -> Vec<u8> {
     for r in records {
         r.op.encode_into(&mut p);
     }
-    let mut out = Vec::with_capacity(p.len() + 8);
-    out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c(&p).to_le_bytes());
-    out.extend_from_slice(&p);
+    frame(&p)
+}
+
+/// `payload` framed: `u32` length, `u32` CRC-32C, the bytes (the log's frames and the key
+/// log's entries).
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
     out
 }
 

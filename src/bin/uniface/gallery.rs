@@ -137,16 +137,12 @@ pub struct Access {
 
 impl Access {
     fn key(&self) -> Option<Arc<dyn KeyProvider>> {
-        self.key
-            .clone()
-            .map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
+        provider(&self.key)
     }
+}
 
-    fn previous_key(&self) -> Option<Arc<dyn KeyProvider>> {
-        self.previous_key
-            .clone()
-            .map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
-    }
+fn provider(file: &Option<KeyFile>) -> Option<Arc<dyn KeyProvider>> {
+    file.clone().map(|k| Arc::new(k) as Arc<dyn KeyProvider>)
 }
 
 /// Open for writing (the writer's lock) or reading (no lock, nothing changed on disk); what
@@ -163,7 +159,7 @@ fn open_as(
         salvage,
         lock_timeout: access.wait_lock,
         key: access.key(),
-        previous_key: access.previous_key(),
+        previous_key: provider(&access.previous_key),
         ..OpenOptions::default()
     };
     let (g, report) =
