@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
-# The reference deployment's servers, as local unprivileged instances on loopback with their data
-# in one folder (no system service is touched):
+# The reference deployment on one machine: local unprivileged PostgreSQL and RabbitMQ instances
+# on loopback with their data in one folder (no system service is touched), and the services.
 #
 #   examples/services/stack.sh up DIR     install what is missing (Debian packages), start
-#                                         PostgreSQL and RabbitMQ, wait until both answer, write
-#                                         DIR/env (UNIFACE_PG_URL, UNIFACE_AMQP_URL, ports)
+#                                         PostgreSQL and RabbitMQ, make the deployment key and
+#                                         the first admin API key, start `uniface-services serve
+#                                         --role all`, wait until /readyz answers, write DIR/env
+#                                         (UNIFACE_URL, UNIFACE_ADMIN_KEY, UNIFACE_PG_URL, ...)
+#   examples/services/stack.sh up DIR --servers-only   only PostgreSQL and RabbitMQ
 #   examples/services/stack.sh down DIR   stop everything `up` started in DIR, by pid
 #   examples/services/stack.sh status DIR which of them answer
+#   examples/services/stack.sh stop-rabbitmq DIR   stop the broker only (a fault drill; `up`
+#                                         starts it again)
 #
-# Ports are chosen free at `up` (or set UNIFACE_PG_PORT, UNIFACE_AMQP_PORT, UNIFACE_AMQP_DIST_PORT).
-# Each process's pid goes to DIR/pids/<name>.pid; logs to DIR/logs/. Run as root, the servers run
-# as the Debian packages' own users (`postgres`, `rabbitmq`), which then own their data folders.
-#
-# (Status: the servers. The uniface-services roles that use them — gateway, enrollment,
-# verification, identification, templates, relay — are issue 17's next step.)
+# Ports are chosen free at the first `up` and kept in DIR/env (or set UNIFACE_PG_PORT,
+# UNIFACE_AMQP_PORT, UNIFACE_AMQP_DIST_PORT, UNIFACE_HTTP_PORT); `up` again restarts whatever
+# is down on the same ports. Each process's pid goes to DIR/pids/<name>.pid (services:
+# <role>-<n>.pid); logs to DIR/logs/. Run as root, the servers run as the Debian packages' own
+# users (`postgres`, `rabbitmq`), which then own their data folders. The services binary is
+# $UNIFACE_SERVICES_BIN, else target/release/uniface-services (built when missing).
 set -euo pipefail
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
-[ $# -eq 2 ] || usage
+[ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
+shift 2
+servers_only=0
+for a in "$@"; do
+  case $a in
+    --servers-only) servers_only=1 ;;
+    *) usage ;;
+  esac
+done
+root=$(cd "$(dirname "$0")/../.." && pwd)
 
 pg_bin=/usr/lib/postgresql/15/bin
 
@@ -126,23 +140,94 @@ EOF
   fi
   wait_port rabbitmq "$amqp_port" 60
 
+  local http_port=${UNIFACE_HTTP_PORT:-$(free_port)}
+  local pg_url=postgresql://uniface@127.0.0.1:$pg_port/uniface
+  local amqp_url=amqp://guest:guest@127.0.0.1:$amqp_port/%2f
   cat > "$dir/env" <<EOF
 UNIFACE_PG_PORT=$pg_port
-UNIFACE_PG_URL=postgresql://uniface@127.0.0.1:$pg_port/uniface
+UNIFACE_PG_URL=$pg_url
 UNIFACE_AMQP_PORT=$amqp_port
 UNIFACE_AMQP_DIST_PORT=$dist_port
-UNIFACE_AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f
+UNIFACE_AMQP_URL=$amqp_url
+UNIFACE_HTTP_PORT=$http_port
 EOF
-  echo "up: PostgreSQL on 127.0.0.1:$pg_port, RabbitMQ on 127.0.0.1:$amqp_port; $dir/env"
+  echo "up: PostgreSQL on 127.0.0.1:$pg_port, RabbitMQ on 127.0.0.1:$amqp_port" >&2
+  [ "$servers_only" -eq 0 ] || { echo "up: $dir/env"; return 0; }
+
+  # the services
+  local bin=${UNIFACE_SERVICES_BIN:-$root/target/release/uniface-services}
+  if [ ! -x "$bin" ]; then
+    echo "building uniface-services" >&2
+    (cd "$root" && cargo build --release -q -p uniface-services) >&2
+  fi
+  export UNIFACE_PG_URL=$pg_url UNIFACE_AMQP_URL=$amqp_url UNIFACE_KEY_FILE=$dir/deployment.key
+  [ -f "$UNIFACE_KEY_FILE" ] || "$bin" key-file "$UNIFACE_KEY_FILE" >&2
+  # the first admin key: made once, kept (mode 600) for the operator; no default keys exist
+  if [ ! -s "$dir/admin.key" ]; then
+    (umask 077 && "$bin" keys-create --scopes admin --rate 1000 --burst 1000 \
+      --description "first admin key (stack.sh)" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' > "$dir/admin.key.tmp")
+    mv "$dir/admin.key.tmp" "$dir/admin.key"
+  fi
+  local url=http://127.0.0.1:$http_port
+  if ! alive "$dir/pids/all-0.pid"; then
+    mkdir -p "$dir/replica-0"
+    nohup "$bin" serve --role all --listen "127.0.0.1:$http_port" \
+      --replica-dir "$dir/replica-0" --replica-name "$(basename "$dir")-0" \
+      >> "$dir/logs/all-0.log" 2>&1 &
+    echo $! > "$dir/pids/all-0.pid"
+  fi
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    ready "$url/readyz" && break
+    if ! alive "$dir/pids/all-0.pid"; then
+      echo "stack.sh: the services stopped (log: $dir/logs/all-0.log):" >&2
+      tail -5 "$dir/logs/all-0.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  if [ "$i" -ge 1200 ]; then
+    echo "stack.sh: $url/readyz did not answer within 120 s (log: $dir/logs/all-0.log)" >&2
+    exit 1
+  fi
+  cat >> "$dir/env" <<EOF
+UNIFACE_KEY_FILE=$UNIFACE_KEY_FILE
+UNIFACE_URL=$url
+UNIFACE_ADMIN_KEY=$(cat "$dir/admin.key")
+EOF
+  echo "up: UniFace on $url (roles: all); $dir/env"
+}
+
+ready() { # url: 200 from /readyz
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null
 }
 
 down() {
   [ -d "$dir" ] || { echo "stack.sh: no such folder $dir" >&2; exit 1; }
   dir=$(cd "$dir" && pwd)
+  # the services first (SIGTERM: they finish the requests in flight)
+  local f pid
+  for f in "$dir"/pids/*-[0-9]*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
   if [ -f "$dir/postgres/data/postmaster.pid" ]; then
     as_user postgres "$pg_bin/pg_ctl" -D "$dir/postgres/data" -m fast -w stop > /dev/null || true
   fi
   rm -f "$dir/pids/postgres.pid"
+  stop_rabbitmq
+  # epmd is shared by every Erlang node on the machine: stopped only when none is left
+  sleep 0.5
+  pgrep -x beam.smp > /dev/null || epmd -kill > /dev/null 2>&1 || true
+  echo "down: $dir"
+}
+
+stop_rabbitmq() {
   if alive "$dir/pids/rabbitmq.pid"; then
     local pid
     pid=$(cat "$dir/pids/rabbitmq.pid")
@@ -157,17 +242,14 @@ down() {
     # shellcheck disable=SC1091
     . "$dir/env"
     pkill -f "uniface-$UNIFACE_AMQP_PORT@localhost" 2>/dev/null || true
+    for _ in $(seq 100); do pgrep -f "uniface-$UNIFACE_AMQP_PORT@localhost" > /dev/null || break; sleep 0.1; done
   fi
-  # epmd is shared by every Erlang node on the machine: stopped only when none is left
-  sleep 0.5
-  pgrep -x beam.smp > /dev/null || epmd -kill > /dev/null 2>&1 || true
-  echo "down: $dir"
 }
 
 status() {
   # shellcheck disable=SC1091
   . "$dir/env"
-  for s in "postgres $UNIFACE_PG_PORT" "rabbitmq $UNIFACE_AMQP_PORT"; do
+  for s in "postgres $UNIFACE_PG_PORT" "rabbitmq $UNIFACE_AMQP_PORT" "uniface ${UNIFACE_HTTP_PORT:-0}"; do
     set -- $s
     if answers 127.0.0.1 "$2"; then echo "$1: answers on 127.0.0.1:$2"; else echo "$1: down"; fi
   done
@@ -175,6 +257,7 @@ status() {
 
 case $cmd in
   up) up ;;
+  stop-rabbitmq) dir=$(cd "$dir" && pwd); stop_rabbitmq; echo "rabbitmq stopped" ;;
   down) down ;;
   status) status ;;
   *) usage ;;

@@ -772,6 +772,18 @@ impl Gallery {
         let (wal, seq) = {
             let mut s = write_shard(self.slot(shard)?, shard)?;
             let wal = s.wal()?.clone();
+            // an id chosen by the caller ([`Gallery::enroll_as`]) may already be taken; the
+            // ids this gallery picks never are
+            for op in &ops {
+                if let Op::Enroll { template_id, .. } = op {
+                    if s.state.contains_template(*template_id) {
+                        return Err(Error::Invalid {
+                            what: "template id",
+                            message: format!("{template_id} is already enrolled"),
+                        });
+                    }
+                }
+            }
             let first = s.state.last_seq + 1;
             let records: Vec<Record> = ops
                 .into_iter()
@@ -868,6 +880,66 @@ impl Gallery {
             },
         )?;
         Ok(id)
+    }
+
+    /// Enroll a template under an id the caller chose — a host database's primary key, so that
+    /// a service applying the same event twice (a message queue's redelivery) changes nothing:
+    /// `Ok(false)` when `id` is already enrolled for `subject` (nothing is written), an
+    /// [`Error::Invalid`] when it belongs to another subject. Later ids this gallery picks
+    /// itself stay above it. Ids are unique per gallery; a gallery split over hosts by
+    /// [`OpenOptions::shard`] relies on the caller's ids being unique across them.
+    ///
+    /// ```
+    /// # fn main() -> uniface_index::Result<()> {
+    /// use uniface_core::template::{ModelFingerprint, Template};
+    /// use uniface_index::{Gallery, GalleryOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let g = Gallery::create(dir.path(), &GalleryOptions::default())?;
+    /// let t = Template::new(ModelFingerprint::dlib_resnet_v1(), &[0.1; 128])?;
+    /// assert!(g.enroll_as("alice", 41, &t)?); // written
+    /// assert!(!g.enroll_as("alice", 41, &t)?); // the same event again: nothing to do
+    /// assert!(g.enroll_as("bob", 41, &t).is_err()); // the id is alice's
+    /// assert_eq!(g.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn enroll_as(&self, subject: &str, id: u64, template: &Template) -> Result<bool> {
+        self.writable()?;
+        if subject.is_empty() {
+            return Err(Error::InvalidSubject);
+        }
+        let vector = self.check_template(template)?;
+        let taken = |g: &Self| g.template(id).map(|(owner, _)| owner == subject);
+        match taken(self) {
+            Some(true) => return Ok(false),
+            Some(false) => return Err(taken_by_other(id)),
+            None => {}
+        }
+        let shard = self.router.shard_of(subject);
+        self.slot(shard)?;
+        let n = self.shards.len();
+        for (k, next) in self.next_k.iter().enumerate() {
+            next.fetch_max(first_k_above(id, k, n), Ordering::SeqCst);
+        }
+        let enrolled = self.commit(
+            shard,
+            Op::Enroll {
+                subject: subject.to_owned(),
+                template_id: id,
+                vector,
+            },
+        );
+        match enrolled {
+            Ok(()) => Ok(true),
+            // a concurrent call with the same id got there first
+            Err(Error::Invalid {
+                what: "template id",
+                ..
+            }) => match taken(self) {
+                Some(true) => Ok(false),
+                _ => Err(taken_by_other(id)),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Remove one template; `false` when there is no such template.
@@ -1494,6 +1566,13 @@ impl Drop for Indexer {
 
 /// The smallest `k ≥ 1` with `k × shards + shard > id`: the first striped id of `shard` above
 /// `id`.
+fn taken_by_other(id: u64) -> Error {
+    Error::Invalid {
+        what: "template id",
+        message: format!("{id} is already enrolled for another subject"),
+    }
+}
+
 fn first_k_above(id: u64, shard: usize, shards: usize) -> u64 {
     let (s, n) = (shard as u64, shards.max(1) as u64);
     if id < s {

@@ -798,3 +798,38 @@ fn a_new_or_retuned_gallery_checks_clean_against_its_own_manifest() {
         open(dir.path()).manifest()
     });
 }
+
+#[test]
+fn ids_chosen_by_the_caller_make_a_repeated_change_harmless_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let g = Gallery::create(dir.path(), &options(3)).unwrap();
+        // ids of another system (a database's keys), not the gallery's striping
+        for (i, id) in [7u64, 1000, 3, 2_000_000].into_iter().enumerate() {
+            assert!(g
+                .enroll_as(&format!("person-{i}"), id, &template(i as u64, 0))
+                .unwrap());
+        }
+        // a redelivered event: nothing written, nothing changed
+        let logged = g.positions();
+        assert!(!g.enroll_as("person-1", 1000, &template(1, 0)).unwrap());
+        assert_eq!(g.positions(), logged);
+        // the id of someone else is refused
+        let e = g.enroll_as("person-2", 1000, &template(2, 1)).unwrap_err();
+        assert!(e.to_string().contains("another subject"), "{e}");
+        assert_eq!(g.len(), 4);
+        // the gallery's own ids stay clear of them
+        let own = g.enroll("person-0", &template(0, 1)).unwrap();
+        assert!(own > 2_000_000, "{own}");
+    }
+    let g = open(dir.path());
+    assert_eq!(g.len(), 5);
+    assert_eq!(g.template(1000).unwrap().0, "person-1");
+    assert!(!g.enroll_as("person-3", 2_000_000, &template(3, 0)).unwrap());
+    assert!(g.enroll("person-0", &template(0, 2)).unwrap() > 2_000_000);
+    assert!(g.remove_template(7).unwrap());
+    assert!(g.enroll_as("person-0", 7, &template(0, 0)).unwrap());
+    let r = g.identify(&template(1, 5), 1, 1e-4).unwrap();
+    assert_eq!(r.known.as_deref(), Some("person-1"));
+    assert_eq!(r.candidates[0].template_id, 1000);
+}

@@ -13,11 +13,18 @@ use uniface::core::template::{crc32c, Template};
 
 /// The migrations, in order: (version, name, SQL). Applied ones are recorded with a checksum of
 /// their SQL, so an edited migration is refused rather than silently skipped.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "subjects_faces_outbox",
-    include_str!("../migrations/0001_subjects_faces_outbox.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "subjects_faces_outbox",
+        include_str!("../migrations/0001_subjects_faces_outbox.sql"),
+    ),
+    (
+        2,
+        "api_keys_metadata",
+        include_str!("../migrations/0002_api_keys_metadata.sql"),
+    ),
+];
 
 pub use crate::{Error, Result};
 
@@ -90,7 +97,7 @@ pub struct Enrolled {
 }
 
 /// The associated data a face's sealed template is bound to.
-fn face_aad(subject: &str, face_id: i64) -> Vec<u8> {
+pub fn face_aad(subject: &str, face_id: i64) -> Vec<u8> {
     let mut a = subject.as_bytes().to_vec();
     a.push(0);
     a.extend_from_slice(&face_id.to_le_bytes());
@@ -135,19 +142,30 @@ pub async fn enroll(
         ],
     )
     .await?;
-    let outbox_seq: i64 = tx
-        .query_one(
-            "INSERT INTO outbox (kind, subject, face_id, payload)
-             VALUES ('FaceEnrolled', $1, $2, $3) RETURNING seq",
-            &[&subject, &face_id, &sealed],
-        )
-        .await?
-        .get(0);
+    let outbox_seq = event(&tx, "FaceEnrolled", subject, Some(face_id), Some(&sealed)).await?;
     tx.commit().await?;
     Ok(Enrolled {
         face_id,
         outbox_seq,
     })
+}
+
+/// Write an outbox event in the transaction of the change it announces; its sequence number.
+async fn event(
+    tx: &tokio_postgres::Transaction<'_>,
+    kind: &str,
+    subject: &str,
+    face_id: Option<i64>,
+    payload: Option<&[u8]>,
+) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO outbox (kind, subject, face_id, payload) VALUES ($1, $2, $3, $4)
+             RETURNING seq",
+            &[&kind, &subject, &face_id, &payload],
+        )
+        .await?
+        .get(0))
 }
 
 /// A subject's faces, their templates opened with `key` (another key, or a row moved to
@@ -200,4 +218,252 @@ pub async fn unsent(client: &Client, limit: i64) -> Result<Vec<Event>> {
             payload: r.get(4),
         })
         .collect())
+}
+
+/// The purpose a subject's metadata is sealed for (its associated data is the subject).
+const METADATA: &str = "uniface.services.metadata";
+
+/// Seal a subject's metadata (the bytes of the `MetadataSet` event and of the column).
+pub fn seal_metadata(key: &Key, subject: &str, metadata: &[u8]) -> Result<Vec<u8>> {
+    Ok(uniface::core::crypto::seal(
+        key,
+        METADATA,
+        subject.as_bytes(),
+        metadata,
+    )?)
+}
+
+/// Open what [`seal_metadata`] sealed.
+pub fn open_metadata(key: &Key, subject: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    Ok(uniface::core::crypto::open(key, METADATA, subject.as_bytes(), sealed)?.to_vec())
+}
+
+/// What a removal committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The faces that went with it.
+    pub face_ids: Vec<i64>,
+    pub outbox_seq: i64,
+}
+
+/// Remove a subject with its faces and metadata, and write its `SubjectRemoved` event, in one
+/// transaction; `None` when there is no such subject.
+pub async fn remove_subject(client: &mut Client, subject: &str) -> Result<Option<Removed>> {
+    let tx = client.transaction().await?;
+    // the subject's row locked first: a concurrent enrollment (which key-share-locks it to
+    // insert a face) waits, so the faces read next are all the faces that go
+    let found = tx
+        .query_opt(
+            "SELECT subject FROM subjects WHERE subject = $1 FOR UPDATE",
+            &[&subject],
+        )
+        .await?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let face_ids: Vec<i64> = tx
+        .query(
+            "SELECT face_id FROM faces WHERE subject = $1 ORDER BY face_id",
+            &[&subject],
+        )
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute("DELETE FROM subjects WHERE subject = $1", &[&subject])
+        .await?;
+    // erasure reaches the outbox too: the sealed templates its enrollment events carry
+    forget_payloads(&tx, subject, None).await?;
+    let outbox_seq = event(&tx, "SubjectRemoved", subject, None, None).await?;
+    tx.commit().await?;
+    Ok(Some(Removed {
+        face_ids,
+        outbox_seq,
+    }))
+}
+
+/// Drop the templates that outbox events of `subject` (of one face, or all) still carry: sent
+/// events are deleted, unsent ones keep their place with an empty payload (a consumer skips an
+/// enrollment whose template is gone: the removal follows it).
+async fn forget_payloads(
+    tx: &tokio_postgres::Transaction<'_>,
+    subject: &str,
+    face_id: Option<i64>,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM outbox WHERE subject = $1 AND ($2::bigint IS NULL OR face_id = $2)
+         AND sent_at IS NOT NULL",
+        &[&subject, &face_id],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE outbox SET payload = NULL WHERE subject = $1
+         AND ($2::bigint IS NULL OR face_id = $2) AND payload IS NOT NULL",
+        &[&subject, &face_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Remove one face of `subject` and write its `FaceRemoved` event; `None` when the subject has
+/// no such face.
+pub async fn remove_face(client: &mut Client, subject: &str, face_id: i64) -> Result<Option<i64>> {
+    let tx = client.transaction().await?;
+    let gone = tx
+        .execute(
+            "DELETE FROM faces WHERE subject = $1 AND face_id = $2",
+            &[&subject, &face_id],
+        )
+        .await?;
+    if gone == 0 {
+        return Ok(None);
+    }
+    forget_payloads(&tx, subject, Some(face_id)).await?;
+    let seq = event(&tx, "FaceRemoved", subject, Some(face_id), None).await?;
+    tx.commit().await?;
+    Ok(Some(seq))
+}
+
+/// Replace a subject's metadata (sealed) and write its `MetadataSet` event; `None` when there
+/// is no such subject.
+pub async fn set_metadata(
+    client: &mut Client,
+    key: &Key,
+    subject: &str,
+    metadata: &[u8],
+) -> Result<Option<i64>> {
+    let sealed = seal_metadata(key, subject, metadata)?;
+    let tx = client.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE subjects SET metadata = $2 WHERE subject = $1",
+            &[&subject, &sealed],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let seq = event(&tx, "MetadataSet", subject, None, Some(&sealed)).await?;
+    tx.commit().await?;
+    Ok(Some(seq))
+}
+
+/// A subject as the template service shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SubjectInfo {
+    pub subject: String,
+    pub faces: Vec<FaceInfo>,
+    /// The metadata, opened (empty when none was set).
+    #[serde(skip)]
+    pub metadata: Vec<u8>,
+    pub created_at: String,
+}
+
+/// One face of a subject (never its template).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FaceInfo {
+    pub face_id: i64,
+    pub model_id: String,
+    pub quality: Option<serde_json::Value>,
+    pub created_at: String,
+}
+
+/// A subject with its faces; `None` when there is no such subject.
+pub async fn subject(client: &Client, key: &Key, subject: &str) -> Result<Option<SubjectInfo>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT metadata, created_at::text FROM subjects WHERE subject = $1",
+            &[&subject],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let sealed: Vec<u8> = row.get(0);
+    let metadata = match sealed.is_empty() {
+        true => Vec::new(),
+        false => open_metadata(key, subject, &sealed)?,
+    };
+    let faces = client
+        .query(
+            "SELECT face_id, model_id, quality, created_at::text FROM faces WHERE subject = $1
+             ORDER BY face_id",
+            &[&subject],
+        )
+        .await?
+        .into_iter()
+        .map(|r| FaceInfo {
+            face_id: r.get(0),
+            model_id: r.get(1),
+            quality: r.get(2),
+            created_at: r.get(3),
+        })
+        .collect();
+    Ok(Some(SubjectInfo {
+        subject: subject.to_owned(),
+        faces,
+        metadata,
+        created_at: row.get(1),
+    }))
+}
+
+/// Subjects after `cursor` in order, at most `limit`, with their face counts.
+pub async fn list_subjects(
+    client: &Client,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, i64)>> {
+    let rows = client
+        .query(
+            "SELECT s.subject, count(f.face_id) FROM subjects s
+             LEFT JOIN faces f ON f.subject = s.subject
+             WHERE $1::text IS NULL OR s.subject > $1
+             GROUP BY s.subject ORDER BY s.subject LIMIT $2",
+            &[&cursor, &limit],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// One stored face, sealed as in the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFace {
+    pub face_id: i64,
+    pub subject: String,
+    pub sealed: Vec<u8>,
+}
+
+/// Faces with ids above `after`, in id order, at most `limit` (a paged copy: bootstrap, audit).
+pub async fn face_page(
+    client: &impl tokio_postgres::GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredFace>> {
+    let rows = client
+        .query(
+            "SELECT face_id, subject, sealed FROM faces WHERE face_id > $1 ORDER BY face_id
+             LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredFace {
+            face_id: r.get(0),
+            subject: r.get(1),
+            sealed: r.get(2),
+        })
+        .collect())
+}
+
+/// How far the outbox is: (last sequence number written, events not yet sent).
+pub async fn outbox_position(client: &Client) -> Result<(i64, i64)> {
+    let r = client
+        .query_one(
+            "SELECT coalesce((SELECT max(seq) FROM outbox), 0),
+                    (SELECT count(*) FROM outbox WHERE sent_at IS NULL)",
+            &[],
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
 }

@@ -4,19 +4,35 @@
 //! gateway, enrollment, verification, identification, template management, outbox relay — over
 //! PostgreSQL, RabbitMQ and the gallery, as one binary whose roles are chosen by flag.
 //!
-//! Built so far: the relational store ([`db`]): versioned migrations and the enrollment
-//! transaction that writes the subject, the face (its template sealed under the deployment's
-//! key, never in the clear) and the outbox event together; the outbox [`relay`] that publishes
-//! the events to RabbitMQ with publisher confirms. `stack.sh` runs the servers.
+//! - [`db`]: versioned migrations; the enrollment transaction that writes the subject, the face
+//!   (its template sealed under the deployment's key, never in the clear) and the outbox event
+//!   together; removals and metadata with their events.
+//! - [`relay`]: the outbox relay, publishing the events to RabbitMQ with publisher confirms.
+//! - [`replica`]: an identification replica — an encrypted gallery fed idempotently from its
+//!   own durable queue, bootstrapped from PostgreSQL.
+//! - [`engine`]: the CPU work on a bounded blocking pool.
+//! - [`auth`]: API keys (argon2id), JWT, rate limits; [`http`]: the v1 API; [`audit`]: the
+//!   database against the replicas.
+//!
+//! `stack.sh` runs the servers and the services; `docs/DEPLOYMENT.md` describes the whole.
 
+pub mod audit;
+pub mod auth;
 pub mod db;
+pub mod engine;
+pub mod http;
 pub mod relay;
+pub mod replica;
 
 /// Errors of the services.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
+    Invalid(String),
     #[error("message queue: {0}")]
     Amqp(#[from] lapin::Error),
     #[error(transparent)]
@@ -40,4 +56,15 @@ impl From<uniface::core::Error> for Error {
     }
 }
 
+impl From<uniface::index::Error> for Error {
+    fn from(e: uniface::index::Error) -> Self {
+        Error::Uniface(e.into())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A mutex's guard, also after a panic elsewhere poisoned it (the data are plain state).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

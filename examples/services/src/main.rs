@@ -1,45 +1,392 @@
-//! `uniface-services`: the reference deployment's binary. Today it migrates the database; the
-//! roles (gateway, enrollment, verification, identification, templates, relay) are issue 17's
-//! next steps.
+//! `uniface-services`: the reference deployment's one binary. `serve --role all` runs every
+//! role in one process; `--role gateway,relay` (and so on) runs some. `migrate`, `keys` and
+//! `audit` are the operator's commands. See `examples/services/stack.sh` and
+//! `docs/DEPLOYMENT.md`.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use uniface::core::crypto::{KeyFile, KeyProvider};
+use uniface_services::auth::{self, Authenticator, JwtConfig};
+use uniface_services::engine::Engine;
+use uniface_services::http::{self, App};
+use uniface_services::replica::{Replica, ReplicaConfig};
+use uniface_services::{db, relay, Error, Result};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "UniFace's reference deployment (see examples/services/stack.sh)"
+    about = "UniFace's reference deployment: gateway, enrollment, verification, identification, templates and outbox relay over PostgreSQL and RabbitMQ (examples/services/stack.sh starts everything)"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct DbArg {
+    /// The database, e.g. postgresql://uniface@127.0.0.1:5432/uniface (`stack.sh up` writes
+    /// it to DIR/env as UNIFACE_PG_URL).
+    #[arg(long, env = "UNIFACE_PG_URL")]
+    db: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Apply the database migrations not applied yet (safe to run from several processes).
     Migrate {
-        /// The database, e.g. postgresql://uniface@127.0.0.1:5432/uniface (`stack.sh up`
-        /// writes it to DIR/env as UNIFACE_PG_URL).
-        #[arg(long, env = "UNIFACE_PG_URL")]
-        db: String,
+        #[command(flatten)]
+        db: DbArg,
     },
+    /// Run roles: gateway (the HTTP API), enrollment, verification, identification (a
+    /// gallery replica fed by the event queue), templates, relay (outbox → queue); `all` is
+    /// every one.
+    Serve(Box<Serve>),
+    /// Make an API key (printed once, as JSON; only its argon2 hash is stored).
+    KeysCreate {
+        #[command(flatten)]
+        db: DbArg,
+        /// Comma-separated: enroll, verify, identify, manage, admin.
+        #[arg(long)]
+        scopes: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Requests allowed at once above the rate.
+        #[arg(long, default_value_t = 100)]
+        burst: u32,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Write a new deployment key file (32 random bytes, mode 600; never overwrites).
+    KeyFile { path: PathBuf },
+    /// Compare every identification replica with the database (through the gateway's
+    /// /v1/admin/audit); exit status 1 when they drift.
+    Audit {
+        /// The gateway, e.g. http://127.0.0.1:8080 (UNIFACE_URL in DIR/env).
+        #[arg(long, env = "UNIFACE_URL")]
+        url: String,
+        /// An admin API key (UNIFACE_ADMIN_KEY in DIR/env).
+        #[arg(long, env = "UNIFACE_ADMIN_KEY", hide_env_values = true)]
+        key: String,
+        /// Re-apply what is missing or different, remove what is extra.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Comma-separated roles, or `all`.
+    #[arg(long, default_value = "all")]
+    role: String,
+    #[command(flatten)]
+    db: DbArg,
+    /// The broker, e.g. amqp://uniface:…@127.0.0.1:5672/%2f (UNIFACE_AMQP_URL in DIR/env).
+    #[arg(long, env = "UNIFACE_AMQP_URL", hide_env_values = true)]
+    amqp: String,
+    /// The deployment key (templates and metadata are sealed under it; replicas' galleries
+    /// are encrypted under it).
+    #[arg(long, env = "UNIFACE_KEY_FILE")]
+    key_file: PathBuf,
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM) and --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The folder of the identification replica's gallery.
+    #[arg(long, default_value = "replica")]
+    replica_dir: PathBuf,
+    /// The replica's name (its queue is uniface.replica.NAME).
+    #[arg(long, default_value = "0")]
+    replica_name: String,
+    /// Shards of the gallery (fixed when a replica is first made).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Hold only this shard.
+    #[arg(long)]
+    shard: Option<usize>,
+    /// Jobs (detection, embedding) run at once on the blocking pool.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Jobs allowed to wait for a worker; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// /readyz fails while a replica has more events than this to apply.
+    #[arg(long, default_value_t = 100)]
+    ready_lag: u32,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    max_body: usize,
+    /// Per-request deadline in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Accept JWTs signed with this HS256 secret file …
+    #[arg(long, env = "UNIFACE_JWT_HS256_SECRET_FILE")]
+    jwt_hs256_secret_file: Option<PathBuf>,
+    /// … or this RS256 public key (PEM).
+    #[arg(long, env = "UNIFACE_JWT_RS256_PUBLIC_KEY")]
+    jwt_rs256_public_key: Option<PathBuf>,
+    /// The `iss` a JWT must carry.
+    #[arg(long, env = "UNIFACE_JWT_ISSUER", default_value = "")]
+    jwt_issuer: String,
+    /// The `aud` a JWT must carry.
+    #[arg(long, env = "UNIFACE_JWT_AUDIENCE", default_value = "uniface")]
+    jwt_audience: String,
+    /// Requests per second (and burst) of a JWT caller.
+    #[arg(long, default_value_t = 50.0)]
+    jwt_rate: f64,
+    #[arg(long, default_value_t = 100)]
+    jwt_burst: u32,
+}
+
+const ROLES: [&str; 6] = [
+    "gateway",
+    "enrollment",
+    "verification",
+    "identification",
+    "templates",
+    "relay",
+];
+
+fn roles(text: &str) -> Result<Vec<&'static str>> {
+    if text == "all" {
+        return Ok(ROLES.to_vec());
+    }
+    text.split(',')
+        .map(|r| {
+            ROLES
+                .iter()
+                .find(|x| **x == r.trim())
+                .copied()
+                .ok_or_else(|| {
+                    Error::Invalid(format!("unknown role {r:?}; roles are {ROLES:?} or all"))
+                })
+        })
+        .collect()
+}
+
+fn jwt(s: &Serve) -> Result<Option<JwtConfig>> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| Error::Uniface(uniface::Error::io(p, e)));
+    let (key, algorithm) = match (&s.jwt_hs256_secret_file, &s.jwt_rs256_public_key) {
+        (None, None) => return Ok(None),
+        (Some(f), None) => (
+            jsonwebtoken::DecodingKey::from_secret(&read(f)?)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
+            jsonwebtoken::Algorithm::HS256,
+        ),
+        (None, Some(f)) => (
+            jsonwebtoken::DecodingKey::from_rsa_pem(&read(f)?)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
+            jsonwebtoken::Algorithm::RS256,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(Error::Invalid(
+                "give one of --jwt-hs256-secret-file and --jwt-rs256-public-key".into(),
+            ))
+        }
+    };
+    if s.jwt_issuer.is_empty() {
+        return Err(Error::Invalid("JWTs need --jwt-issuer".into()));
+    }
+    Ok(Some(JwtConfig {
+        key,
+        algorithm,
+        issuer: s.jwt_issuer.clone(),
+        audience: s.jwt_audience.clone(),
+        rate_per_s: s.jwt_rate,
+        burst: s.jwt_burst,
+    }))
+}
+
+async fn serve(s: Serve) -> Result<()> {
+    let roles = roles(&s.role)?;
+    let has = |r: &str| roles.contains(&r);
+    let provider: Arc<dyn KeyProvider> = Arc::new(KeyFile::new(&s.key_file));
+    let key = provider.key()?;
+    {
+        let mut client = db::connect(&s.db.db).await?;
+        db::migrate(&mut client).await?;
+    }
+    let pool = deadpool_postgres::Config {
+        url: Some(s.db.db.clone()),
+        ..deadpool_postgres::Config::default()
+    }
+    .create_pool(
+        Some(deadpool_postgres::Runtime::Tokio1),
+        tokio_postgres::NoTls,
+    )
+    .map_err(|e| Error::Invalid(format!("database pool: {e}")))?;
+    if has("relay") {
+        tokio::spawn(relay::run(
+            s.db.db.clone(),
+            s.amqp.clone(),
+            256,
+            Duration::from_millis(50),
+        ));
+    }
+    let mut replicas = Vec::new();
+    if has("identification") {
+        replicas.push(Replica::start(ReplicaConfig {
+            dir: s.replica_dir.clone(),
+            name: s.replica_name.clone(),
+            key: provider.clone(),
+            sealing: key.clone(),
+            shards: s.shards,
+            shard: s.shard,
+            db_url: s.db.db.clone(),
+            amqp_url: s.amqp.clone(),
+        }));
+    }
+    let engine = match has("enrollment") || has("verification") || has("identification") {
+        true => {
+            let (workers, queue) = (s.workers, s.queue);
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    Engine::new(uniface::ModelStore::from_env()?, workers, queue)
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("loading the models panicked: {e}")))??,
+            ))
+        }
+        false => None,
+    };
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Error::Invalid(format!("metrics: {e}")))?;
+    let app = Arc::new(App {
+        pool,
+        key,
+        auth: Authenticator::new(jwt(&s)?),
+        engine,
+        replicas,
+        metrics,
+        ready_lag: s.ready_lag,
+        max_body: s.max_body,
+        timeout: Duration::from_secs_f64(s.timeout),
+    });
+    if !has("gateway") {
+        // a process without the gateway still answers /healthz, /readyz and /metrics
+        tracing::info!("roles {roles:?}: serving health and metrics only");
+    }
+    let router = http::router(app);
+    let addr = s.listen;
+    tracing::info!("roles {roles:?}, listening on {addr}");
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        // SIGTERM (stack.sh down, Kubernetes) or Ctrl-C: finish the requests in flight
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let service = router.into_make_service();
+    let served = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| Error::Invalid(format!("TLS certificate or key: {e}")))?;
+            axum_server::bind_rustls(addr, tls)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        _ => axum_server::bind(addr).handle(handle).serve(service).await,
+    };
+    served.map_err(|e| Error::Invalid(format!("serving on {addr}: {e}")))
+}
+
+fn audit(url: &str, key: &str, repair: bool) -> Result<bool> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!(
+            "{}/v1/admin/audit?repair={repair}",
+            url.trim_end_matches('/')
+        ))
+        .header("Authorization", format!("Bearer {key}"))
+        .call()
+        .map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+    let status = r.status();
+    let body: serde_json::Value = r
+        .body_mut()
+        .read_json()
+        .map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).unwrap_or_default()
+    );
+    if !status.is_success() {
+        return Err(Error::Invalid(format!("the audit answered {status}")));
+    }
+    Ok(body["clean"] == serde_json::json!(true))
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UNIFACE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Migrate { db } => {
             async {
-                let mut client = uniface_services::db::connect(&db).await?;
-                let done = uniface_services::db::migrate(&mut client).await?;
+                let mut client = db::connect(&db.db).await?;
+                let done = db::migrate(&mut client).await?;
                 match done.is_empty() {
                     true => println!("the database is up to date"),
                     false => println!("applied migrations {done:?}"),
                 }
-                Ok::<(), uniface_services::Error>(())
+                Ok(())
             }
             .await
+        }
+        Command::Serve(s) => serve(*s).await,
+        Command::KeysCreate {
+            db,
+            scopes,
+            rate,
+            burst,
+            description,
+        } => {
+            async {
+                let scopes = auth::parse_scopes(&scopes)?;
+                let mut client = db::connect(&db.db).await?;
+                db::migrate(&mut client).await?;
+                let k = auth::create_key(&client, &scopes, rate, burst, &description).await?;
+                println!("{}", serde_json::to_string(&k).unwrap_or_default());
+                Ok(())
+            }
+            .await
+        }
+        Command::KeyFile { path } => KeyFile::create(&path)
+            .map(|id| println!("wrote key {id} to {}", path.display()))
+            .map_err(Error::from),
+        Command::Audit { url, key, repair } => {
+            match tokio::task::spawn_blocking(move || audit(&url, &key, repair)).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => return std::process::ExitCode::from(1),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(Error::Invalid(e.to_string())),
+            }
         }
     };
     match result {

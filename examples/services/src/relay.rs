@@ -1,7 +1,8 @@
 //! The outbox relay: events leave PostgreSQL for RabbitMQ in order, at least once.
 //!
-//! A pass claims the oldest unsent events (`FOR UPDATE SKIP LOCKED`, so several relays share
-//! the outbox without publishing one event twice at once), publishes each as a persistent
+//! A pass takes the relays' advisory lock (several relays may run for availability; one
+//! publishes at a time, so events leave in order), claims the oldest unsent events
+//! (`FOR UPDATE SKIP LOCKED`), publishes each as a persistent
 //! message on the durable fanout exchange [`EXCHANGE`] (message id = outbox sequence number,
 //! headers `kind`, `subject`, `face_id`; body = the sealed template of a `FaceEnrolled`), waits
 //! for the broker's publisher confirms, and only then marks them sent and commits. A relay that
@@ -42,6 +43,11 @@ pub async fn connect(url: &str) -> Result<(Connection, Channel)> {
 /// One pass over at most `batch` unsent events; returns how many were published and marked.
 pub async fn relay_once(client: &mut Client, channel: &Channel, batch: i64) -> Result<usize> {
     let tx = client.transaction().await?;
+    // one relay publishes at a time, so events leave in outbox order: a consumer must never
+    // see a removal before the enrollment it undoes (SKIP LOCKED alone would let two relays
+    // publish two batches in either order)
+    tx.execute("SELECT pg_advisory_xact_lock(7165052)", &[])
+        .await?;
     let rows = tx
         .query(
             "SELECT seq, kind, subject, face_id, payload FROM outbox
@@ -91,4 +97,33 @@ pub async fn relay_once(client: &mut Client, channel: &Channel, batch: i64) -> R
     .await?;
     tx.commit().await?;
     Ok(sent.len())
+}
+
+/// Relay forever: connect (again, with back-off, whenever the database or the broker goes
+/// away), pass over the outbox, sleep `idle` when it is empty.
+pub async fn run(db_url: String, amqp_url: String, batch: i64, idle: std::time::Duration) {
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let session = async {
+            let mut client = crate::db::connect(&db_url).await?;
+            let (_connection, channel) = connect(&amqp_url).await?;
+            tracing::info!("relay connected");
+            loop {
+                let n = relay_once(&mut client, &channel, batch).await?;
+                if n > 0 {
+                    metrics::counter!("uniface_relay_events_published_total").increment(n as u64);
+                } else {
+                    tokio::time::sleep(idle).await;
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), Error>(())
+        };
+        match session.await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "relay: retrying in {pause:?}"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
 }

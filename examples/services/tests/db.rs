@@ -6,9 +6,10 @@
 //! their key, subject and face id, and the relay delivers every event to RabbitMQ once, in
 //! order, with publisher confirms.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -16,66 +17,9 @@ use uniface::core::crypto::Key;
 use uniface::{ModelFingerprint, Template};
 use uniface_services::{db, relay};
 
-/// The servers of one test, stopped when dropped.
-struct Stack {
-    dir: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("stack.sh")
-}
-
-impl Stack {
-    fn up() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // the servers run as their own users when the tests run as root: let them in
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("up")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "stack.sh up failed (PostgreSQL and RabbitMQ are needed: Debian packages postgresql, rabbitmq-server):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = std::fs::read_to_string(dir.path().join("env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Self { dir, env }
-    }
-
-    fn pg_url(&self) -> &str {
-        &self.env["UNIFACE_PG_URL"]
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("down")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
 /// (person, descriptor) of the golden LFW faces.
 fn lfw_faces() -> Vec<(String, Vec<f32>)> {
-    let shared = std::env::var_os("UNIFACE_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let path = shared.join("data/golden/golden.json");
+    let path = common::shared().join("data/golden/golden.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (set UNIFACE_SHARED_DIR)", path.display()));
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -128,10 +72,10 @@ fn hits(dir: &Path, wanted: &HashSet<[u8; 16]>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_commits_face_and_event_together_and_the_relay_delivers_it() {
-    let stack = Stack::up();
+    let stack = common::Stack::up(&["--servers-only"], &[]);
     let mut client = db::connect(stack.pg_url()).await.unwrap();
     // migrations: once, then nothing to do; an edited one is refused
-    assert_eq!(db::migrate(&mut client).await.unwrap(), vec![1]);
+    assert_eq!(db::migrate(&mut client).await.unwrap(), vec![1, 2]);
     assert!(db::migrate(&mut client).await.unwrap().is_empty());
     client
         .execute(

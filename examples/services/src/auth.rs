@@ -1,0 +1,455 @@
+//! Who is calling, what they may do, and how often: API keys (random 256-bit secrets shown
+//! once, stored as argon2id hashes), JWT bearer tokens (HS256 or RS256 with a configured issuer
+//! and audience, scopes in the `scope` claim) and a token bucket per caller.
+//!
+//! A key reads `uf_<id>_<secret>`: the id finds the row, the secret is checked against its
+//! hash. Argon2 costs tens of milliseconds by design, so a key checked once is remembered (by
+//! a SHA-256 of the whole key) for [`KEY_CACHE_TTL`]; a revoked key stops working on the
+//! gateway that revoked it at once, on other gateways within that time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use crate::{lock, Error, Result};
+
+/// How long a checked key is trusted without reading its row again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// What a caller may do. A key or token carries a set of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Enroll,
+    Verify,
+    Identify,
+    Manage,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::Enroll,
+        Scope::Verify,
+        Scope::Identify,
+        Scope::Manage,
+        Scope::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Enroll => "enroll",
+            Scope::Verify => "verify",
+            Scope::Identify => "identify",
+            Scope::Manage => "manage",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Parse `enroll,verify` (or space-separated, as OAuth2 scope claims are).
+pub fn parse_scopes(text: &str) -> Result<Vec<Scope>> {
+    let mut out: Vec<Scope> = text
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Scope::from_name(s).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown scope {s:?}; scopes are enroll, verify, identify, manage, admin"
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// `key:<id>` or `jwt:<subject>`: what the logs and the rate limiter know it by.
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// Requests per second, and the burst, it may make.
+    pub rate_per_s: f64,
+    pub burst: u32,
+}
+
+impl Principal {
+    /// `admin` implies every scope.
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+}
+
+/// A key made by [`create_key`]: the only time its secret is seen.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewKey {
+    pub key_id: String,
+    pub key: String,
+    pub scopes: Vec<Scope>,
+    pub rate_per_s: f64,
+    pub burst: u32,
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn argon2_error(e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("argon2: {e}"))
+}
+
+/// Make a key: a random id and 256-bit secret; the row keeps the argon2id hash only.
+pub async fn create_key(
+    client: &Client,
+    scopes: &[Scope],
+    rate_per_s: f64,
+    burst: u32,
+    description: &str,
+) -> Result<NewKey> {
+    if scopes.is_empty() {
+        return Err(Error::Invalid("a key needs at least one scope".into()));
+    }
+    if !(rate_per_s > 0.0 && rate_per_s.is_finite()) || burst == 0 {
+        return Err(Error::Invalid(format!(
+            "rate must be a positive number of requests per second and burst at least 1 (got {rate_per_s}, {burst})"
+        )));
+    }
+    let key_id = random_hex(8)?;
+    let secret = random_hex(32)?;
+    let hash = tokio::task::spawn_blocking({
+        let secret = secret.clone();
+        move || {
+            Argon2::default()
+                .hash_password(secret.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(argon2_error)
+        }
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("hashing the key: {e}")))??;
+    let names: Vec<&str> = scopes.iter().map(|s| s.name()).collect();
+    client
+        .execute(
+            "INSERT INTO api_keys (key_id, hash, scopes, rate_per_s, burst, description)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &key_id,
+                &hash,
+                &names,
+                &rate_per_s,
+                &(burst as i32),
+                &description,
+            ],
+        )
+        .await?;
+    Ok(NewKey {
+        key: format!("uf_{key_id}_{secret}"),
+        key_id,
+        scopes: scopes.to_vec(),
+        rate_per_s,
+        burst,
+    })
+}
+
+/// Revoke a key; `false` when there is no such live key.
+pub async fn revoke_key(client: &Client, key_id: &str) -> Result<bool> {
+    Ok(client
+        .execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+            &[&key_id],
+        )
+        .await?
+        == 1)
+}
+
+/// JWT settings of an OAuth2 deployment.
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub key: jsonwebtoken::DecodingKey,
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub issuer: String,
+    pub audience: String,
+    pub rate_per_s: f64,
+    pub burst: u32,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: String,
+}
+
+/// Why a request is not let in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denied {
+    /// No credentials, or credentials that do not check out (401).
+    Unauthenticated(String),
+    /// Over the caller's rate: retry after this long (429).
+    RateLimited(Duration),
+}
+
+struct Cached {
+    principal: Principal,
+    checked: Instant,
+}
+
+/// The gateway's authenticator: keys in PostgreSQL, optional JWT, a bucket per caller.
+pub struct Authenticator {
+    jwt: Option<JwtConfig>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("jwt", &self.jwt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(jwt: Option<JwtConfig>) -> Self {
+        Self {
+            jwt,
+            cache: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller of a request with this `Authorization` header value, admitted by its rate.
+    pub async fn admit(
+        &self,
+        client: &Client,
+        authorization: Option<&str>,
+    ) -> std::result::Result<Principal, Denied> {
+        let p = self.authenticate(client, authorization).await?;
+        self.take(&p)?;
+        Ok(p)
+    }
+
+    async fn authenticate(
+        &self,
+        client: &Client,
+        authorization: Option<&str>,
+    ) -> std::result::Result<Principal, Denied> {
+        let unauth = |m: &str| Denied::Unauthenticated(m.to_owned());
+        let header = authorization
+            .ok_or_else(|| unauth("send `Authorization: Bearer <key>` (an API key or a JWT)"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauth("the Authorization header must be `Bearer <key>`"))?
+            .trim();
+        if token.starts_with("uf_") {
+            return self.check_key(client, token).await;
+        }
+        match &self.jwt {
+            Some(j) => check_jwt(j, token),
+            None => Err(unauth("not an API key (uf_…), and JWTs are not configured")),
+        }
+    }
+
+    async fn check_key(
+        &self,
+        client: &Client,
+        token: &str,
+    ) -> std::result::Result<Principal, Denied> {
+        let bad = || Denied::Unauthenticated("unknown or revoked API key".into());
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(c) = lock(&self.cache).get(&digest) {
+            if c.checked.elapsed() < KEY_CACHE_TTL {
+                return Ok(c.principal.clone());
+            }
+        }
+        let (key_id, secret) = token
+            .strip_prefix("uf_")
+            .and_then(|t| t.split_once('_'))
+            .ok_or_else(bad)?;
+        let row = client
+            .query_opt(
+                "SELECT hash, scopes, rate_per_s, burst FROM api_keys
+                 WHERE key_id = $1 AND revoked_at IS NULL",
+                &[&key_id],
+            )
+            .await
+            .map_err(|e| Denied::Unauthenticated(format!("keys unavailable: {e}")))?
+            .ok_or_else(bad)?;
+        let hash: String = row.get(0);
+        let secret = secret.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(secret.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return Err(bad());
+        }
+        let scopes: Vec<String> = row.get(1);
+        let principal = Principal {
+            name: format!("key:{key_id}"),
+            scopes: scopes.iter().filter_map(|s| Scope::from_name(s)).collect(),
+            rate_per_s: row.get(2),
+            burst: row.get::<_, i32>(3).max(1) as u32,
+        };
+        lock(&self.cache).insert(
+            digest,
+            Cached {
+                principal: principal.clone(),
+                checked: Instant::now(),
+            },
+        );
+        Ok(principal)
+    }
+
+    /// Forget cached checks of `key_id` (after revoking it here).
+    pub fn forget(&self, key_id: &str) {
+        let name = format!("key:{key_id}");
+        lock(&self.cache).retain(|_, c| c.principal.name != name);
+    }
+
+    fn take(&self, p: &Principal) -> std::result::Result<(), Denied> {
+        let mut buckets = lock(&self.buckets);
+        let b = buckets
+            .entry(p.name.clone())
+            .or_insert_with(|| Bucket::full(p.burst));
+        b.take(p.rate_per_s, p.burst, Instant::now())
+            .map_err(Denied::RateLimited)
+    }
+}
+
+fn check_jwt(j: &JwtConfig, token: &str) -> std::result::Result<Principal, Denied> {
+    let mut v = jsonwebtoken::Validation::new(j.algorithm);
+    v.set_issuer(&[&j.issuer]);
+    v.set_audience(&[&j.audience]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(token, &j.key, &v)
+        .map_err(|e| Denied::Unauthenticated(format!("the token is not valid here: {e}")))?;
+    let scopes = data
+        .claims
+        .scope
+        .split(' ')
+        .filter_map(Scope::from_name)
+        .collect();
+    Ok(Principal {
+        name: format!("jwt:{}", data.claims.sub),
+        scopes,
+        rate_per_s: j.rate_per_s,
+        burst: j.burst,
+    })
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second; a request takes one.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub fn full(burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Take a token at `now`, or say how long until one is there.
+    pub fn take(
+        &mut self,
+        rate: f64,
+        burst: u32,
+        now: Instant,
+    ) -> std::result::Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_lets_a_burst_through_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: 3.0,
+            at: t0,
+        };
+        for _ in 0..3 {
+            b.take(2.0, 3, t0).unwrap();
+        }
+        let wait = b.take(2.0, 3, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
+        // half a second later one token is back, not more
+        let t1 = t0 + Duration::from_millis(500);
+        b.take(2.0, 3, t1).unwrap();
+        assert!(b.take(2.0, 3, t1).is_err());
+        // a long pause refills to the burst only
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..3 {
+            b.take(2.0, 3, t2).unwrap();
+        }
+        assert!(b.take(2.0, 3, t2).is_err());
+    }
+
+    #[test]
+    fn scopes_parse_and_admin_implies_all() {
+        assert_eq!(
+            parse_scopes("verify,enroll enroll").unwrap(),
+            vec![Scope::Enroll, Scope::Verify]
+        );
+        assert!(parse_scopes("root").is_err());
+        let p = Principal {
+            name: "t".into(),
+            scopes: vec![Scope::Admin],
+            rate_per_s: 1.0,
+            burst: 1,
+        };
+        assert!(Scope::ALL.iter().all(|s| p.may(*s)));
+        let q = Principal {
+            scopes: vec![Scope::Verify],
+            ..p
+        };
+        assert!(q.may(Scope::Verify) && !q.may(Scope::Enroll));
+    }
+}

@@ -1,0 +1,876 @@
+//! The HTTP API (v1, JSON): authentication and rate limits at the door, then enrollment,
+//! verification, identification, template management and administration — the handlers a
+//! process serves depend on its roles. One error shape everywhere:
+//! `{"error": {"code", "message", "reasons"?, "request_id"}}`, the request id also in the
+//! `x-request-id` header and in the logs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uniface::core::crypto::Key;
+use uniface::core::quality::{Policy, Reason};
+use uniface::index::merge_candidates;
+use uniface::{Metric, Template};
+
+use crate::auth::{Authenticator, Denied, Principal, Scope};
+use crate::engine::{Busy, Engine};
+use crate::replica::Replica;
+use crate::{audit, db, Error};
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// What the HTTP handlers share.
+pub struct App {
+    pub pool: deadpool_postgres::Pool,
+    /// The deployment's key: templates and metadata are sealed under it in PostgreSQL.
+    pub key: Key,
+    pub auth: Authenticator,
+    /// Present in processes with the enrollment, verification or identification role.
+    pub engine: Option<Arc<Engine>>,
+    /// The identification replicas this process holds.
+    pub replicas: Vec<Arc<Replica>>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// `/readyz` fails while a replica has more than this many events to apply.
+    pub ready_lag: u32,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Per-request deadline.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("replicas", &self.replicas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub reasons: Vec<&'static str>,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            reasons: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<Busy> for ApiError {
+    fn from(_: Busy) -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "every worker is busy and the queue is full; retry shortly",
+            )
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use uniface::core::ErrorKind as K;
+        match &e {
+            Error::Uniface(u) => match u.kind() {
+                K::InvalidArgument => Self::bad(e.to_string()),
+                K::Image => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_image", e.to_string()),
+                K::Template => Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "bad_template",
+                    e.to_string(),
+                ),
+                K::NoFace => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_face", e.to_string()),
+                K::Model => Self {
+                    retry_after: Some(Duration::from_secs(30)),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "model_unavailable",
+                        e.to_string(),
+                    )
+                },
+                _ => internal(e),
+            },
+            Error::Invalid(m) => Self::bad(m.clone()),
+            Error::Db(_) | Error::Pool(_) => Self {
+                retry_after: Some(Duration::from_secs(2)),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    e.to_string(),
+                )
+            },
+            _ => internal(e),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "internal error");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default();
+        let mut error = json!({
+            "code": self.code,
+            "message": self.message,
+            "request_id": request_id,
+        });
+        if !self.reasons.is_empty() {
+            error["reasons"] = json!(self.reasons);
+        }
+        let mut r = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// The router of a process: every route; a route whose role this process lacks answers 503
+/// naming the role.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.max_body;
+    let timeout = app.timeout;
+    let with = |scope: Scope| {
+        let app = app.clone();
+        axum::middleware::from_fn(move |req: Request, next: Next| {
+            let app = app.clone();
+            async move { require(app, scope, req, next).await }
+        })
+    };
+    Router::new()
+        .route(
+            "/v1/subjects/{subject}/faces",
+            post(enroll).layer(with(Scope::Enroll)),
+        )
+        .route(
+            "/v1/subjects/{subject}/faces/{face_id}",
+            delete(remove_face).layer(with(Scope::Manage)),
+        )
+        .route("/v1/verify", post(verify).layer(with(Scope::Verify)))
+        .route("/v1/identify", post(identify).layer(with(Scope::Identify)))
+        .route(
+            "/v1/subjects",
+            get(list_subjects).layer(with(Scope::Manage)),
+        )
+        .route(
+            "/v1/subjects/{subject}",
+            get(get_subject)
+                .delete(remove_subject)
+                .layer(with(Scope::Manage)),
+        )
+        .route(
+            "/v1/subjects/{subject}/metadata",
+            put(set_metadata).layer(with(Scope::Manage)),
+        )
+        .route("/v1/admin/keys", post(create_key).layer(with(Scope::Admin)))
+        .route(
+            "/v1/admin/keys/{key_id}",
+            delete(revoke_key).layer(with(Scope::Admin)),
+        )
+        .route("/v1/admin/audit", get(run_audit).layer(with(Scope::Admin)))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            observe(req, next, timeout)
+        }))
+        .with_state(app)
+}
+
+/// Request id, deadline, log line and metrics of every request.
+async fn observe(req: Request, next: Next, timeout: Duration) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let mut response = REQUEST_ID
+        .scope(id.clone(), async move {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!("the request took longer than {timeout:?}"),
+                )
+                .into_response(),
+            }
+        })
+        .await;
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::counter!("uniface_http_requests_total", "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("uniface_http_request_seconds", "route" => route.clone()).record(seconds);
+    tracing::info!(request_id = %id, %method, %route, status, ms = seconds * 1e3, "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Authentication, scope and rate before anything else of a request is read.
+async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> Response {
+    match admit(&app, req.headers(), scope).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The caller, if it may use `scope`.
+async fn admit(app: &App, headers: &HeaderMap, scope: Scope) -> ApiResult<Principal> {
+    let client = app
+        .pool
+        .get()
+        .await
+        .map_err(|e| ApiError::from(Error::Pool(e)))?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let p = app
+        .auth
+        .admit(&client, authorization)
+        .await
+        .map_err(|d| match d {
+            Denied::Unauthenticated(m) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
+            }
+            Denied::RateLimited(after) => ApiError {
+                retry_after: Some(after),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "over this key's request rate",
+                )
+            },
+        })?;
+    if !p.may(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} lacks the {} scope", p.name, scope.name()),
+        ));
+    }
+    Ok(p)
+}
+
+fn engine(app: &App) -> ApiResult<&Arc<Engine>> {
+    app.engine.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_missing",
+            "this process runs no enrollment, verification or identification role",
+        )
+    })
+}
+
+/// An uploaded image or template: the raw body (`image/*`,
+/// `application/vnd.uniface.template`), or the first file of a multipart form.
+pub struct Upload {
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+/// The content type of portable templates.
+pub const TEMPLATE_TYPE: &str = "application/vnd.uniface.template";
+
+impl<S: Send + Sync> FromRequest<S> for Upload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let too_large = |e: &dyn std::fmt::Display| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        };
+        if content_type.starts_with("multipart/form-data") {
+            let mut form = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            while let Some(field) = form
+                .next_field()
+                .await
+                .map_err(|e| ApiError::bad(e.to_string()))?
+            {
+                let ct = field
+                    .content_type()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if field.file_name().is_some() || ct.starts_with("image/") || ct == TEMPLATE_TYPE {
+                    let bytes = field.bytes().await.map_err(|e| too_large(&e))?;
+                    return Ok(Upload {
+                        content_type: ct,
+                        bytes,
+                    });
+                }
+            }
+            return Err(ApiError::bad("the form has no file field"));
+        }
+        if !(content_type.starts_with("image/") || content_type == TEMPLATE_TYPE) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "send an image (Content-Type image/*), a template ({TEMPLATE_TYPE}) or a multipart form; got {content_type:?}"
+                ),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| too_large(&e))?;
+        Ok(Upload {
+            content_type,
+            bytes,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct EnrollQuery {
+    /// `enrollment` (default), `verification` or `none`.
+    policy: Option<String>,
+    liveness: Option<bool>,
+}
+
+fn refusal(reasons: &[Reason]) -> ApiError {
+    let has = |r: Reason| reasons.contains(&r);
+    let (code, message) = if has(Reason::NoFace) {
+        ("no_face", "no face was found")
+    } else if has(Reason::MultipleFaces) {
+        ("several_faces", "the photo shows several faces")
+    } else if has(Reason::NotLive) {
+        ("not_live", "the face did not pass the liveness check")
+    } else {
+        ("quality_refused", "the photo did not pass the quality gate")
+    };
+    ApiError {
+        reasons: reasons.iter().map(|r| r.name()).collect(),
+        ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+}
+
+fn check_subject(subject: &str) -> ApiResult<()> {
+    if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "a subject id is 1 to 255 bytes of UTF-8 without control characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn enroll(
+    State(app): State<Arc<App>>,
+    Path(subject): Path<String>,
+    Query(q): Query<EnrollQuery>,
+    upload: Upload,
+) -> ApiResult<Response> {
+    check_subject(&subject)?;
+    let engine = engine(&app)?;
+    let (template, quality, liveness) = if upload.content_type == TEMPLATE_TYPE {
+        let t = Template::from_bytes(&upload.bytes).map_err(Error::from)?;
+        if *t.fingerprint() != engine.fingerprint() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "model_mismatch",
+                format!(
+                    "the template was made by model {} ({}), this deployment uses {} ({})",
+                    t.fingerprint().model_id,
+                    t.fingerprint().to_hex(),
+                    engine.fingerprint().model_id,
+                    engine.fingerprint().to_hex()
+                ),
+            ));
+        }
+        (t, None, None)
+    } else {
+        let policy = match q.policy.as_deref().unwrap_or("enrollment") {
+            "enrollment" => Some(Policy::enrollment()),
+            "verification" => Some(Policy::verification()),
+            // no gate: the largest face, as it is (bulk loads of vetted photos)
+            "none" => None,
+            other => {
+                return Err(ApiError::bad(format!(
+                    "unknown policy {other:?}: enrollment, verification or none"
+                )))
+            }
+        };
+        let bytes = upload.bytes;
+        match policy {
+            Some(mut policy) => {
+                // the policy's liveness requirement unless the request says otherwise
+                let live = q.liveness.unwrap_or(policy.require_live);
+                policy.require_live = live;
+                let gated = engine.run(move |e| e.gate(&bytes, &policy, live)).await??;
+                match gated.template {
+                    Some(t) if gated.reasons.is_empty() => (t, gated.quality, gated.liveness),
+                    _ => return Err(refusal(&gated.reasons)),
+                }
+            }
+            None => {
+                let mut faces = engine.run(move |e| e.faces(&bytes, true)).await??;
+                match faces.pop() {
+                    Some(f) => (f.template, None, None),
+                    None => return Err(refusal(&[Reason::NoFace])),
+                }
+            }
+        }
+    };
+    let mut client = app.pool.get().await.map_err(Error::Pool)?;
+    let stored_quality = quality.clone();
+    let done = db::enroll(
+        &mut client,
+        &app.key,
+        &subject,
+        &template,
+        stored_quality.as_ref(),
+    )
+    .await?;
+    metrics::counter!("uniface_enrollments_total").increment(1);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "subject": subject,
+            "face_id": done.face_id,
+            "quality": quality,
+            "liveness": liveness,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct VerifyQuery {
+    subject: String,
+    fmr: Option<f64>,
+}
+
+async fn verify(
+    State(app): State<Arc<App>>,
+    Query(q): Query<VerifyQuery>,
+    upload: Upload,
+) -> ApiResult<Json<Value>> {
+    let fmr = q.fmr.unwrap_or(1e-4);
+    let probe = probe_template(&app, upload).await?;
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    let faces = db::faces(&client, &app.key, &q.subject).await?;
+    if faces.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "subject {:?} has no enrolled face",
+            q.subject
+        )));
+    }
+    let v = probe.vector();
+    let mut best = f32::INFINITY;
+    for (_, t) in &faces {
+        let d = uniface::core::compare::distance(Metric::Euclidean, &v, &t.vector())
+            .map_err(Error::from)?;
+        best = best.min(d);
+    }
+    let table = uniface::core::calibration::default_table().map_err(Error::from)?;
+    let d = table
+        .decide_best_of(best, fmr, faces.len() as u32)
+        .map_err(Error::from)?;
+    Ok(Json(json!({
+        "subject": q.subject,
+        "match": d.is_match,
+        "distance": d.distance,
+        "similarity": d.similarity,
+        "threshold": d.threshold,
+        "fmr": d.target_fmr,
+        "comparisons": d.comparisons,
+        "estimated_fmr": d.estimated_fmr,
+    })))
+}
+
+/// The template of the upload: a template as it is, or the largest face of a photo.
+async fn probe_template(app: &App, upload: Upload) -> ApiResult<Template> {
+    let engine = engine(app)?;
+    if upload.content_type == TEMPLATE_TYPE {
+        return Ok(Template::from_bytes(&upload.bytes).map_err(Error::from)?);
+    }
+    let bytes = upload.bytes;
+    let mut faces = engine.run(move |e| e.faces(&bytes, true)).await??;
+    match faces.pop() {
+        Some(f) => Ok(f.template),
+        None => Err(refusal(&[Reason::NoFace])),
+    }
+}
+
+#[derive(Deserialize)]
+struct IdentifyQuery {
+    k: Option<usize>,
+    fpir: Option<f64>,
+    fmr: Option<f64>,
+    /// `largest`: only the largest face; default every face.
+    face: Option<String>,
+}
+
+/// The most candidates one identification returns.
+pub const MAX_K: usize = 100;
+
+async fn identify(
+    State(app): State<Arc<App>>,
+    Query(q): Query<IdentifyQuery>,
+    upload: Upload,
+) -> ApiResult<Json<Value>> {
+    let k = q.k.unwrap_or(5);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(ApiError::bad(format!("k must lie in 1..={MAX_K}, got {k}")));
+    }
+    let largest = match q.face.as_deref() {
+        None | Some("all") => false,
+        Some("largest") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "face must be `largest` or `all`, got {other:?}"
+            )))
+        }
+    };
+    let probes: Vec<([i64; 4], Template)> = if upload.content_type == TEMPLATE_TYPE {
+        vec![(
+            [0; 4],
+            Template::from_bytes(&upload.bytes).map_err(Error::from)?,
+        )]
+    } else {
+        let bytes = upload.bytes;
+        engine(&app)?
+            .run(move |e| e.faces(&bytes, largest))
+            .await??
+            .into_iter()
+            .map(|f| (f.bbox, f.template))
+            .collect()
+    };
+    let galleries: Vec<_> = app
+        .replicas
+        .iter()
+        .map(|r| {
+            r.gallery().cloned().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    format!("identification replica {} is still bootstrapping", r.name()),
+                )
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    if galleries.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_missing",
+            "this process holds no identification replica",
+        ));
+    }
+    // the open-set rule over the whole gallery: the replicas may each hold some shards
+    let total: usize = galleries.iter().map(|g| g.len()).sum();
+    let fmr = match (q.fmr, q.fpir) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("give fmr or fpir, not both")),
+        (Some(f), None) => f,
+        (None, fpir) => {
+            let fpir = fpir.unwrap_or(1e-2);
+            if !(fpir > 0.0 && fpir < 1.0) {
+                return Err(ApiError::bad(format!(
+                    "fpir must lie in (0, 1), got {fpir}"
+                )));
+            }
+            -((-fpir).ln_1p() / total.max(1) as f64).exp_m1()
+        }
+    };
+    let table = uniface::core::calibration::default_table().map_err(Error::from)?;
+    let threshold = table.threshold_for_fmr(fmr).map_err(Error::from)?;
+    let faces = tokio::task::spawn_blocking(move || {
+        probes
+            .into_iter()
+            .map(|(bbox, probe)| {
+                let mut found = Vec::new();
+                for g in &galleries {
+                    found.extend(g.identify(&probe, k, fmr)?.candidates);
+                }
+                let candidates = merge_candidates(&mut found, k);
+                let known = candidates
+                    .first()
+                    .filter(|c| c.distance < threshold)
+                    .map(|c| c.subject.clone());
+                Ok(json!({
+                    "box": bbox,
+                    "known": known,
+                    "candidates": candidates.iter().map(|c| json!({
+                        "subject": c.subject,
+                        "similarity": c.similarity,
+                        "distance": c.distance,
+                    })).collect::<Vec<_>>(),
+                    "threshold": threshold,
+                }))
+            })
+            .collect::<std::result::Result<Vec<_>, Error>>()
+    })
+    .await
+    .map_err(internal)??;
+    Ok(Json(json!({ "faces": faces, "fmr": fmr })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list_subjects(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad(format!(
+            "limit must lie in 1..=1000, got {limit}"
+        )));
+    }
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    let rows = db::list_subjects(&client, q.cursor.as_deref(), limit).await?;
+    let next = match rows.len() as i64 == limit {
+        true => rows.last().map(|r| r.0.clone()),
+        false => None,
+    };
+    Ok(Json(json!({
+        "subjects": rows.iter().map(|(s, n)| json!({"subject": s, "faces": n})).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn get_subject(
+    State(app): State<Arc<App>>,
+    Path(subject): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    let s = db::subject(&client, &app.key, &subject)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
+    let metadata: Value = match s.metadata.is_empty() {
+        true => Value::Null,
+        false => serde_json::from_slice(&s.metadata).unwrap_or(Value::Null),
+    };
+    Ok(Json(json!({
+        "subject": s.subject,
+        "created_at": s.created_at,
+        "faces": s.faces,
+        "metadata": metadata,
+    })))
+}
+
+/// Largest metadata document, in bytes.
+pub const MAX_METADATA: usize = 64 * 1024;
+
+async fn set_metadata(
+    State(app): State<Arc<App>>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    if body.len() > MAX_METADATA {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("metadata is at most {MAX_METADATA} bytes"),
+        ));
+    }
+    let _: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("metadata must be a JSON document: {e}")))?;
+    let mut client = app.pool.get().await.map_err(Error::Pool)?;
+    db::set_metadata(&mut client, &app.key, &subject, &body)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
+    Ok(Json(json!({"subject": subject})))
+}
+
+async fn remove_subject(
+    State(app): State<Arc<App>>,
+    Path(subject): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let mut client = app.pool.get().await.map_err(Error::Pool)?;
+    let r = db::remove_subject(&mut client, &subject)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
+    Ok(Json(
+        json!({"subject": subject, "faces_removed": r.face_ids}),
+    ))
+}
+
+async fn remove_face(
+    State(app): State<Arc<App>>,
+    Path((subject, face_id)): Path<(String, i64)>,
+) -> ApiResult<Json<Value>> {
+    let mut client = app.pool.get().await.map_err(Error::Pool)?;
+    db::remove_face(&mut client, &subject, face_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("subject {subject:?} has no face {face_id}")))?;
+    Ok(Json(json!({"subject": subject, "face_id": face_id})))
+}
+
+#[derive(Deserialize)]
+struct NewKeyRequest {
+    scopes: Vec<String>,
+    rate_per_s: Option<f64>,
+    burst: Option<u32>,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_key(
+    State(app): State<Arc<App>>,
+    Json(r): Json<NewKeyRequest>,
+) -> ApiResult<Response> {
+    let scopes = crate::auth::parse_scopes(&r.scopes.join(","))?;
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    let k = crate::auth::create_key(
+        &client,
+        &scopes,
+        r.rate_per_s.unwrap_or(50.0),
+        r.burst.unwrap_or(100),
+        &r.description,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(k)).into_response())
+}
+
+async fn revoke_key(
+    State(app): State<Arc<App>>,
+    Path(key_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    if !crate::auth::revoke_key(&client, &key_id).await? {
+        return Err(ApiError::not_found(format!("no live key {key_id:?}")));
+    }
+    app.auth.forget(&key_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    repair: bool,
+}
+
+async fn run_audit(
+    State(app): State<Arc<App>>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    let mut reports = Vec::new();
+    for r in &app.replicas {
+        let Some(g) = r.gallery() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("replica {} is still bootstrapping", r.name()),
+            ));
+        };
+        let report = audit::audit(&client, &app.key, g.clone(), q.repair).await?;
+        reports.push(json!({"replica": r.name(), "report": report}));
+    }
+    let clean = reports.iter().all(|r| r["report"]["clean"] == json!(true));
+    Ok(Json(json!({"clean": clean, "replicas": reports})))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let db_ok = match app.pool.get().await {
+        Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+        Err(_) => false,
+    };
+    let mut ready = db_ok;
+    let mut replicas = Vec::new();
+    for r in &app.replicas {
+        let s = r.status();
+        let queued = r.queued().await;
+        let caught_up = s.bootstrapped && s.consuming && queued.is_some_and(|q| q <= app.ready_lag);
+        ready &= caught_up;
+        replicas.push(json!({"status": s, "queued": queued, "caught_up": caught_up}));
+    }
+    let status = match ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        Json(json!({"ready": ready, "database": db_ok, "replicas": replicas})),
+    )
+        .into_response()
+}
+
+async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
