@@ -7,6 +7,9 @@
 #                                         the first admin API key, start `uniface-services serve
 #                                         --role all`, wait until /readyz answers, write DIR/env
 #                                         (UNIFACE_URL, UNIFACE_ADMIN_KEY, UNIFACE_PG_URL, ...)
+#   examples/services/stack.sh up DIR --split   one process per role instead: gateway,
+#                                         enrollment, verification, templates, relay and 2
+#                                         identification replicas (one shard each)
 #   examples/services/stack.sh up DIR --servers-only   only PostgreSQL and RabbitMQ
 #   examples/services/stack.sh down DIR   stop everything `up` started in DIR, by pid
 #   examples/services/stack.sh status DIR which of them answer
@@ -22,7 +25,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -31,9 +34,11 @@ cmd=$1
 dir=$2
 shift 2
 servers_only=0
+split=
 for a in "$@"; do
   case $a in
     --servers-only) servers_only=1 ;;
+    --split) split=1 ;;
     *) usage ;;
   esac
 done
@@ -169,26 +174,48 @@ EOF
       python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' > "$dir/admin.key.tmp")
     mv "$dir/admin.key.tmp" "$dir/admin.key"
   fi
-  local url=http://127.0.0.1:$http_port
-  if ! alive "$dir/pids/all-0.pid"; then
-    mkdir -p "$dir/replica-0"
-    nohup "$bin" serve --role all --listen "127.0.0.1:$http_port" \
-      --replica-dir "$dir/replica-0" --replica-name "$(basename "$dir")-0" \
-      >> "$dir/logs/all-0.log" 2>&1 &
-    echo $! > "$dir/pids/all-0.pid"
+  # the deployment's processes trust each other by this token (one process needs none)
+  if [ ! -s "$dir/internal.token" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' > "$dir/internal.token")
   fi
-  local i
-  for ((i = 0; i < 1200; i++)); do
+  export UNIFACE_INTERNAL_TOKEN
+  UNIFACE_INTERNAL_TOKEN=$(cat "$dir/internal.token")
+  # the layout is chosen at the first `up` and kept
+  [ -n "$split" ] || split=$(cat "$dir/layout" 2> /dev/null || echo 0)
+  echo "$split" > "$dir/layout"
+  mkdir -p "$dir/ports"
+  local url=http://127.0.0.1:$http_port name=$(basename "$dir") started=()
+  if [ "$split" = 1 ]; then
+    local replicas=() r
+    for r in 0 1; do
+      service "identification-$r" "" --role identification --shards 2 --shard "$r" \
+        --replica-dir "$dir/replica-$r" --replica-name "$name-$r"
+      replicas+=(--replica-url "$service_url")
+    done
+    local upstreams=()
+    for r in enrollment verification templates; do
+      service "$r-0" "" --role "$r"
+      upstreams+=(--upstream "$r=$service_url")
+    done
+    service relay-0 "" --role relay
+    service gateway-0 "$http_port" --role gateway "${upstreams[@]}" "${replicas[@]}"
+  else
+    service all-0 "$http_port" --role all --replica-dir "$dir/replica-0" --replica-name "$name-0"
+  fi
+  local i p
+  for ((i = 0; i < 1800; i++)); do
     ready "$url/readyz" && break
-    if ! alive "$dir/pids/all-0.pid"; then
-      echo "stack.sh: the services stopped (log: $dir/logs/all-0.log):" >&2
-      tail -5 "$dir/logs/all-0.log" >&2
-      exit 1
-    fi
+    for p in "${started[@]}"; do
+      if ! alive "$dir/pids/$p.pid"; then
+        echo "stack.sh: $p stopped (log: $dir/logs/$p.log):" >&2
+        tail -5 "$dir/logs/$p.log" >&2
+        exit 1
+      fi
+    done
     sleep 0.1
   done
-  if [ "$i" -ge 1200 ]; then
-    echo "stack.sh: $url/readyz did not answer within 120 s (log: $dir/logs/all-0.log)" >&2
+  if [ "$i" -ge 1800 ]; then
+    echo "stack.sh: $url/readyz did not answer within 180 s (logs: $dir/logs/)" >&2
     exit 1
   fi
   cat >> "$dir/env" <<EOF
@@ -196,7 +223,21 @@ UNIFACE_KEY_FILE=$UNIFACE_KEY_FILE
 UNIFACE_URL=$url
 UNIFACE_ADMIN_KEY=$(cat "$dir/admin.key")
 EOF
-  echo "up: UniFace on $url (roles: all); $dir/env"
+  echo "up: UniFace on $url ($([ "$split" = 1 ] && echo "one process per role" || echo "roles: all")); $dir/env"
+}
+
+# Start the service NAME (pid DIR/pids/NAME.pid, log DIR/logs/NAME.log) unless it runs, on
+# PORT or the port it had before (DIR/ports/NAME) or a free one; sets service_url.
+service() {
+  local name=$1 port=$2
+  shift 2
+  [ -n "$port" ] || port=$(cat "$dir/ports/$name" 2> /dev/null || free_port)
+  echo "$port" > "$dir/ports/$name"
+  service_url=http://127.0.0.1:$port
+  started+=("$name")
+  alive "$dir/pids/$name.pid" && return 0
+  nohup "$bin" serve --listen "127.0.0.1:$port" "$@" >> "$dir/logs/$name.log" 2>&1 &
+  echo $! > "$dir/pids/$name.pid"
 }
 
 ready() { # url: 200 from /readyz

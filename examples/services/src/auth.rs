@@ -106,7 +106,7 @@ pub struct NewKey {
 fn random_hex(bytes: usize) -> Result<String> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(crate::upstream::hex(&b))
 }
 
 fn argon2_error(e: impl std::fmt::Display) -> Error {
@@ -206,12 +206,14 @@ struct Claims {
 }
 
 /// Why a request is not let in.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Denied {
     /// No credentials, or credentials that do not check out (401).
     Unauthenticated(String),
     /// Over the caller's rate: retry after this long (429).
     RateLimited(Duration),
+    /// The keys cannot be read now (503).
+    Unavailable(deadpool_postgres::PoolError),
 }
 
 struct Cached {
@@ -246,17 +248,17 @@ impl Authenticator {
     /// The caller of a request with this `Authorization` header value, admitted by its rate.
     pub async fn admit(
         &self,
-        client: &Client,
+        keys: &deadpool_postgres::Pool,
         authorization: Option<&str>,
     ) -> std::result::Result<Principal, Denied> {
-        let p = self.authenticate(client, authorization).await?;
+        let p = self.authenticate(keys, authorization).await?;
         self.take(&p)?;
         Ok(p)
     }
 
     async fn authenticate(
         &self,
-        client: &Client,
+        keys: &deadpool_postgres::Pool,
         authorization: Option<&str>,
     ) -> std::result::Result<Principal, Denied> {
         let unauth = |m: &str| Denied::Unauthenticated(m.to_owned());
@@ -267,7 +269,7 @@ impl Authenticator {
             .ok_or_else(|| unauth("the Authorization header must be `Bearer <key>`"))?
             .trim();
         if token.starts_with("uf_") {
-            return self.check_key(client, token).await;
+            return self.check_key(keys, token).await;
         }
         match &self.jwt {
             Some(j) => check_jwt(j, token),
@@ -277,7 +279,7 @@ impl Authenticator {
 
     async fn check_key(
         &self,
-        client: &Client,
+        keys: &deadpool_postgres::Pool,
         token: &str,
     ) -> std::result::Result<Principal, Denied> {
         let bad = || Denied::Unauthenticated("unknown or revoked API key".into());
@@ -291,6 +293,7 @@ impl Authenticator {
             .strip_prefix("uf_")
             .and_then(|t| t.split_once('_'))
             .ok_or_else(bad)?;
+        let client = keys.get().await.map_err(Denied::Unavailable)?;
         let row = client
             .query_opt(
                 "SELECT hash, scopes, rate_per_s, burst FROM api_keys
@@ -298,7 +301,7 @@ impl Authenticator {
                 &[&key_id],
             )
             .await
-            .map_err(|e| Denied::Unauthenticated(format!("keys unavailable: {e}")))?
+            .map_err(|e| Denied::Unavailable(deadpool_postgres::PoolError::Backend(e)))?
             .ok_or_else(bad)?;
         let hash: String = row.get(0);
         let secret = secret.to_owned();

@@ -18,12 +18,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uniface::core::crypto::Key;
 use uniface::core::quality::{Policy, Reason};
-use uniface::index::merge_candidates;
+use uniface::index::{merge_candidates, Candidate};
 use uniface::{Metric, Template};
 
 use crate::auth::{Authenticator, Denied, Principal, Scope};
 use crate::engine::{Busy, Engine};
 use crate::replica::Replica;
+use crate::upstream::{hex, unhex, Upstream};
 use crate::{audit, db, Error};
 
 tokio::task_local! {
@@ -47,6 +48,18 @@ pub struct App {
     pub max_body: usize,
     /// Per-request deadline.
     pub timeout: Duration,
+    /// The roles this process runs.
+    pub roles: Vec<&'static str>,
+    /// Where the other roles run (one process per role), and the internal token.
+    pub upstream: Upstream,
+}
+
+impl App {
+    /// Whether requests of `role` are handled here (the role runs here, or no other process
+    /// is configured for it — then its handler says what is missing).
+    fn handles(&self, role: &str) -> bool {
+        self.roles.contains(&role) || !self.upstream.roles.contains_key(role)
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -178,31 +191,86 @@ pub fn router(app: Arc<App>) -> Router {
             async move { require(app, scope, req, next).await }
         })
     };
+    // a role's requests are handled here, or forwarded to its process (after `with`)
+    let to = |role: &'static str| {
+        let app = app.clone();
+        axum::middleware::from_fn(move |req: Request, next: Next| {
+            let app = app.clone();
+            async move {
+                match app.handles(role) {
+                    true => next.run(req).await,
+                    false => app.upstream.forward(role, with_request_id(req)).await,
+                }
+            }
+        })
+    };
+    let internal = {
+        let app = app.clone();
+        axum::middleware::from_fn(move |req: Request, next: Next| {
+            let app = app.clone();
+            async move {
+                match app.upstream.is_internal(req.headers()) {
+                    true => next.run(req).await,
+                    false => ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "internal endpoints answer the deployment's own processes only",
+                    )
+                    .into_response(),
+                }
+            }
+        })
+    };
     Router::new()
         .route(
             "/v1/subjects/{subject}/faces",
-            post(enroll).layer(with(Scope::Enroll)),
+            post(enroll)
+                .layer(to("enrollment"))
+                .layer(with(Scope::Enroll)),
         )
         .route(
             "/v1/subjects/{subject}/faces/{face_id}",
-            delete(remove_face).layer(with(Scope::Manage)),
+            delete(remove_face)
+                .layer(to("templates"))
+                .layer(with(Scope::Manage)),
         )
-        .route("/v1/verify", post(verify).layer(with(Scope::Verify)))
+        .route(
+            "/v1/verify",
+            post(verify)
+                .layer(to("verification"))
+                .layer(with(Scope::Verify)),
+        )
+        // identification is scattered by the handler itself (to the replicas that own the
+        // shards) rather than forwarded whole
         .route("/v1/identify", post(identify).layer(with(Scope::Identify)))
         .route(
             "/v1/subjects",
-            get(list_subjects).layer(with(Scope::Manage)),
+            get(list_subjects)
+                .layer(to("templates"))
+                .layer(with(Scope::Manage)),
         )
         .route(
             "/v1/subjects/{subject}",
             get(get_subject)
                 .delete(remove_subject)
+                .layer(to("templates"))
                 .layer(with(Scope::Manage)),
         )
         .route(
             "/v1/subjects/{subject}/metadata",
-            put(set_metadata).layer(with(Scope::Manage)),
+            put(set_metadata)
+                .layer(to("templates"))
+                .layer(with(Scope::Manage)),
         )
+        .route(
+            "/internal/faces",
+            post(internal_faces).layer(internal.clone()),
+        )
+        .route(
+            "/internal/search",
+            post(internal_search).layer(internal.clone()),
+        )
+        .route("/internal/audit", get(internal_audit).layer(internal))
         .route("/v1/admin/keys", post(create_key).layer(with(Scope::Admin)))
         .route(
             "/v1/admin/keys/{key_id}",
@@ -261,14 +329,30 @@ async fn observe(req: Request, next: Next, timeout: Duration) -> Response {
     response
 }
 
+/// The request's id in its headers, so that the process it is forwarded to logs the same id.
+fn with_request_id(mut req: Request) -> Request {
+    if let Some(v) = REQUEST_ID
+        .try_with(|id| HeaderValue::from_str(id).ok())
+        .ok()
+        .flatten()
+    {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    req
+}
+
 fn new_request_id() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex(&b)
 }
 
 /// Authentication, scope and rate before anything else of a request is read.
 async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> Response {
+    // the gateway forwards what it admitted with the internal token
+    if app.upstream.is_internal(req.headers()) {
+        return next.run(req).await;
+    }
     match admit(&app, req.headers(), scope).await {
         Ok(p) => {
             req.extensions_mut().insert(p);
@@ -280,22 +364,18 @@ async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> R
 
 /// The caller, if it may use `scope`.
 async fn admit(app: &App, headers: &HeaderMap, scope: Scope) -> ApiResult<Principal> {
-    let client = app
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::from(Error::Pool(e)))?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let p = app
         .auth
-        .admit(&client, authorization)
+        .admit(&app.pool, authorization)
         .await
         .map_err(|d| match d {
             Denied::Unauthenticated(m) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
             }
+            Denied::Unavailable(e) => ApiError::from(Error::Pool(e)),
             Denied::RateLimited(after) => ApiError {
                 retry_after: Some(after),
                 ..ApiError::new(
@@ -591,42 +671,21 @@ async fn identify(
             )))
         }
     };
-    let probes: Vec<([i64; 4], Template)> = if upload.content_type == TEMPLATE_TYPE {
-        vec![(
-            [0; 4],
-            Template::from_bytes(&upload.bytes).map_err(Error::from)?,
-        )]
-    } else {
-        let bytes = upload.bytes;
-        engine(&app)?
-            .run(move |e| e.faces(&bytes, largest))
-            .await??
-            .into_iter()
-            .map(|f| (f.bbox, f.template))
-            .collect()
-    };
-    let galleries: Vec<_> = app
-        .replicas
-        .iter()
-        .map(|r| {
-            r.gallery().cloned().ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    format!("identification replica {} is still bootstrapping", r.name()),
-                )
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    if galleries.is_empty() {
+    let table = uniface::core::calibration::default_table().map_err(Error::from)?;
+    if let Some(f) = q.fmr {
+        table.threshold_for_fmr(f).map_err(Error::from)?;
+    }
+    if app.replicas.is_empty() && app.upstream.replicas.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "role_missing",
-            "this process holds no identification replica",
+            "this process holds no identification replica and knows of none",
         ));
     }
-    // the open-set rule over the whole gallery: the replicas may each hold some shards
-    let total: usize = galleries.iter().map(|g| g.len()).sum();
+    let probes = probes(&app, upload, largest).await?;
+    let templates: Vec<Template> = probes.iter().map(|p| p.1.clone()).collect();
+    let (total, found) = scatter(&app, templates, k).await?;
+    // the open-set rule over the whole gallery
     let fmr = match (q.fmr, q.fpir) {
         (Some(_), Some(_)) => return Err(ApiError::bad("give fmr or fpir, not both")),
         (Some(f), None) => f,
@@ -640,37 +699,241 @@ async fn identify(
             -((-fpir).ln_1p() / total.max(1) as f64).exp_m1()
         }
     };
-    let table = uniface::core::calibration::default_table().map_err(Error::from)?;
     let threshold = table.threshold_for_fmr(fmr).map_err(Error::from)?;
-    let faces = tokio::task::spawn_blocking(move || {
-        probes
-            .into_iter()
-            .map(|(bbox, probe)| {
-                let mut found = Vec::new();
-                for g in &galleries {
-                    found.extend(g.identify(&probe, k, fmr)?.candidates);
-                }
-                let candidates = merge_candidates(&mut found, k);
-                let known = candidates
-                    .first()
-                    .filter(|c| c.distance < threshold)
-                    .map(|c| c.subject.clone());
-                Ok(json!({
-                    "box": bbox,
-                    "known": known,
-                    "candidates": candidates.iter().map(|c| json!({
-                        "subject": c.subject,
-                        "similarity": c.similarity,
-                        "distance": c.distance,
-                    })).collect::<Vec<_>>(),
-                    "threshold": threshold,
-                }))
+    let faces: Vec<Value> = probes
+        .iter()
+        .zip(found)
+        .map(|((bbox, _), mut all)| {
+            let candidates = merge_candidates(&mut all, k);
+            let known = candidates
+                .first()
+                .filter(|c| c.distance < threshold)
+                .map(|c| c.subject.clone());
+            json!({
+                "box": bbox,
+                "known": known,
+                "candidates": candidates.iter().map(|c| json!({
+                    "subject": c.subject,
+                    "similarity": c.similarity,
+                    "distance": c.distance,
+                })).collect::<Vec<_>>(),
+                "threshold": threshold,
             })
-            .collect::<std::result::Result<Vec<_>, Error>>()
-    })
-    .await
-    .map_err(internal)??;
+        })
+        .collect();
     Ok(Json(json!({ "faces": faces, "fmr": fmr })))
+}
+
+/// The faces to identify: the uploaded template, or every (or the largest) face of the photo —
+/// found here, or by an identification replica when this process runs no engine.
+async fn probes(app: &App, upload: Upload, largest: bool) -> ApiResult<Vec<([i64; 4], Template)>> {
+    if upload.content_type == TEMPLATE_TYPE {
+        let t = Template::from_bytes(&upload.bytes).map_err(Error::from)?;
+        return Ok(vec![([0; 4], t)]);
+    }
+    let bytes = upload.bytes;
+    if let Some(engine) = &app.engine {
+        let found = engine.run(move |e| e.faces(&bytes, largest)).await??;
+        return Ok(found.into_iter().map(|f| (f.bbox, f.template)).collect());
+    }
+    let base = app.upstream.replicas.first().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_missing",
+            "no process here can find faces",
+        )
+    })?;
+    let face = if largest { "largest" } else { "all" };
+    let (status, body) = app
+        .upstream
+        .call(
+            base,
+            axum::http::Method::POST,
+            &format!("/internal/faces?face={face}"),
+            Some(("image/jpeg", bytes)),
+        )
+        .await?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        // the replica's own error (a bad image, a busy pool) is the caller's answer
+        return Err(ApiError {
+            reasons: Vec::new(),
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
+                .then(|| Duration::from_secs(1)),
+            ..ApiError::new(
+                status,
+                "upstream_refused",
+                v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        });
+    }
+    v["faces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let bbox: [i64; 4] = serde_json::from_value(f["box"].clone()).unwrap_or([0; 4]);
+            let bytes = f["template"].as_str().and_then(unhex).unwrap_or_default();
+            Ok((bbox, Template::from_bytes(&bytes).map_err(Error::from)?))
+        })
+        .collect()
+}
+
+/// Any fmr for the galleries' own decisions: the candidates do not depend on it, the decision
+/// is taken over the whole gallery afterwards.
+const SEARCH_FMR: f64 = 1e-3;
+
+/// Every probe's candidates from every shard (local replicas, then remote ones, in
+/// parallel), and the number of templates searched.
+async fn scatter(
+    app: &Arc<App>,
+    templates: Vec<Template>,
+    k: usize,
+) -> ApiResult<(usize, Vec<Vec<Candidate>>)> {
+    let mut found = vec![Vec::new(); templates.len()];
+    let mut total = 0;
+    let locals = local_galleries(app)?;
+    let mut remote = tokio::task::JoinSet::new();
+    if !app.upstream.replicas.is_empty() {
+        let body = Bytes::from(
+            serde_json::to_vec(&json!({
+                "k": k,
+                "templates": templates.iter().map(|t| hex(&t.to_bytes())).collect::<Vec<_>>(),
+            }))
+            .map_err(internal)?,
+        );
+        for base in app.upstream.replicas.clone() {
+            let (app, body) = (app.clone(), body.clone());
+            remote.spawn(async move {
+                app.upstream
+                    .json(
+                        &base,
+                        axum::http::Method::POST,
+                        "/internal/search",
+                        Some(("application/json", body)),
+                    )
+                    .await
+            });
+        }
+    }
+    if !locals.is_empty() {
+        let (n, per_probe) = tokio::task::spawn_blocking(move || search(&locals, &templates, k))
+            .await
+            .map_err(internal)??;
+        total += n;
+        for (all, more) in found.iter_mut().zip(per_probe) {
+            all.extend(more);
+        }
+    }
+    while let Some(answer) = remote.join_next().await {
+        let v = answer.map_err(internal)??;
+        total += v["len"].as_u64().unwrap_or(0) as usize;
+        let results = v["results"].as_array().cloned().unwrap_or_default();
+        for (all, more) in found.iter_mut().zip(results) {
+            all.extend(more.as_array().into_iter().flatten().filter_map(candidate));
+        }
+    }
+    Ok((total, found))
+}
+
+/// The local replicas' galleries; an error while one is still bootstrapping.
+fn local_galleries(app: &App) -> ApiResult<Vec<Arc<uniface::index::Gallery>>> {
+    app.replicas
+        .iter()
+        .map(|r| {
+            r.gallery().cloned().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    format!("identification replica {} is still bootstrapping", r.name()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Search `galleries` for each template: (templates searched, candidates per template).
+fn search(
+    galleries: &[Arc<uniface::index::Gallery>],
+    templates: &[Template],
+    k: usize,
+) -> std::result::Result<(usize, Vec<Vec<Candidate>>), Error> {
+    let total = galleries.iter().map(|g| g.len()).sum();
+    let found = templates
+        .iter()
+        .map(|t| {
+            let mut all = Vec::new();
+            for g in galleries {
+                all.extend(g.identify(t, k, SEARCH_FMR)?.candidates);
+            }
+            Ok(all)
+        })
+        .collect::<std::result::Result<_, Error>>()?;
+    Ok((total, found))
+}
+
+fn candidate(v: &Value) -> Option<Candidate> {
+    Some(Candidate {
+        subject: v["subject"].as_str()?.to_owned(),
+        template_id: v["template_id"].as_u64()?,
+        distance: v["distance"].as_f64()? as f32,
+        similarity: v["similarity"].as_f64()? as f32,
+    })
+}
+
+#[derive(Deserialize)]
+struct SearchRequest {
+    k: usize,
+    /// Portable templates, hex.
+    templates: Vec<String>,
+}
+
+/// A replica's shards searched for the gateway.
+async fn internal_search(
+    State(app): State<Arc<App>>,
+    Json(r): Json<SearchRequest>,
+) -> ApiResult<Json<Value>> {
+    if !(1..=MAX_K).contains(&r.k) {
+        return Err(ApiError::bad(format!("k must lie in 1..={MAX_K}")));
+    }
+    let templates = r
+        .templates
+        .iter()
+        .map(|h| {
+            let bytes = unhex(h).ok_or_else(|| ApiError::bad("a template that is not hex"))?;
+            Ok(Template::from_bytes(&bytes).map_err(Error::from)?)
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let locals = local_galleries(&app)?;
+    let k = r.k;
+    let (len, found) = tokio::task::spawn_blocking(move || search(&locals, &templates, k))
+        .await
+        .map_err(internal)??;
+    Ok(Json(json!({"len": len, "results": found})))
+}
+
+#[derive(Deserialize)]
+struct FacesQuery {
+    face: Option<String>,
+}
+
+/// The faces of a photo, as templates, for a gateway without an engine.
+async fn internal_faces(
+    State(app): State<Arc<App>>,
+    Query(q): Query<FacesQuery>,
+    upload: Upload,
+) -> ApiResult<Json<Value>> {
+    let largest = q.face.as_deref() == Some("largest");
+    let bytes = upload.bytes;
+    let found = engine(&app)?
+        .run(move |e| e.faces(&bytes, largest))
+        .await??;
+    Ok(Json(json!({
+        "faces": found.iter().map(|f| json!({
+            "box": f.bbox,
+            "template": hex(&f.template.to_bytes()),
+        })).collect::<Vec<_>>()
+    })))
 }
 
 #[derive(Deserialize)]
@@ -817,23 +1080,46 @@ async fn run_audit(
     State(app): State<Arc<App>>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
-    let client = app.pool.get().await.map_err(Error::Pool)?;
-    let mut reports = Vec::new();
-    for r in &app.replicas {
-        let Some(g) = r.gallery() else {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                format!("replica {} is still bootstrapping", r.name()),
-            ));
-        };
-        let report = audit::audit(&client, &app.key, g.clone(), q.repair).await?;
-        reports.push(json!({"replica": r.name(), "report": report}));
+    let mut reports = local_audits(&app, q.repair).await?;
+    for base in &app.upstream.replicas {
+        let v = app
+            .upstream
+            .json(
+                base,
+                axum::http::Method::GET,
+                &format!("/internal/audit?repair={}", q.repair),
+                None,
+            )
+            .await?;
+        reports.extend(v["replicas"].as_array().cloned().unwrap_or_default());
     }
     let clean = reports.iter().all(|r| r["report"]["clean"] == json!(true));
     Ok(Json(json!({"clean": clean, "replicas": reports})))
 }
 
+/// The audit of the replicas this process holds.
+async fn local_audits(app: &App, repair: bool) -> ApiResult<Vec<Value>> {
+    let client = app.pool.get().await.map_err(Error::Pool)?;
+    let mut reports = Vec::new();
+    for (r, g) in app.replicas.iter().zip(local_galleries(app)?) {
+        let report = audit::audit(&client, &app.key, g, repair).await?;
+        reports.push(json!({"replica": r.name(), "report": report}));
+    }
+    Ok(reports)
+}
+
+async fn internal_audit(
+    State(app): State<Arc<App>>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({"replicas": local_audits(&app, q.repair).await?}),
+    ))
+}
+
+/// Ready when the database answers, every replica held here has bootstrapped and has at most
+/// `ready_lag` events queued, and (on a gateway of separate processes) every process it
+/// routes to is ready; the replicas' states are listed, wherever they run.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let db_ok = match app.pool.get().await {
         Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
@@ -848,13 +1134,39 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         ready &= caught_up;
         replicas.push(json!({"status": s, "queued": queued, "caught_up": caught_up}));
     }
+    let mut upstreams = Vec::new();
+    let mut bases: Vec<&String> = app.upstream.roles.values().collect();
+    bases.extend(&app.upstream.replicas);
+    bases.sort();
+    bases.dedup();
+    for base in bases {
+        let answer = app
+            .upstream
+            .call(base, axum::http::Method::GET, "/readyz", None)
+            .await;
+        let (ok, body) = match answer {
+            Ok((status, body)) => (
+                status.is_success(),
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            ),
+            Err(e) => (false, json!({"error": e.message})),
+        };
+        ready &= ok;
+        replicas.extend(body["replicas"].as_array().cloned().unwrap_or_default());
+        upstreams.push(json!({"url": base, "ready": ok}));
+    }
     let status = match ready {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
     };
     (
         status,
-        Json(json!({"ready": ready, "database": db_ok, "replicas": replicas})),
+        Json(json!({
+            "ready": ready,
+            "database": db_ok,
+            "replicas": replicas,
+            "upstreams": upstreams,
+        })),
     )
         .into_response()
 }
@@ -873,4 +1185,79 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A process with no roles and an unreachable database: enough to route.
+    fn bare() -> Arc<App> {
+        let pool = deadpool_postgres::Config {
+            url: Some("postgresql://nobody@127.0.0.1:1/none".into()),
+            ..deadpool_postgres::Config::default()
+        }
+        .create_pool(
+            Some(deadpool_postgres::Runtime::Tokio1),
+            tokio_postgres::NoTls,
+        )
+        .unwrap();
+        Arc::new(App {
+            pool,
+            key: Key::generate().unwrap(),
+            auth: Authenticator::new(None),
+            engine: None,
+            replicas: Vec::new(),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            ready_lag: 100,
+            max_body: 1 << 20,
+            timeout: Duration::from_secs(10),
+            roles: vec!["gateway"],
+            upstream: Upstream::new(Default::default(), Vec::new(), None),
+        })
+    }
+
+    #[tokio::test]
+    async fn every_path_of_the_openapi_document_is_routed_and_guarded() {
+        let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let app = router(bare());
+        let mut checked = 0;
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let uri = path
+                    .replace("{subject}", "alice")
+                    .replace("{face_id}", "7")
+                    .replace("{key_id}", "k");
+                let req = axum::http::Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let r = app.clone().oneshot(req).await.unwrap();
+                let status = r.status();
+                assert!(
+                    status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}: {status}"
+                );
+                // what the document says needs a key gets 401 without one
+                if op.get("security").is_some() {
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 14);
+        // internal endpoints answer nobody without the token
+        let req = axum::http::Request::builder()
+            .uri("/internal/audit")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.oneshot(req).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+    }
 }

@@ -12,7 +12,7 @@
 //!   own durable queue, bootstrapped from PostgreSQL.
 //! - [`engine`]: the CPU work on a bounded blocking pool.
 //! - [`auth`]: API keys (argon2id), JWT, rate limits; [`http`]: the v1 API; [`audit`]: the
-//!   database against the replicas.
+//!   database against the replicas; [`upstream`]: a gateway in front of one process per role.
 //!
 //! `stack.sh` runs the servers and the services; `docs/DEPLOYMENT.md` describes the whole.
 
@@ -23,6 +23,7 @@ pub mod engine;
 pub mod http;
 pub mod relay;
 pub mod replica;
+pub mod upstream;
 
 /// Errors of the services.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use uniface_services::auth::{self, Authenticator, JwtConfig};
 use uniface_services::engine::Engine;
 use uniface_services::http::{self, App};
 use uniface_services::replica::{Replica, ReplicaConfig};
+use uniface_services::upstream::Upstream;
 use uniface_services::{db, relay, Error, Result};
 
 #[derive(Parser)]
@@ -144,6 +145,17 @@ struct Serve {
     jwt_rate: f64,
     #[arg(long, default_value_t = 100)]
     jwt_burst: u32,
+    /// Where a role this process does not run lives: ROLE=URL (enrollment, verification,
+    /// templates), repeated; its requests are forwarded there after authentication.
+    #[arg(long = "upstream", value_name = "ROLE=URL")]
+    upstreams: Vec<String>,
+    /// An identification replica to scatter searches to (one per shard), repeated.
+    #[arg(long = "replica-url", value_name = "URL")]
+    replica_urls: Vec<String>,
+    /// The token the deployment's processes trust each other by (any secret string; the
+    /// same for every process).
+    #[arg(long, env = "UNIFACE_INTERNAL_TOKEN", hide_env_values = true)]
+    internal_token: Option<String>,
 }
 
 const ROLES: [&str; 6] = [
@@ -260,6 +272,32 @@ async fn serve(s: Serve) -> Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Error::Invalid(format!("metrics: {e}")))?;
+    let mut routed = std::collections::HashMap::new();
+    for u in &s.upstreams {
+        let (role, url) = u
+            .split_once('=')
+            .ok_or_else(|| Error::Invalid(format!("--upstream {u:?}: write ROLE=URL")))?;
+        if !["enrollment", "verification", "templates"].contains(&role) {
+            return Err(Error::Invalid(format!(
+                "--upstream {u:?}: enrollment, verification or templates (identification replicas are --replica-url)"
+            )));
+        }
+        routed.insert(role.to_owned(), url.trim_end_matches('/').to_owned());
+    }
+    if (!routed.is_empty() || !s.replica_urls.is_empty()) && s.internal_token.is_none() {
+        return Err(Error::Invalid(
+            "a gateway in front of other processes needs --internal-token (UNIFACE_INTERNAL_TOKEN)"
+                .into(),
+        ));
+    }
+    let upstream = Upstream::new(
+        routed,
+        s.replica_urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect(),
+        s.internal_token.clone(),
+    );
     let app = Arc::new(App {
         pool,
         key,
@@ -270,6 +308,8 @@ async fn serve(s: Serve) -> Result<()> {
         ready_lag: s.ready_lag,
         max_body: s.max_body,
         timeout: Duration::from_secs_f64(s.timeout),
+        roles: roles.clone(),
+        upstream,
     });
     if !has("gateway") {
         // a process without the gateway still answers /healthz, /readyz and /metrics

@@ -140,8 +140,42 @@ fn jwt(secret: &[u8], audience: &str, scope: &str) -> String {
     .unwrap()
 }
 
+/// One stack at a time: two on 2 cores would each take twice as long.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
-fn the_deployment_end_to_end_over_http() {
+fn the_deployment_end_to_end_over_http_in_one_process() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    scenario(false);
+}
+
+#[test]
+fn the_deployment_end_to_end_over_http_one_process_per_role() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    scenario(true);
+}
+
+/// Whether every replica (1, or 2 when split) has applied `n` events and the stack is ready.
+fn applied(r: &common::Answer, replicas: usize, n: u64) -> bool {
+    let all = r.body["replicas"].as_array().cloned().unwrap_or_default();
+    r.status == 200
+        && all.len() == replicas
+        && all
+            .iter()
+            .all(|x| x["status"]["events_applied"] == json!(n))
+}
+
+/// The sum of a number over the audit's replica reports.
+fn audit_sum(audit: &common::Answer, field: &str) -> u64 {
+    audit.body["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["report"][field].as_u64().unwrap())
+        .sum()
+}
+
+fn scenario(split: bool) {
     let library = Library {
         analyzer: FaceAnalyzer::new(&ModelStore::from_env().unwrap().ensure().unwrap()).unwrap(),
     };
@@ -160,7 +194,17 @@ fn the_deployment_end_to_end_over_http() {
         ),
         ("UNIFACE_JWT_ISSUER", "uniface-test"),
     ];
-    let stack = Stack::up(&[], &vars);
+    let stack = Stack::up(if split { &["--split"] } else { &[] }, &vars);
+    let replicas = if split { 2 } else { 1 };
+    let gallery_dirs: Vec<PathBuf> = (0..replicas)
+        .map(|r| stack.dir.path().join(format!("replica-{r}/gallery")))
+        .collect();
+    let found_anywhere = |needle: &[u8]| -> Vec<PathBuf> {
+        gallery_dirs
+            .iter()
+            .flat_map(|d| found_in_files(d, needle))
+            .collect()
+    };
     let api = Client::new(stack.url());
     let admin = stack.admin().to_owned();
 
@@ -260,9 +304,8 @@ fn the_deployment_end_to_end_over_http() {
         landscape.body
     );
     let ready = |api: &Client| api.call("GET", "/readyz", None, None).unwrap();
-    eventually(60, "the replica applies the enrollments", || {
-        let r = ready(&api);
-        r.status == 200 && r.body["replicas"][0]["status"]["events_applied"] == json!(50)
+    eventually(60, "the replicas apply the enrollments", || {
+        applied(&ready(&api), replicas, 50)
     });
 
     // --- identification: held-out photos of 10 people, 5 strangers — as the library does
@@ -379,25 +422,21 @@ fn the_deployment_end_to_end_over_http() {
         ready(&api).status == 503
     });
     stack.run("up", &[], &vars);
-    eventually(90, "the replica catches up after the outage", || {
-        let r = ready(&api);
-        r.status == 200 && r.body["replicas"][0]["status"]["events_applied"] == json!(70)
+    eventually(90, "the replicas catch up after the outage", || {
+        applied(&ready(&api), replicas, 70)
     });
     let audit = api.get("/v1/admin/audit", &admin);
     assert_eq!(audit.status, 200, "{}", audit.body);
     assert_eq!(audit.body["clean"], json!(true), "{}", audit.body);
-    assert_eq!(
-        audit.body["replicas"][0]["report"]["replica_faces"],
-        json!(70)
-    );
+    assert_eq!(audit.body["replicas"].as_array().unwrap().len(), replicas);
+    assert_eq!(audit_sum(&audit, "replica_faces"), 70);
 
     // --- erasure of 3 subjects: identification, the database, the replica's files
-    let gallery_dir = stack.dir.path().join("replica-0/gallery");
     let erased: Vec<&(String, PathBuf)> = people.held_out[..3].iter().collect();
     for (person, _) in &erased {
         // the test of the test: the subject id is in the gallery's files before
         assert!(
-            !found_in_files(&gallery_dir, person.as_bytes()).is_empty(),
+            !found_anywhere(person.as_bytes()).is_empty(),
             "{person} not found in the gallery before its erasure"
         );
         let a = api
@@ -411,9 +450,8 @@ fn the_deployment_end_to_end_over_http() {
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.body["faces_removed"].as_array().unwrap().len(), 1);
     }
-    eventually(60, "the replica applies the erasures", || {
-        let r = ready(&api);
-        r.status == 200 && r.body["replicas"][0]["status"]["events_applied"] == json!(73)
+    eventually(60, "the replicas apply the erasures", || {
+        applied(&ready(&api), replicas, 73)
     });
     for (person, photo) in &erased {
         let a = api.post_image("/v1/identify?face=largest&k=10", &admin, photo);
@@ -427,7 +465,7 @@ fn the_deployment_end_to_end_over_http() {
             api.get(&format!("/v1/subjects/{person}"), &admin).status,
             404
         );
-        let left = found_in_files(&gallery_dir, person.as_bytes());
+        let left = found_anywhere(person.as_bytes());
         assert!(left.is_empty(), "{person} still in {left:?}");
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -446,27 +484,29 @@ fn the_deployment_end_to_end_over_http() {
             assert_eq!(n, 0, "{person} left rows with templates in the database");
         }
     });
-    // the replica's own view, read from its files (read-only, under the key)
+    // the replicas' own view, read from their files (read-only, under the key)
     let key: std::sync::Arc<dyn uniface::core::crypto::KeyProvider> = std::sync::Arc::new(
         uniface::core::crypto::KeyFile::new(&stack.env["UNIFACE_KEY_FILE"]),
     );
-    let (replica, _) = Gallery::open_with_options(
-        &gallery_dir,
-        &ModelFingerprint::dlib_resnet_v1(),
-        &OpenOptions {
-            key: Some(key),
-            ..OpenOptions::read_only()
-        },
-    )
-    .unwrap();
-    assert_eq!(replica.len(), 67);
-    for (person, _) in &erased {
-        assert!(replica.get(person).is_none());
+    let mut held = 0;
+    for dir in &gallery_dirs {
+        let (replica, _) = Gallery::open_with_options(
+            dir,
+            &ModelFingerprint::dlib_resnet_v1(),
+            &OpenOptions {
+                key: Some(key.clone()),
+                ..OpenOptions::read_only()
+            },
+        )
+        .unwrap();
+        held += replica.len();
+        for (person, _) in &erased {
+            assert!(replica.get(person).is_none());
+        }
     }
+    assert_eq!(held, 67);
     let audit = api.get("/v1/admin/audit", &admin);
     assert_eq!(audit.body["clean"], json!(true), "{}", audit.body);
-    assert_eq!(
-        audit.body["replicas"][0]["report"]["database_faces"],
-        json!(67)
-    );
+    assert_eq!(audit_sum(&audit, "database_faces"), 67);
+    assert_eq!(audit_sum(&audit, "replica_faces"), 67);
 }
