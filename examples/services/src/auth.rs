@@ -226,7 +226,14 @@ pub struct Authenticator {
     jwt: Option<JwtConfig>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Argon2 checks running at once: each takes 19 MiB and tens of milliseconds, so a burst
+    /// of new (or forged) keys costs bounded memory, and concurrent requests with one new key
+    /// check it once (the others find it in the cache after waiting here).
+    hashing: tokio::sync::Semaphore,
 }
+
+/// Argon2 checks that may run at once.
+pub const CONCURRENT_KEY_CHECKS: usize = 2;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,6 +249,7 @@ impl Authenticator {
             jwt,
             cache: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(CONCURRENT_KEY_CHECKS),
         }
     }
 
@@ -284,10 +292,23 @@ impl Authenticator {
     ) -> std::result::Result<Principal, Denied> {
         let bad = || Denied::Unauthenticated("unknown or revoked API key".into());
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(c) = lock(&self.cache).get(&digest) {
-            if c.checked.elapsed() < KEY_CACHE_TTL {
-                return Ok(c.principal.clone());
-            }
+        let cached = || {
+            lock(&self.cache)
+                .get(&digest)
+                .filter(|c| c.checked.elapsed() < KEY_CACHE_TTL)
+                .map(|c| c.principal.clone())
+        };
+        if let Some(p) = cached() {
+            return Ok(p);
+        }
+        let _hashing = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Denied::Unauthenticated("shutting down".into()))?;
+        // checked meanwhile by a request that waited ahead of this one
+        if let Some(p) = cached() {
+            return Ok(p);
         }
         let (key_id, secret) = token
             .strip_prefix("uf_")

@@ -736,7 +736,7 @@ async fn probes(app: &App, upload: Upload, largest: bool) -> ApiResult<Vec<([i64
         let found = engine.run(move |e| e.faces(&bytes, largest)).await??;
         return Ok(found.into_iter().map(|f| (f.bbox, f.template)).collect());
     }
-    let base = app.upstream.replicas.first().ok_or_else(|| {
+    let base = app.upstream.any_replica().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "role_missing",

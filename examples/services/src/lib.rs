@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod db;
 pub mod engine;
 pub mod http;

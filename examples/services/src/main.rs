@@ -35,6 +35,20 @@ struct DbArg {
     db: String,
 }
 
+/// The database, the broker and the deployment key.
+#[derive(Args)]
+struct Servers {
+    #[command(flatten)]
+    db: DbArg,
+    /// The broker, e.g. amqp://uniface:…@127.0.0.1:5672/%2f (UNIFACE_AMQP_URL in DIR/env).
+    #[arg(long, env = "UNIFACE_AMQP_URL", hide_env_values = true)]
+    amqp: String,
+    /// The deployment key (templates and metadata are sealed under it; replicas' galleries
+    /// are encrypted under it).
+    #[arg(long, env = "UNIFACE_KEY_FILE")]
+    key_file: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Apply the database migrations not applied yet (safe to run from several processes).
@@ -64,6 +78,9 @@ enum Command {
     },
     /// Write a new deployment key file (32 random bytes, mode 600; never overwrites).
     KeyFile { path: PathBuf },
+    /// The deployment's figures (see examples/services/bench.sh and docs/DEPLOYMENT.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Compare every identification replica with the database (through the gateway's
     /// /v1/admin/audit); exit status 1 when they drift.
     Audit {
@@ -79,20 +96,160 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Enrollments, then identifications, of LFW photos through a gateway, at each number of
+    /// concurrent clients.
+    Http {
+        #[arg(long, env = "UNIFACE_URL")]
+        url: String,
+        /// A key with the enroll and identify scopes.
+        #[arg(long, env = "UNIFACE_ADMIN_KEY", hide_env_values = true)]
+        key: String,
+        #[command(flatten)]
+        work: Work,
+    },
+    /// The same work through the library in this process.
+    Library {
+        #[command(flatten)]
+        work: Work,
+    },
+    /// Write synthetic faces into the database (--faces), then bootstrap a new replica from
+    /// it and time that.
+    Bootstrap {
+        #[command(flatten)]
+        servers: Servers,
+        /// Synthetic faces to add first.
+        #[arg(long, default_value_t = 0)]
+        faces: usize,
+        /// Where the replica goes (must not exist).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Peak memory (VmHWM) of every process stack.sh started in DIR.
+    Memory { dir: PathBuf },
+}
+
+#[derive(Args)]
+struct Work {
+    /// LFW's folder (`../shared/data/lfw`).
+    #[arg(long)]
+    lfw: PathBuf,
+    /// Photos per run (the first photo of as many people).
+    #[arg(long, default_value_t = 100)]
+    photos: usize,
+    /// Concurrent clients, comma-separated.
+    #[arg(long, default_value = "1,4,16", value_delimiter = ',')]
+    clients: Vec<usize>,
+}
+
+fn print_runs(runs: &[uniface_services::bench::Run]) {
+    println!("| work | clients | requests | per second | p50 ms | p99 ms | retried after 503 |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in runs {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            r.what, r.clients, r.requests, r.per_second, r.p50_ms, r.p99_ms, r.retried
+        );
+    }
+}
+
+async fn bench(what: BenchCommand) -> Result<()> {
+    use uniface_services::bench;
+    match what {
+        BenchCommand::Http { url, key, work } => {
+            let runs = tokio::task::spawn_blocking(move || {
+                let photos = bench::lfw_photos(&work.lfw, work.photos)?;
+                bench::http(url.trim_end_matches('/'), &key, &photos, &work.clients)
+            })
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))??;
+            print_runs(&runs);
+        }
+        BenchCommand::Library { work } => {
+            let runs = tokio::task::spawn_blocking(move || {
+                let photos = bench::lfw_photos(&work.lfw, work.photos)?;
+                bench::library(&photos, &work.clients)
+            })
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))??;
+            print_runs(&runs);
+        }
+        BenchCommand::Bootstrap {
+            servers: Servers { db, amqp, key_file },
+            faces,
+            dir,
+        } => {
+            let provider: Arc<dyn KeyProvider> = Arc::new(KeyFile::new(&key_file));
+            let key = provider.key()?;
+            if faces > 0 {
+                let s = bench::seed(&db.db, &key, faces).await?;
+                println!("wrote {faces} synthetic faces in {s:.1} s");
+            }
+            let before = bench::peak_rss_mib(std::process::id()).unwrap_or(0.0);
+            let name = format!("bench-{}", std::process::id());
+            let (seconds, held) = bench::bootstrap(ReplicaConfig {
+                dir,
+                name: name.clone(),
+                key: provider,
+                sealing: key,
+                shards: 1,
+                shard: None,
+                db_url: db.db.clone(),
+                amqp_url: amqp.clone(),
+            })
+            .await?;
+            let after = bench::peak_rss_mib(std::process::id()).unwrap_or(0.0);
+            println!(
+                "bootstrap: {held} templates in {seconds:.1} s ({:.0} per second); peak memory {before:.0} MiB before, {after:.0} MiB after",
+                held as f64 / seconds
+            );
+            // the bench replica's queue is not needed any more
+            let (_c, channel) = relay::connect(&amqp).await?;
+            channel
+                .queue_delete(
+                    uniface_services::replica::queue_name(&name).into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
+        BenchCommand::Memory { dir } => {
+            let mut pids: Vec<_> = std::fs::read_dir(dir.join("pids"))
+                .map_err(|e| Error::Uniface(uniface::Error::io(&dir, e)))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            pids.sort();
+            println!("| process | peak resident memory (MiB) |");
+            println!("| --- | ---: |");
+            for p in pids {
+                let name = p
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if name == "rabbitmq" {
+                    // the pid of the broker's start script, not of its Erlang node
+                    continue;
+                }
+                let pid: Option<u32> = std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                if let Some(mib) = pid.and_then(bench::peak_rss_mib) {
+                    println!("| {name} | {mib:.0} |");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 struct Serve {
     /// Comma-separated roles, or `all`.
     #[arg(long, default_value = "all")]
     role: String,
     #[command(flatten)]
-    db: DbArg,
-    /// The broker, e.g. amqp://uniface:…@127.0.0.1:5672/%2f (UNIFACE_AMQP_URL in DIR/env).
-    #[arg(long, env = "UNIFACE_AMQP_URL", hide_env_values = true)]
-    amqp: String,
-    /// The deployment key (templates and metadata are sealed under it; replicas' galleries
-    /// are encrypted under it).
-    #[arg(long, env = "UNIFACE_KEY_FILE")]
-    key_file: PathBuf,
+    servers: Servers,
     /// Where the HTTP API listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -220,14 +377,14 @@ fn jwt(s: &Serve) -> Result<Option<JwtConfig>> {
 async fn serve(s: Serve) -> Result<()> {
     let roles = roles(&s.role)?;
     let has = |r: &str| roles.contains(&r);
-    let provider: Arc<dyn KeyProvider> = Arc::new(KeyFile::new(&s.key_file));
+    let provider: Arc<dyn KeyProvider> = Arc::new(KeyFile::new(&s.servers.key_file));
     let key = provider.key()?;
     {
-        let mut client = db::connect(&s.db.db).await?;
+        let mut client = db::connect(&s.servers.db.db).await?;
         db::migrate(&mut client).await?;
     }
     let pool = deadpool_postgres::Config {
-        url: Some(s.db.db.clone()),
+        url: Some(s.servers.db.db.clone()),
         ..deadpool_postgres::Config::default()
     }
     .create_pool(
@@ -237,8 +394,8 @@ async fn serve(s: Serve) -> Result<()> {
     .map_err(|e| Error::Invalid(format!("database pool: {e}")))?;
     if has("relay") {
         tokio::spawn(relay::run(
-            s.db.db.clone(),
-            s.amqp.clone(),
+            s.servers.db.db.clone(),
+            s.servers.amqp.clone(),
             256,
             Duration::from_millis(50),
         ));
@@ -252,8 +409,8 @@ async fn serve(s: Serve) -> Result<()> {
             sealing: key.clone(),
             shards: s.shards,
             shard: s.shard,
-            db_url: s.db.db.clone(),
-            amqp_url: s.amqp.clone(),
+            db_url: s.servers.db.db.clone(),
+            amqp_url: s.servers.amqp.clone(),
         }));
     }
     let engine = match has("enrollment") || has("verification") || has("identification") {
@@ -379,7 +536,7 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("UNIFACE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -400,6 +557,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::Serve(s) => serve(*s).await,
+        Command::Bench(what) => bench(what).await,
         Command::KeysCreate {
             db,
             scopes,

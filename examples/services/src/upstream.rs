@@ -33,6 +33,8 @@ pub struct Upstream {
     /// Shared by the deployment's processes (`None`: one process, nothing to trust).
     pub token: Option<String>,
     client: Client<HttpConnector, Body>,
+    /// Round robin over the replicas for work any of them can do (finding faces).
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -49,7 +51,16 @@ impl Upstream {
             replicas,
             token,
             client: Client::builder(TokioExecutor::new()).build(connector),
+            next: Default::default(),
         }
+    }
+
+    /// The next replica in turn (`None` when there are none).
+    pub fn any_replica(&self) -> Option<&String> {
+        let n = self.replicas.len();
+        (n > 0).then(|| {
+            &self.replicas[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n]
+        })
     }
 
     /// Whether `headers` carry this deployment's internal token.
