@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The deployment's figures for docs/DEPLOYMENT.md, on this machine:
 #
-#   examples/services/bench.sh           100 photos per run at 1, 4 and 16 clients; a replica
+#   examples/services/bench.sh           100 photos (and 1,000 templates) per run at 1, 4 and
+#                                        16 clients; a replica
 #                                        bootstrapped from 100,000 templates
-#   examples/services/bench.sh --quick   8 photos at 1 and 4 clients, 3,000 templates (CI)
+#   examples/services/bench.sh --quick   8 photos, 50 templates, at 1 and 4 clients; 3,000
+#                                        templates bootstrapped (CI)
 #
 # 1. the stack in one process (`stack.sh up`): enrollments/s and identification latency through
 #    the gateway (`uniface-services bench http`), peak memory of the process;
@@ -14,8 +16,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-photos=100 clients=1,4,16 faces=100000
-if [ "${1:-}" = --quick ]; then photos=8 clients=1,4 faces=3000; fi
+photos=100 templates=1000 clients=1,4,16 faces=100000
+if [ "${1:-}" = --quick ]; then photos=8 templates=50 clients=1,4 faces=3000; fi
 lfw=${UNIFACE_SHARED_DIR:-$root/../shared}/data/lfw
 [ -d "$lfw" ] || { echo "bench.sh: no LFW at $lfw (set UNIFACE_SHARED_DIR)" >&2; exit 1; }
 bin=${UNIFACE_SERVICES_BIN:-$root/target/release/uniface-services}
@@ -49,6 +51,10 @@ for layout in all split; do
   ( set -a; . "$work/$layout/env"; set +a
     "$bin" bench http --lfw "$lfw" --photos "$photos" --clients "$clients"
     echo
+    echo "templates instead of photos (the service's own cost):"
+    echo
+    "$bin" bench http --lfw "$lfw" --photos "$templates" --clients "$clients" --templates
+    echo
     "$bin" bench memory "$work/$layout"
     beam=$(beam_of "$(cat "$work/$layout/pids/rabbitmq.pid")")
     [ -z "$beam" ] || awk '/VmHWM/ {printf "| rabbitmq (Erlang node) | %.0f |\n", $2 / 1024}' "/proc/$beam/status" )
@@ -63,3 +69,7 @@ done
 echo
 echo "## the library in one process (the same work)"
 "$bin" bench library --lfw "$lfw" --photos "$photos" --clients "$clients"
+echo
+echo "templates instead of photos:"
+echo
+"$bin" bench library --lfw "$lfw" --photos "$templates" --clients "$clients" --templates

@@ -105,14 +105,22 @@ up() {
   local pg_port=${UNIFACE_PG_PORT:-$(free_port)}
   local amqp_port=${UNIFACE_AMQP_PORT:-$(free_port)}
   local dist_port=${UNIFACE_AMQP_DIST_PORT:-$(free_port)}
+  # the servers' passwords, made at the first `up` (readable by this user only)
+  local pg_pass mq_pass
+  pg_pass=$(secret "$dir/postgres.password")
+  mq_pass=$(secret "$dir/rabbitmq.password")
 
-  # PostgreSQL: a cluster of our own, trust auth on loopback only, the socket in its folder
+  # PostgreSQL: a cluster of our own on loopback only (password, SCRAM), the socket in its folder
   local pg=$dir/postgres
   if ! alive "$dir/pids/postgres.pid"; then
     if [ ! -f "$pg/data/PG_VERSION" ]; then
       mkdir -p "$pg"
       [ "$(id -u)" -ne 0 ] || chown postgres: "$pg" "$dir/logs"
-      as_user postgres "$pg_bin/initdb" -D "$pg/data" -A trust -U uniface -E UTF8 > "$dir/logs/initdb.log"
+      (umask 077 && echo "$pg_pass" > "$pg/pw")
+      [ "$(id -u)" -ne 0 ] || chown postgres: "$pg/pw"
+      as_user postgres "$pg_bin/initdb" -D "$pg/data" -A scram-sha-256 --pwfile="$pg/pw" -U uniface \
+        -E UTF8 > "$dir/logs/initdb.log"
+      rm -f "$pg/pw"
     fi
     [ "$(id -u)" -ne 0 ] || chown postgres: "$dir/logs"
     as_user postgres "$pg_bin/pg_ctl" -D "$pg/data" -l "$dir/logs/postgres.log" -w -t 60 \
@@ -120,7 +128,7 @@ up() {
     head -1 "$pg/data/postmaster.pid" > "$dir/pids/postgres.pid"
   fi
   wait_port postgres "$pg_port" 60
-  as_user postgres "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U uniface uniface 2>/dev/null || true
+  PGPASSWORD=$pg_pass "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U uniface uniface 2>/dev/null || true
 
   # RabbitMQ: a node of our own, listening on loopback only
   local mq=$dir/rabbitmq
@@ -128,8 +136,10 @@ up() {
     mkdir -p "$mq/mnesia" "$mq/log"
     cat > "$mq/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$amqp_port
-loopback_users.guest = true
+default_user = uniface
+default_pass = $mq_pass
 EOF
+    chmod 600 "$mq/rabbitmq.conf"
     echo "[]." > "$mq/enabled_plugins"
     [ "$(id -u)" -ne 0 ] || chown -R rabbitmq: "$mq"
     (
@@ -146,8 +156,11 @@ EOF
   wait_port rabbitmq "$amqp_port" 60
 
   local http_port=${UNIFACE_HTTP_PORT:-$(free_port)}
-  local pg_url=postgresql://uniface@127.0.0.1:$pg_port/uniface
-  local amqp_url=amqp://guest:guest@127.0.0.1:$amqp_port/%2f
+  local pg_url=postgresql://uniface:$pg_pass@127.0.0.1:$pg_port/uniface
+  local amqp_url=amqp://uniface:$mq_pass@127.0.0.1:$amqp_port/%2f
+  # DIR/env holds the passwords and the admin key: this user's only
+  (umask 077 && : > "$dir/env")
+  chmod 600 "$dir/env"
   cat > "$dir/env" <<EOF
 UNIFACE_PG_PORT=$pg_port
 UNIFACE_PG_URL=$pg_url
@@ -175,11 +188,8 @@ EOF
     mv "$dir/admin.key.tmp" "$dir/admin.key"
   fi
   # the deployment's processes trust each other by this token (one process needs none)
-  if [ ! -s "$dir/internal.token" ]; then
-    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' > "$dir/internal.token")
-  fi
   export UNIFACE_INTERNAL_TOKEN
-  UNIFACE_INTERNAL_TOKEN=$(cat "$dir/internal.token")
+  UNIFACE_INTERNAL_TOKEN=$(secret "$dir/internal.token")
   # the layout is chosen at the first `up` and kept
   [ -n "$split" ] || split=$(cat "$dir/layout" 2> /dev/null || echo 0)
   echo "$split" > "$dir/layout"
@@ -238,6 +248,13 @@ service() {
   alive "$dir/pids/$name.pid" && return 0
   nohup "$bin" serve --listen "127.0.0.1:$port" "$@" >> "$dir/logs/$name.log" 2>&1 &
   echo $! > "$dir/pids/$name.pid"
+}
+
+secret() { # file: its secret, made (random, mode 600) when missing
+  if [ ! -s "$1" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24))' > "$1")
+  fi
+  cat "$1"
 }
 
 ready() { # url: 200 from /readyz

@@ -113,6 +113,16 @@ fn argon2_error(e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("argon2: {e}"))
 }
 
+/// A rate of at least [`MIN_RATE`] requests per second, a burst of 1 to [`MAX_BURST`].
+pub fn check_rate(rate_per_s: f64, burst: u32) -> Result<()> {
+    if !(rate_per_s >= MIN_RATE && rate_per_s.is_finite() && (1..=MAX_BURST).contains(&burst)) {
+        return Err(Error::Invalid(format!(
+            "rate must be at least {MIN_RATE} requests per second and burst 1 to {MAX_BURST} (got {rate_per_s}, {burst})"
+        )));
+    }
+    Ok(())
+}
+
 /// Make a key: a random id and 256-bit secret; the row keeps the argon2id hash only.
 pub async fn create_key(
     client: &Client,
@@ -124,11 +134,7 @@ pub async fn create_key(
     if scopes.is_empty() {
         return Err(Error::Invalid("a key needs at least one scope".into()));
     }
-    if !(rate_per_s > 0.0 && rate_per_s.is_finite()) || burst == 0 {
-        return Err(Error::Invalid(format!(
-            "rate must be a positive number of requests per second and burst at least 1 (got {rate_per_s}, {burst})"
-        )));
-    }
+    check_rate(rate_per_s, burst)?;
     let key_id = random_hex(8)?;
     let secret = random_hex(32)?;
     let hash = tokio::task::spawn_blocking({
@@ -230,10 +236,22 @@ pub struct Authenticator {
     /// of new (or forged) keys costs bounded memory, and concurrent requests with one new key
     /// check it once (the others find it in the cache after waiting here).
     hashing: tokio::sync::Semaphore,
+    failures: Mutex<HashMap<String, Bucket>>,
 }
 
 /// Argon2 checks that may run at once.
 pub const CONCURRENT_KEY_CHECKS: usize = 2;
+
+/// Failed checks a key id may have (burst, then per second) before it is refused unhashed.
+const FAILURE_BURST: u32 = 5;
+const FAILURE_RATE: f64 = 0.2;
+
+/// Callers (rate buckets) and key ids (failure counts) remembered at most.
+const MAX_TRACKED: usize = 100_000;
+
+/// The slowest rate a key may have (one request per 1,000 s) and the largest burst.
+pub const MIN_RATE: f64 = 1e-3;
+pub const MAX_BURST: u32 = 1_000_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,6 +268,7 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(CONCURRENT_KEY_CHECKS),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -301,19 +320,20 @@ impl Authenticator {
         if let Some(p) = cached() {
             return Ok(p);
         }
-        let _hashing = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| Denied::Unauthenticated("shutting down".into()))?;
-        // checked meanwhile by a request that waited ahead of this one
-        if let Some(p) = cached() {
-            return Ok(p);
-        }
         let (key_id, secret) = token
             .strip_prefix("uf_")
             .and_then(|t| t.split_once('_'))
             .ok_or_else(bad)?;
+        if key_id.len() != 16 || secret.len() != 64 {
+            return Err(bad());
+        }
+        // a key id that keeps failing is refused without hashing for a while: forged secrets
+        // for a known id cannot keep the argon2 permits from everyone else
+        if self.failing(key_id) {
+            return Err(Denied::Unauthenticated(
+                "too many failed attempts with this key id; wait".into(),
+            ));
+        }
         let client = keys.get().await.map_err(Denied::Unavailable)?;
         let row = client
             .query_opt(
@@ -324,6 +344,16 @@ impl Authenticator {
             .await
             .map_err(|e| Denied::Unavailable(deadpool_postgres::PoolError::Backend(e)))?
             .ok_or_else(bad)?;
+        drop(client);
+        let _hashing = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Denied::Unauthenticated("shutting down".into()))?;
+        // checked meanwhile by a request that waited ahead of this one
+        if let Some(p) = cached() {
+            return Ok(p);
+        }
         let hash: String = row.get(0);
         let secret = secret.to_owned();
         let ok = tokio::task::spawn_blocking(move || {
@@ -338,6 +368,7 @@ impl Authenticator {
         .await
         .unwrap_or(false);
         if !ok {
+            self.failed(key_id);
             return Err(bad());
         }
         let scopes: Vec<String> = row.get(1);
@@ -357,6 +388,27 @@ impl Authenticator {
         Ok(principal)
     }
 
+    /// Whether `key_id` is over its allowance of failed checks.
+    fn failing(&self, key_id: &str) -> bool {
+        lock(&self.failures).get(key_id).is_some_and(|b| {
+            b.clone()
+                .take(FAILURE_RATE, FAILURE_BURST, Instant::now())
+                .is_err()
+        })
+    }
+
+    /// Count a failed check of `key_id`.
+    fn failed(&self, key_id: &str) {
+        let mut f = lock(&self.failures);
+        if f.len() >= MAX_TRACKED {
+            f.clear();
+        }
+        let _ = f
+            .entry(key_id.to_owned())
+            .or_insert_with(|| Bucket::full(FAILURE_BURST))
+            .take(FAILURE_RATE, FAILURE_BURST, Instant::now());
+    }
+
     /// Forget cached checks of `key_id` (after revoking it here).
     pub fn forget(&self, key_id: &str) {
         let name = format!("key:{key_id}");
@@ -365,6 +417,11 @@ impl Authenticator {
 
     fn take(&self, p: &Principal) -> std::result::Result<(), Denied> {
         let mut buckets = lock(&self.buckets);
+        // one bucket per caller; a flood of callers (JWT subjects) cannot grow it without
+        // bound (starting them over full is the cost)
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&p.name) {
+            buckets.clear();
+        }
         let b = buckets
             .entry(p.name.clone())
             .or_insert_with(|| Bucket::full(p.burst));
@@ -423,7 +480,11 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+            // (a rate of 0 or NaN would make this infinite: a day is the longest wait told)
+            let wait = (1.0 - self.tokens) / rate;
+            Err(Duration::try_from_secs_f64(wait)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(86_400)))
         }
     }
 }

@@ -118,14 +118,20 @@ fn drive(
 
 /// A request through the gateway, retried while it answers 503 (the pool is full); how many
 /// retries it took.
-fn post(agent: &ureq::Agent, url: &str, key: &str, photo: &[u8]) -> Result<usize> {
+fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    key: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Result<usize> {
     let mut retried = 0;
     loop {
         let r = agent
             .post(url)
             .header("Authorization", format!("Bearer {key}"))
-            .header("Content-Type", "image/jpeg")
-            .send(photo)
+            .header("Content-Type", content_type)
+            .send(body)
             .map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
         match r.status().as_u16() {
             200 | 201 => return Ok(retried),
@@ -138,13 +144,48 @@ fn post(agent: &ureq::Agent, url: &str, key: &str, photo: &[u8]) -> Result<usize
     }
 }
 
+/// What a bench run sends: photos, or templates (the service's own cost, without the CNN).
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Photos(Vec<PathBuf>),
+    /// This many synthetic templates.
+    Templates(usize),
+}
+
+impl Payload {
+    /// The request bodies and their content type.
+    fn bodies(&self) -> Result<(Vec<Vec<u8>>, &'static str)> {
+        match self {
+            Payload::Photos(photos) => Ok((
+                photos
+                    .iter()
+                    .map(|p| std::fs::read(p).map_err(|e| Error::Uniface(uniface::Error::io(p, e))))
+                    .collect::<Result<_>>()?,
+                "image/jpeg",
+            )),
+            Payload::Templates(n) => Ok((
+                synthetic(*n)?.iter().map(Template::to_bytes).collect(),
+                crate::http::TEMPLATE_TYPE,
+            )),
+        }
+    }
+}
+
+/// `n` synthetic templates of the deployment's model.
+fn synthetic(n: usize) -> Result<Vec<Template>> {
+    uniface::bench::unit_vectors(n, uniface::core::embed::DESCRIPTOR_DIM)
+        .map(|v| Ok(Template::new(ModelFingerprint::dlib_resnet_v1(), &v)?))
+        .collect()
+}
+
 /// Enrollments, then identifications, through the gateway at `url`, for each client count.
-/// Subjects are named `bench-<clients>-<i>`.
-pub fn http(url: &str, key: &str, photos: &[PathBuf], clients: &[usize]) -> Result<Vec<Run>> {
-    let bytes: Vec<Vec<u8>> = photos
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| Error::Uniface(uniface::Error::io(p, e))))
-        .collect::<Result<_>>()?;
+/// Subjects are named `bench-<clients>-<i>` (`bench-t<clients>-<i>` for templates).
+pub fn http(url: &str, key: &str, payload: &Payload, clients: &[usize]) -> Result<Vec<Run>> {
+    let (bytes, content_type) = payload.bodies()?;
+    let tag = match payload {
+        Payload::Photos(_) => "",
+        Payload::Templates(_) => "t",
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_idle_connections_per_host(64)
@@ -155,9 +196,10 @@ pub fn http(url: &str, key: &str, photos: &[PathBuf], clients: &[usize]) -> Resu
         runs.push(drive("enroll", c, bytes.len(), |i| {
             post(
                 &agent,
-                &format!("{url}/v1/subjects/bench-{c}-{i}/faces?policy=none"),
+                &format!("{url}/v1/subjects/bench-{tag}{c}-{i}/faces?policy=none"),
                 key,
                 &bytes[i],
+                content_type,
             )
         })?);
         runs.push(drive("identify", c, bytes.len(), |i| {
@@ -166,6 +208,7 @@ pub fn http(url: &str, key: &str, photos: &[PathBuf], clients: &[usize]) -> Resu
                 &format!("{url}/v1/identify?face=largest&k=5"),
                 key,
                 &bytes[i],
+                content_type,
             )
         })?);
     }
@@ -174,13 +217,14 @@ pub fn http(url: &str, key: &str, photos: &[PathBuf], clients: &[usize]) -> Resu
 
 /// The same work through the library in this process: the analyzer and a gallery (durable
 /// enrollments, as the replica's), `clients` threads.
-pub fn library(photos: &[PathBuf], clients: &[usize]) -> Result<Vec<Run>> {
-    let bytes: Vec<Vec<u8>> = photos
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| Error::Uniface(uniface::Error::io(p, e))))
-        .collect::<Result<_>>()?;
+pub fn library(payload: &Payload, clients: &[usize]) -> Result<Vec<Run>> {
+    let (bytes, _) = payload.bodies()?;
     let analyzer = FaceAnalyzer::new(&ModelStore::from_env()?.ensure()?)?;
+    let photos = matches!(payload, Payload::Photos(_));
     let template = |b: &[u8]| -> Result<Option<Template>> {
+        if !photos {
+            return Ok(Some(Template::from_bytes(b)?));
+        }
         let img = uniface::core::image::decode_rgb(b)?;
         Ok(match analyzer.analyze_selected(&img)? {
             Some((f, _)) => Some(Template::new(

@@ -114,16 +114,34 @@ pub async fn enroll(
     template: &Template,
     quality: Option<&serde_json::Value>,
 ) -> Result<Enrolled> {
+    let face_id = next_face_id(client).await?;
+    enroll_face(client, key, subject, face_id, template, quality).await
+}
+
+/// A new face id (for [`enroll_face`]: what goes with the face elsewhere — its image — can be
+/// written under it before the face is).
+pub async fn next_face_id(client: &Client) -> Result<i64> {
+    Ok(client
+        .query_one("SELECT nextval('faces_face_id_seq')", &[])
+        .await?
+        .get(0))
+}
+
+/// [`enroll`] under a face id from [`next_face_id`].
+pub async fn enroll_face(
+    client: &mut Client,
+    key: &Key,
+    subject: &str,
+    face_id: i64,
+    template: &Template,
+    quality: Option<&serde_json::Value>,
+) -> Result<Enrolled> {
     let tx = client.transaction().await?;
     tx.execute(
         "INSERT INTO subjects (subject) VALUES ($1) ON CONFLICT DO NOTHING",
         &[&subject],
     )
     .await?;
-    let face_id: i64 = tx
-        .query_one("SELECT nextval('faces_face_id_seq')", &[])
-        .await?
-        .get(0);
     let sealed = template.seal(key, &face_aad(subject, face_id))?;
     let fp = template.fingerprint();
     tx.execute(

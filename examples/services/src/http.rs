@@ -23,6 +23,7 @@ use uniface::{Metric, Template};
 
 use crate::auth::{Authenticator, Denied, Principal, Scope};
 use crate::engine::{Busy, Engine};
+use crate::images::Images;
 use crate::replica::Replica;
 use crate::upstream::{hex, unhex, Upstream};
 use crate::{audit, db, Error};
@@ -52,6 +53,8 @@ pub struct App {
     pub roles: Vec<&'static str>,
     /// Where the other roles run (one process per role), and the internal token.
     pub upstream: Upstream,
+    /// Where raw images are kept when a caller asks (none: they are never kept).
+    pub images: Option<Images>,
 }
 
 impl App {
@@ -137,6 +140,10 @@ impl From<Error> for ApiError {
                 _ => internal(e),
             },
             Error::Invalid(m) => Self::bad(m.clone()),
+            // a value the database refuses (a NUL byte in a text, say) is the caller's
+            Error::Db(d) if d.code().is_some_and(|c| c.code().starts_with("22")) => {
+                Self::bad(format!("the database refused a value: {d}"))
+            }
             Error::Db(_) | Error::Pool(_) => Self {
                 retry_after: Some(Duration::from_secs(2)),
                 ..Self::new(
@@ -150,9 +157,15 @@ impl From<Error> for ApiError {
     }
 }
 
+/// A fault of this service: logged in full (with the request id), answered without details.
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "internal error");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    let request_id = REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default();
+    tracing::error!(%request_id, error = %e, "internal error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error; the service's log has it under this request id",
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -353,6 +366,15 @@ async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> R
     if app.upstream.is_internal(req.headers()) {
         return next.run(req).await;
     }
+    // a role process behind a gateway answers the gateway only (its limits are the gateway's)
+    if !app.roles.contains(&"gateway") {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this process serves its gateway only; send requests to the gateway",
+        )
+        .into_response();
+    }
     match admit(&app, req.headers(), scope).await {
         Ok(p) => {
             req.extensions_mut().insert(p);
@@ -475,6 +497,9 @@ struct EnrollQuery {
     /// `enrollment` (default), `verification` or `none`.
     policy: Option<String>,
     liveness: Option<bool>,
+    /// Keep the photo (sealed) with the face.
+    #[serde(default)]
+    store_image: bool,
 }
 
 fn refusal(reasons: &[Reason]) -> ApiError {
@@ -494,6 +519,38 @@ fn refusal(reasons: &[Reason]) -> ApiError {
     }
 }
 
+/// A template every gallery accepts: the model's dimension, finite values within
+/// ±[`uniface::index::MAX_COMPONENT`] (what the replicas would refuse must not be enrolled).
+fn check_storable(t: &Template) -> ApiResult<()> {
+    let v = t.vector();
+    let dim = uniface::core::embed::DESCRIPTOR_DIM;
+    if v.len() != dim {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_template",
+            format!(
+                "the template has {} values, this model's have {dim}",
+                v.len()
+            ),
+        ));
+    }
+    if let Some(i) = v
+        .iter()
+        .position(|x| !x.is_finite() || x.abs() > uniface::index::MAX_COMPONENT)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_template",
+            format!(
+                "value {i} of the template is {}: values lie within ±{}",
+                v[i],
+                uniface::index::MAX_COMPONENT
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_subject(subject: &str) -> ApiResult<()> {
     if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
         return Err(ApiError::bad(
@@ -511,8 +568,20 @@ async fn enroll(
 ) -> ApiResult<Response> {
     check_subject(&subject)?;
     let engine = engine(&app)?;
+    let images = match (q.store_image, &app.images) {
+        (false, _) => None,
+        (true, Some(images)) if upload.content_type != TEMPLATE_TYPE => Some(images),
+        (true, Some(_)) => return Err(ApiError::bad("store_image needs a photo, not a template")),
+        (true, None) => {
+            return Err(ApiError::bad(
+                "this deployment keeps no images (start it with --images DIR)",
+            ))
+        }
+    };
+    let photo = upload.bytes.clone();
     let (template, quality, liveness) = if upload.content_type == TEMPLATE_TYPE {
         let t = Template::from_bytes(&upload.bytes).map_err(Error::from)?;
+        check_storable(&t)?;
         if *t.fingerprint() != engine.fingerprint() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -561,15 +630,29 @@ async fn enroll(
         }
     };
     let mut client = app.pool.get().await.map_err(Error::Pool)?;
-    let stored_quality = quality.clone();
-    let done = db::enroll(
+    let face_id = db::next_face_id(&client).await?;
+    // the image first, so that an acknowledged face has its image
+    if let Some(images) = images {
+        images.put(&app.key, &subject, face_id, &photo).await?;
+    }
+    let done = db::enroll_face(
         &mut client,
         &app.key,
         &subject,
+        face_id,
         &template,
-        stored_quality.as_ref(),
+        quality.as_ref(),
     )
-    .await?;
+    .await;
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(images) = images {
+                let _ = images.delete(&subject, face_id).await;
+            }
+            return Err(e.into());
+        }
+    };
     metrics::counter!("uniface_enrollments_total").increment(1);
     Ok((
         StatusCode::CREATED,
@@ -604,9 +687,21 @@ async fn verify(
             q.subject
         )));
     }
+    check_storable(&probe)?;
     let v = probe.vector();
     let mut best = f32::INFINITY;
     for (_, t) in &faces {
+        if t.fingerprint() != probe.fingerprint() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "model_mismatch",
+                format!(
+                    "the probe was made by model {}, the subject's templates by {}",
+                    probe.fingerprint().model_id,
+                    t.fingerprint().model_id
+                ),
+            ));
+        }
         let d = uniface::core::compare::distance(Metric::Euclidean, &v, &t.vector())
             .map_err(Error::from)?;
         best = best.min(d);
@@ -841,7 +936,7 @@ fn local_galleries(app: &App) -> ApiResult<Vec<Arc<uniface::index::Gallery>>> {
     app.replicas
         .iter()
         .map(|r| {
-            r.gallery().cloned().ok_or_else(|| {
+            r.gallery().ok_or_else(|| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
@@ -1013,9 +1108,16 @@ async fn remove_subject(
     Path(subject): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let mut client = app.pool.get().await.map_err(Error::Pool)?;
+    // images before and after the rows: one stored by an enrollment racing the removal goes too
+    if let Some(images) = &app.images {
+        images.delete_subject(&subject).await?;
+    }
     let r = db::remove_subject(&mut client, &subject)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
+    if let Some(images) = &app.images {
+        images.delete_subject(&subject).await?;
+    }
     Ok(Json(
         json!({"subject": subject, "faces_removed": r.face_ids}),
     ))
@@ -1026,6 +1128,9 @@ async fn remove_face(
     Path((subject, face_id)): Path<(String, i64)>,
 ) -> ApiResult<Json<Value>> {
     let mut client = app.pool.get().await.map_err(Error::Pool)?;
+    if let Some(images) = &app.images {
+        images.delete(&subject, face_id).await?;
+    }
     db::remove_face(&mut client, &subject, face_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("subject {subject:?} has no face {face_id}")))?;
@@ -1127,6 +1232,14 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     };
     let mut ready = db_ok;
     let mut replicas = Vec::new();
+    // events not yet relayed are events no replica has: a stuck relay makes replicas stale
+    let mut unsent = None;
+    if !app.replicas.is_empty() {
+        if let Ok(c) = app.pool.get().await {
+            unsent = db::outbox_position(&c).await.ok().map(|(_, n)| n);
+        }
+        ready &= unsent.is_some_and(|n| n <= i64::from(app.ready_lag));
+    }
     for r in &app.replicas {
         let s = r.status();
         let queued = r.queued().await;
@@ -1164,6 +1277,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         Json(json!({
             "ready": ready,
             "database": db_ok,
+            "outbox_unsent": unsent,
             "replicas": replicas,
             "upstreams": upstreams,
         })),
@@ -1217,6 +1331,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             roles: vec!["gateway"],
             upstream: Upstream::new(Default::default(), Vec::new(), None),
+            images: None,
         })
     }
 

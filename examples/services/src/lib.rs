@@ -22,6 +22,7 @@ pub mod bench;
 pub mod db;
 pub mod engine;
 pub mod http;
+pub mod images;
 pub mod relay;
 pub mod replica;
 pub mod upstream;

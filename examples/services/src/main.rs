@@ -141,6 +141,19 @@ struct Work {
     /// Concurrent clients, comma-separated.
     #[arg(long, default_value = "1,4,16", value_delimiter = ',')]
     clients: Vec<usize>,
+    /// Send synthetic templates instead of photos (the service's own cost, without the CNN).
+    #[arg(long)]
+    templates: bool,
+}
+
+impl Work {
+    fn payload(&self) -> Result<uniface_services::bench::Payload> {
+        use uniface_services::bench::{lfw_photos, Payload};
+        Ok(match self.templates {
+            true => Payload::Templates(self.photos),
+            false => Payload::Photos(lfw_photos(&self.lfw, self.photos)?),
+        })
+    }
 }
 
 fn print_runs(runs: &[uniface_services::bench::Run]) {
@@ -159,8 +172,8 @@ async fn bench(what: BenchCommand) -> Result<()> {
     match what {
         BenchCommand::Http { url, key, work } => {
             let runs = tokio::task::spawn_blocking(move || {
-                let photos = bench::lfw_photos(&work.lfw, work.photos)?;
-                bench::http(url.trim_end_matches('/'), &key, &photos, &work.clients)
+                let payload = work.payload()?;
+                bench::http(url.trim_end_matches('/'), &key, &payload, &work.clients)
             })
             .await
             .map_err(|e| Error::Invalid(e.to_string()))??;
@@ -168,8 +181,8 @@ async fn bench(what: BenchCommand) -> Result<()> {
         }
         BenchCommand::Library { work } => {
             let runs = tokio::task::spawn_blocking(move || {
-                let photos = bench::lfw_photos(&work.lfw, work.photos)?;
-                bench::library(&photos, &work.clients)
+                let payload = work.payload()?;
+                bench::library(&payload, &work.clients)
             })
             .await
             .map_err(|e| Error::Invalid(e.to_string()))??;
@@ -256,6 +269,7 @@ struct Serve {
     /// Serve HTTPS with this certificate chain (PEM) and --tls-key.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// The folder of the identification replica's gallery.
@@ -309,6 +323,11 @@ struct Serve {
     /// An identification replica to scatter searches to (one per shard), repeated.
     #[arg(long = "replica-url", value_name = "URL")]
     replica_urls: Vec<String>,
+    /// Keep raw images here when a caller asks (`?store_image=true`), sealed under the
+    /// deployment key; without it images are never kept. (The enrollment and templates
+    /// processes need the same store.)
+    #[arg(long, env = "UNIFACE_IMAGES_DIR")]
+    images: Option<PathBuf>,
     /// The token the deployment's processes trust each other by (any secret string; the
     /// same for every process).
     #[arg(long, env = "UNIFACE_INTERNAL_TOKEN", hide_env_values = true)]
@@ -364,6 +383,7 @@ fn jwt(s: &Serve) -> Result<Option<JwtConfig>> {
     if s.jwt_issuer.is_empty() {
         return Err(Error::Invalid("JWTs need --jwt-issuer".into()));
     }
+    auth::check_rate(s.jwt_rate, s.jwt_burst)?;
     Ok(Some(JwtConfig {
         key,
         algorithm,
@@ -467,6 +487,11 @@ async fn serve(s: Serve) -> Result<()> {
         timeout: Duration::from_secs_f64(s.timeout),
         roles: roles.clone(),
         upstream,
+        images: s
+            .images
+            .as_deref()
+            .map(uniface_services::images::Images::local)
+            .transpose()?,
     });
     if !has("gateway") {
         // a process without the gateway still answers /healthz, /readyz and /metrics

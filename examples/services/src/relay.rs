@@ -1,7 +1,7 @@
 //! The outbox relay: events leave PostgreSQL for RabbitMQ in order, at least once.
 //!
 //! A pass takes the relays' advisory lock (several relays may run for availability; one
-//! publishes at a time, so events leave in order), claims the oldest unsent events
+//! publishes at a time, so events leave in order; the others stand by), claims the oldest unsent events
 //! (`FOR UPDATE SKIP LOCKED`), publishes each as a persistent
 //! message on the durable fanout exchange [`EXCHANGE`] (message id = outbox sequence number,
 //! headers `kind`, `subject`, `face_id`; body = the sealed template of a `FaceEnrolled`), waits
@@ -46,8 +46,14 @@ pub async fn relay_once(client: &mut Client, channel: &Channel, batch: i64) -> R
     // one relay publishes at a time, so events leave in outbox order: a consumer must never
     // see a removal before the enrollment it undoes (SKIP LOCKED alone would let two relays
     // publish two batches in either order)
-    tx.execute("SELECT pg_advisory_xact_lock(7165052)", &[])
-        .await?;
+    let ours: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock(7165052)", &[])
+        .await?
+        .get(0);
+    if !ours {
+        // another relay is publishing: stand by
+        return Ok(0);
+    }
     let rows = tx
         .query(
             "SELECT seq, kind, subject, face_id, payload FROM outbox
@@ -99,6 +105,9 @@ pub async fn relay_once(client: &mut Client, channel: &Channel, batch: i64) -> R
     Ok(sent.len())
 }
 
+/// The longest a relay pass may take.
+pub const PASS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Relay forever: connect (again, with back-off, whenever the database or the broker goes
 /// away), pass over the outbox, sleep `idle` when it is empty.
 pub async fn run(db_url: String, amqp_url: String, batch: i64, idle: std::time::Duration) {
@@ -109,7 +118,17 @@ pub async fn run(db_url: String, amqp_url: String, batch: i64, idle: std::time::
             let (_connection, channel) = connect(&amqp_url).await?;
             tracing::info!("relay connected");
             loop {
-                let n = relay_once(&mut client, &channel, batch).await?;
+                // a broker that blocks publishers (a memory or disk alarm) or a half-open
+                // connection must not hold the lock and the rows for ever: the pass is cut
+                // off, its transaction rolls back with the connection, and a new one starts
+                let n =
+                    tokio::time::timeout(PASS_TIMEOUT, relay_once(&mut client, &channel, batch))
+                        .await
+                        .map_err(|_| {
+                            Error::Invalid(format!(
+                                "a relay pass took longer than {PASS_TIMEOUT:?}"
+                            ))
+                        })??;
                 if n > 0 {
                     metrics::counter!("uniface_relay_events_published_total").increment(n as u64);
                 } else {

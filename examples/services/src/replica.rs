@@ -14,19 +14,24 @@
 //!   followed in the queue by the removal that took it.
 //! - **Shards.** With `shard = Some(n)` the replica holds one shard of the gallery; events of
 //!   subjects that live on other shards are acknowledged and skipped.
-//! - **Failures.** An event that cannot be applied (a key that does not open it, a full disk)
-//!   is put back on the queue and the replica reports the error and stops being ready; it
-//!   tries again after a pause. A lost broker connection is re-established with back-off.
+//! - **Failures.** An event that can never be applied (it does not open under the key, its
+//!   template is not one this gallery holds, its kind is unknown) is moved to the replica's
+//!   dead-letter queue `uniface.dead.<name>` and counted (`/readyz`, the audit then shows the
+//!   drift and `repair` mends it), so that it does not block the events behind it. An event
+//!   that failed for a reason that may pass (an I/O error, a full disk, a failed `fsync`) goes
+//!   back to the queue, and the gallery is closed and opened again from its files before the
+//!   next try — a write whose durability failed is never taken as done. A lost broker
+//!   connection is re-established with back-off.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
@@ -65,16 +70,19 @@ pub struct ReplicaStatus {
     /// The highest outbox sequence number applied.
     pub applied_seq: i64,
     pub events_applied: i64,
+    /// Events set aside in the dead-letter queue (they could never be applied).
+    pub dead_lettered: i64,
     pub last_error: Option<String>,
 }
 
 /// A running replica. `Send + Sync`.
 pub struct Replica {
     config: ReplicaConfig,
-    gallery: OnceLock<Arc<Gallery>>,
+    gallery: RwLock<Option<Arc<Gallery>>>,
     consuming: AtomicBool,
     applied_seq: AtomicI64,
     events_applied: AtomicI64,
+    dead_lettered: AtomicI64,
     last_error: Mutex<Option<String>>,
     channel: Mutex<Option<Channel>>,
 }
@@ -92,6 +100,24 @@ pub fn queue_name(name: &str) -> String {
     format!("uniface.replica.{name}")
 }
 
+/// Where the replica sets aside events it can never apply.
+pub fn dead_letter_queue(name: &str) -> String {
+    format!("uniface.dead.{name}")
+}
+
+/// Whether an event's failure is in the event itself (it would fail again every time).
+fn is_permanent(e: &Error) -> bool {
+    use uniface::core::ErrorKind as K;
+    match e {
+        Error::Uniface(u) => matches!(
+            u.kind(),
+            K::InvalidArgument | K::Template | K::Crypto | K::Image | K::NoFace
+        ),
+        Error::Invalid(_) => true,
+        _ => false,
+    }
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
     /// The outbox position the bootstrap's snapshot had reached.
@@ -105,10 +131,11 @@ impl Replica {
     pub fn start(config: ReplicaConfig) -> Arc<Self> {
         let me = Arc::new(Self {
             config,
-            gallery: OnceLock::new(),
+            gallery: RwLock::new(None),
             consuming: AtomicBool::new(false),
             applied_seq: AtomicI64::new(0),
             events_applied: AtomicI64::new(0),
+            dead_lettered: AtomicI64::new(0),
             last_error: Mutex::new(None),
             channel: Mutex::new(None),
         });
@@ -117,9 +144,17 @@ impl Replica {
         me
     }
 
-    /// The gallery, once bootstrapped.
-    pub fn gallery(&self) -> Option<&Arc<Gallery>> {
-        self.gallery.get()
+    /// The gallery, once bootstrapped (`None` also while it is being opened again after a
+    /// failure).
+    pub fn gallery(&self) -> Option<Arc<Gallery>> {
+        self.gallery
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_gallery(&self, g: Option<Arc<Gallery>>) {
+        *self.gallery.write().unwrap_or_else(|e| e.into_inner()) = g;
     }
 
     pub fn name(&self) -> &str {
@@ -129,10 +164,11 @@ impl Replica {
     pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {
             name: self.config.name.clone(),
-            bootstrapped: self.gallery.get().is_some(),
+            bootstrapped: self.gallery().is_some(),
             consuming: self.consuming.load(Ordering::SeqCst),
             applied_seq: self.applied_seq.load(Ordering::SeqCst),
             events_applied: self.events_applied.load(Ordering::SeqCst),
+            dead_lettered: self.dead_lettered.load(Ordering::SeqCst),
             last_error: lock(&self.last_error).clone(),
         }
     }
@@ -197,11 +233,25 @@ impl Replica {
                 FieldTable::default(),
             )
             .await?;
-        if self.gallery.get().is_none() {
-            let gallery = self.open_or_bootstrap().await?;
-            let _ = self.gallery.set(Arc::new(gallery));
-        }
-        let gallery = self.gallery.get().expect("set above").clone();
+        let dead = dead_letter_queue(&self.config.name);
+        channel
+            .queue_declare(
+                dead.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let gallery = match self.gallery() {
+            Some(g) => g,
+            None => {
+                let g = Arc::new(self.open_or_bootstrap().await?);
+                self.set_gallery(Some(g.clone()));
+                g
+            }
+        };
         channel.basic_qos(64, BasicQosOptions::default()).await?;
         let mut consumer = channel
             .basic_consume(
@@ -239,6 +289,27 @@ impl Replica {
                     self.events_applied.fetch_add(1, Ordering::SeqCst);
                     metrics::counter!("uniface_replica_events_applied_total").increment(1);
                 }
+                Err(e) if is_permanent(&e) => {
+                    // never applicable: set aside (confirmed) so the events behind it go on
+                    let confirm = channel
+                        .basic_publish(
+                            "".into(),
+                            dead.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &delivery.data,
+                            delivery.properties.clone(),
+                        )
+                        .await?;
+                    if !confirm.await?.is_ack() {
+                        return Err(Error::Nacked { seq });
+                    }
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    self.dead_lettered.fetch_add(1, Ordering::SeqCst);
+                    metrics::counter!("uniface_replica_events_dead_lettered_total").increment(1);
+                    self.fail(format!(
+                        "outbox event {seq} can never be applied and was moved to {dead}: {e}"
+                    ));
+                }
                 Err(e) => {
                     delivery
                         .nack(BasicNackOptions {
@@ -247,8 +318,11 @@ impl Replica {
                         })
                         .await?;
                     let _ = connection.close(0, "retrying".into()).await;
+                    // the gallery is opened again from its files: what it holds in memory
+                    // may include a change whose durability failed
+                    self.set_gallery(None);
                     return Err(Error::Invalid(format!(
-                        "outbox event {seq} could not be applied (it stays queued): {e}"
+                        "outbox event {seq} could not be applied (it stays queued; the gallery is reopened): {e}"
                     )));
                 }
             }
@@ -326,10 +400,31 @@ impl Replica {
             let (g, key, shard) = (g.clone(), key.clone(), self.config.shard);
             copied += blocking(move || enroll_page(&g, &key, shard, &page)).await?;
         }
+        // the subjects' metadata, from the same snapshot
+        let with_metadata = tx
+            .query(
+                "SELECT subject, metadata FROM subjects WHERE metadata <> ''::bytea",
+                &[],
+            )
+            .await?;
+        let metadata: Vec<(String, Vec<u8>)> = with_metadata
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         tx.commit().await?;
         {
-            let g = g.clone();
-            blocking(move || Ok(g.checkpoint()?)).await?;
+            let (g, key, shard) = (g.clone(), key.clone(), self.config.shard);
+            blocking(move || {
+                let router = g.router();
+                for (subject, sealed) in &metadata {
+                    if shard.is_some_and(|s| router.shard_of(subject) != s) {
+                        continue;
+                    }
+                    g.update_metadata(subject, &db::open_metadata(&key, subject, sealed)?)?;
+                }
+                Ok(g.checkpoint()?)
+            })
+            .await?;
         }
         drop(g);
         let dir = self.gallery_dir();
@@ -339,8 +434,12 @@ impl Replica {
             bootstrap_seq: position,
             bootstrap_faces: copied,
         };
+        // for operators only (nothing reads it: outbox sequence numbers are not in commit order,
+        // so no event may be skipped by its number)
         let path = self.config.dir.join("replica.json");
-        std::fs::write(&path, serde_json::to_vec(&state).unwrap_or_default())
+        let tmp = self.config.dir.join("replica.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&state).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| io(&path, e))?;
         self.applied_seq.fetch_max(position, Ordering::SeqCst);
         tracing::info!(
@@ -437,6 +536,8 @@ pub fn apply(g: &Gallery, key: &Key, e: &Event) -> Result<()> {
             let t = Template::open_sealed(key, &db::face_aad(&e.subject, face_id), sealed)?;
             g.enroll_as(&e.subject, face_id as u64, &t)?;
         }
+        // removals checkpoint, so that nothing of what went stays in any file; a repeat (nothing
+        // to remove) does not (an encrypted gallery destroyed the subject's key already)
         "FaceRemoved" => {
             let face_id = e
                 .face_id
@@ -446,10 +547,12 @@ pub fn apply(g: &Gallery, key: &Key, e: &Event) -> Result<()> {
             }
         }
         "SubjectRemoved" => {
-            g.remove_subject(&e.subject)?;
-            // the erasure guarantee: after a checkpoint nothing of it is in any file
-            g.checkpoint()?;
+            if g.remove_subject(&e.subject)? > 0 {
+                g.checkpoint()?;
+            }
         }
+        // its metadata erased from the outbox before it was sent: the removal follows
+        "MetadataSet" if e.payload.is_none() => {}
         "MetadataSet" => {
             let m = db::open_metadata(key, &e.subject, e.payload.as_deref().unwrap_or_default())?;
             g.update_metadata(&e.subject, &m)?;

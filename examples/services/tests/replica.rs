@@ -1,7 +1,9 @@
 //! An identification replica on real servers (`stack.sh up --servers-only`): it bootstraps from
-//! PostgreSQL over several pages while events keep coming, ends equal to the database (the
-//! audit's digests), and stays equal when every event is delivered again (idempotence), when an
-//! erasure arrives, and after its folder is wiped and it bootstraps again.
+//! PostgreSQL over several pages and ends equal to the database (the audit's digests); events
+//! after the bootstrap (erasures, metadata, enrollments) arrive through its queue; it stays
+//! equal when every event is delivered again (idempotence); an event that can never be applied
+//! is set aside in the dead-letter queue without blocking the ones behind it; drift is found
+//! and repaired; a second replica made later bootstraps to the same state, metadata included.
 
 mod common;
 
@@ -45,7 +47,7 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
     };
     let replica = Replica::start(config("r0"));
     wait_for("bootstrap", || replica.status().consuming).await;
-    let g = replica.gallery().unwrap().clone();
+    let g = replica.gallery().unwrap();
     assert_eq!(g.len(), 4500);
 
     // changes after the bootstrap arrive through the queue
@@ -58,16 +60,74 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
         .await
         .unwrap()
         .unwrap();
+    // two enrollments through the outbox (their FaceEnrolled events carry the sealed template)
+    let t = uniface::Template::new(
+        uniface::ModelFingerprint::dlib_resnet_v1(),
+        &uniface::bench::unit_vectors(1, 128).next().unwrap(),
+    )
+    .unwrap();
+    for s in ["late-1", "late-2"] {
+        db::enroll(&mut client, &key, s, &t, None).await.unwrap();
+    }
     while relay::relay_once(&mut client, &channel, 100).await.unwrap() > 0 {}
     wait_for("the events applied", || {
-        replica.status().events_applied == 6
+        replica.status().events_applied == 8
     })
     .await;
-    assert_eq!(g.len(), 4495);
+    assert_eq!(g.len(), 4497);
     assert_eq!(g.get("synthetic-9").unwrap().metadata, br#"{"tier": 2}"#);
     let report = audit::audit(&client, &key, g.clone(), false).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!((report.database_faces, report.replica_faces), (4495, 4495));
+    assert_eq!((report.database_faces, report.replica_faces), (4497, 4497));
+
+    // an event nobody can apply (its template does not open) is set aside; the next goes on
+    let mut headers = lapin::types::FieldTable::default();
+    for (k, v) in [("kind", "FaceEnrolled"), ("subject", "mallory")] {
+        headers.insert(
+            k.into(),
+            lapin::types::AMQPValue::LongString(v.to_owned().into()),
+        );
+    }
+    headers.insert(
+        "face_id".into(),
+        lapin::types::AMQPValue::LongLongInt(999_999),
+    );
+    channel
+        .basic_publish(
+            relay::EXCHANGE.into(),
+            "".into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"not a sealed template",
+            lapin::BasicProperties::default()
+                .with_message_id("999999".into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(db::remove_subject(&mut client, "late-2")
+        .await
+        .unwrap()
+        .is_some());
+    while relay::relay_once(&mut client, &channel, 100).await.unwrap() > 0 {}
+    wait_for("the bad event set aside, the next applied", || {
+        let s = replica.status();
+        s.dead_lettered == 1 && s.events_applied == 9
+    })
+    .await;
+    assert!(g.get("late-2").is_none() && g.get("mallory").is_none());
+    let aside = channel
+        .basic_get(
+            uniface_services::replica::dead_letter_queue("r0")
+                .as_str()
+                .into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the event in the dead-letter queue");
+    assert_eq!(aside.delivery.data, b"not a sealed template");
 
     // every event delivered again: nothing changes
     client
@@ -76,12 +136,12 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
         .unwrap();
     while relay::relay_once(&mut client, &channel, 100).await.unwrap() > 0 {}
     wait_for("the repeats applied", || {
-        replica.status().events_applied == 12
+        replica.status().events_applied == 17
     })
     .await;
     let report = audit::audit(&client, &key, g.clone(), false).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!(g.len(), 4495);
+    assert_eq!(g.len(), 4496);
 
     // drift is found and repaired: a face removed behind the replica's back
     let some = g.get("synthetic-100").unwrap().templates[0];
@@ -102,10 +162,11 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
     // a second replica, made now, bootstraps to the same state
     let fresh = Replica::start(config("r1"));
     wait_for("the second bootstrap", || fresh.status().consuming).await;
-    let g1 = fresh.gallery().unwrap().clone();
-    assert_eq!(g1.len(), 4495);
+    let g1 = fresh.gallery().unwrap();
+    assert_eq!(g1.len(), 4496);
     assert!(g1.get("synthetic-1").is_none());
+    assert_eq!(g1.get("synthetic-9").unwrap().metadata, br#"{"tier": 2}"#);
     let report = audit::audit(&client, &key, g1, false).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!(report.replica_faces, 4495);
+    assert_eq!(report.replica_faces, 4496);
 }
