@@ -100,6 +100,21 @@ pub fn queue_name(name: &str) -> String {
     format!("uniface.replica.{name}")
 }
 
+/// Declare a durable queue (nothing happens when it exists).
+async fn declare_durable(channel: &Channel, name: &str) -> Result<()> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Where the replica sets aside events it can never apply.
 pub fn dead_letter_queue(name: &str) -> String {
     format!("uniface.dead.{name}")
@@ -214,16 +229,7 @@ impl Replica {
     async fn session(self: &Arc<Self>) -> Result<()> {
         let (connection, channel) = relay::connect(&self.config.amqp_url).await?;
         let queue = queue_name(&self.config.name);
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_durable(&channel, &queue).await?;
         channel
             .queue_bind(
                 queue.as_str().into(),
@@ -234,16 +240,7 @@ impl Replica {
             )
             .await?;
         let dead = dead_letter_queue(&self.config.name);
-        channel
-            .queue_declare(
-                dead.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_durable(&channel, &dead).await?;
         let gallery = match self.gallery() {
             Some(g) => g,
             None => {

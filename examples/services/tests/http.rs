@@ -394,6 +394,18 @@ fn scenario(split: bool) {
     let stranger = api.post_image("/v1/verify?subject=nobody", &admin, &people.strangers[0].1);
     assert_eq!(stranger.status, 404);
 
+    // a role process behind the gateway answers the gateway only, not an API key sent to it
+    if split {
+        let port = std::fs::read_to_string(stack.dir.path().join("ports/enrollment-0")).unwrap();
+        let direct = Client::new(&format!("http://127.0.0.1:{}", port.trim()));
+        let a = direct.post_image(
+            "/v1/subjects/sneaky/faces?policy=none",
+            &admin,
+            &people.strangers[0].1,
+        );
+        assert_eq!(a.status, 403, "{}", a.body);
+    }
+
     // --- TLS: a gateway with a certificate made here, trusted by this client only
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let (cert_pem, key_pem) = (
