@@ -26,7 +26,8 @@ use crate::engine::{Busy, Engine};
 use crate::images::Images;
 use crate::replica::Replica;
 use crate::upstream::{hex, unhex, Upstream};
-use crate::{audit, db, Error};
+use crate::{audit, db, telemetry, Error};
+use tracing::Instrument;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -317,33 +318,40 @@ async fn observe(req: Request, next: Next, timeout: Duration) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
+    let span = telemetry::request_span(req.headers(), &id, method.as_str(), &route);
     let mut response = REQUEST_ID
-        .scope(id.clone(), async move {
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    format!("the request took longer than {timeout:?}"),
-                )
-                .into_response(),
+        .scope(
+            id.clone(),
+            async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        format!("the request took longer than {timeout:?}"),
+                    )
+                    .into_response(),
+                }
             }
-        })
+            .instrument(span.clone()),
+        )
         .await;
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
     metrics::counter!("uniface_http_requests_total", "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!("uniface_http_request_seconds", "route" => route.clone()).record(seconds);
-    tracing::info!(request_id = %id, %method, %route, status, ms = seconds * 1e3, "request");
+    span.record("http.response.status_code", status);
+    span.in_scope(|| tracing::info!(status, ms = seconds * 1e3, "request"));
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
     response
 }
 
-/// The request's id in its headers, so that the process it is forwarded to logs the same id.
-fn with_request_id(mut req: Request) -> Request {
+/// The request's id (and trace context) in its headers, so that the process it is sent to logs the
+/// same id.
+pub(crate) fn with_request_id(mut req: Request) -> Request {
     if let Some(v) = REQUEST_ID
         .try_with(|id| HeaderValue::from_str(id).ok())
         .ok()
@@ -351,7 +359,17 @@ fn with_request_id(mut req: Request) -> Request {
     {
         req.headers_mut().insert("x-request-id", v);
     }
+    telemetry::inject(req.headers_mut());
     req
+}
+
+/// `fut` (to be spawned) in the current request: its id and span go with it, so that the calls it
+/// makes carry them on.
+fn in_this_request<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    let id = REQUEST_ID
+        .try_with(String::clone)
+        .unwrap_or_else(|_| new_request_id());
+    REQUEST_ID.scope(id, fut.instrument(tracing::Span::current()))
 }
 
 fn new_request_id() -> String {
@@ -899,7 +917,7 @@ async fn scatter(
         );
         for base in app.upstream.replicas.clone() {
             let (app, body) = (app.clone(), body.clone());
-            remote.spawn(async move {
+            remote.spawn(in_this_request(async move {
                 app.upstream
                     .json(
                         &base,
@@ -908,7 +926,7 @@ async fn scatter(
                         Some(("application/json", body)),
                     )
                     .await
-            });
+            }));
         }
     }
     if !locals.is_empty() {

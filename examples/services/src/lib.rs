@@ -25,6 +25,7 @@ pub mod http;
 pub mod images;
 pub mod relay;
 pub mod replica;
+pub mod telemetry;
 pub mod upstream;
 
 /// Errors of the services.

@@ -25,6 +25,11 @@ use uniface_services::{db, relay, Error, Result};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Export traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (spans go to
+    /// /v1/traces). Off unless given.
+    #[cfg(feature = "otlp")]
+    #[arg(long, global = true, env = "UNIFACE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -558,16 +563,23 @@ fn audit(url: &str, key: &str, repair: bool) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UNIFACE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    let telemetry = match uniface_services::telemetry::init(
+        #[cfg(feature = "otlp")]
+        cli.otlp_endpoint.as_deref(),
+        #[cfg(feature = "otlp")]
+        match &cli.command {
+            Command::Serve(s) => &s.role,
+            _ => "cli",
+        },
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("uniface-services: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Migrate { db } => {
             async {
@@ -612,6 +624,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
     };
+    telemetry.shutdown().await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -140,6 +140,7 @@ impl Upstream {
             None => Body::empty(),
         };
         let req = b.body(body).map_err(|e| Self::unavailable(base, e))?;
+        let req = crate::http::with_request_id(req);
         let r = self
             .client
             .request(req)

@@ -119,7 +119,19 @@ fn fetch(
         size: card.size,
         member_dir: "",
     };
-    let part = super::download::download_package(&pkg, dir, progress)?;
+    let part = super::download::download_package(&pkg, dir, progress).map_err(|e| match e {
+        // offline: say where the file goes instead
+        Error::Network { url, message } => Error::Network {
+            url,
+            message: format!(
+                "{message}; without the network, copy {} into {} or set UNIFACE_LIVENESS_DIR to a \
+                 folder holding both liveness models",
+                card.file,
+                dir.display()
+            ),
+        },
+        e => e,
+    })?;
     let dest = dir.join(card.file);
     std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, e))?;
     Ok(dest)
