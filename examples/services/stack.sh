@@ -9,7 +9,9 @@
 #                                         (UNIFACE_URL, UNIFACE_ADMIN_KEY, UNIFACE_PG_URL, ...)
 #   examples/services/stack.sh up DIR --split   one process per role instead: gateway,
 #                                         enrollment, verification, templates, relay and 2
-#                                         identification replicas (one shard each)
+#                                         identification replicas (full copies of a gallery
+#                                         of 2 shards: either one answers when the other is
+#                                         down)
 #   examples/services/stack.sh up DIR --servers-only   only PostgreSQL and RabbitMQ
 #   examples/services/stack.sh down DIR   stop everything `up` started in DIR, by pid
 #   examples/services/stack.sh status DIR which of them answer
@@ -198,7 +200,7 @@ EOF
   if [ "$split" = 1 ]; then
     local replicas=() r
     for r in 0 1; do
-      service "identification-$r" "" --role identification --shards 2 --shard "$r" \
+      service "identification-$r" "" --role identification --shards 2 \
         --replica-dir "$dir/replica-$r" --replica-name "$name-$r"
       replicas+=(--replica-url "$service_url")
     done

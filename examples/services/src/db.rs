@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "api_keys_metadata",
         include_str!("../migrations/0002_api_keys_metadata.sql"),
     ),
+    (
+        3,
+        "idempotency",
+        include_str!("../migrations/0003_idempotency.sql"),
+    ),
 ];
 
 pub use crate::{Error, Result};
@@ -115,7 +120,11 @@ pub async fn enroll(
     quality: Option<&serde_json::Value>,
 ) -> Result<Enrolled> {
     let face_id = next_face_id(client).await?;
-    enroll_face(client, key, subject, face_id, template, quality).await
+    enroll_face(client, key, subject, face_id, template, quality, None)
+        .await?
+        .ok_or_else(|| {
+            Error::Invalid("an enrollment without an idempotency key was refused".into())
+        })
 }
 
 /// A new face id (for [`enroll_face`]: what goes with the face elsewhere — its image — can be
@@ -135,8 +144,29 @@ pub async fn enroll_face(
     face_id: i64,
     template: &Template,
     quality: Option<&serde_json::Value>,
-) -> Result<Enrolled> {
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<Enrolled>> {
     let tx = client.transaction().await?;
+    if let Some(i) = idempotency {
+        // first, so that a concurrent request with the same key waits here for this one
+        let taken = tx
+            .execute(
+                "INSERT INTO idempotency (principal, key, fingerprint, subject, status, answer)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &i.principal,
+                    &i.key,
+                    &i.fingerprint.as_slice(),
+                    &subject,
+                    &i32::from(i.status),
+                    &i.answer,
+                ],
+            )
+            .await?;
+        if taken == 0 {
+            return Ok(None);
+        }
+    }
     tx.execute(
         "INSERT INTO subjects (subject) VALUES ($1) ON CONFLICT DO NOTHING",
         &[&subject],
@@ -162,10 +192,55 @@ pub async fn enroll_face(
     .await?;
     let outbox_seq = event(&tx, "FaceEnrolled", subject, Some(face_id), Some(&sealed)).await?;
     tx.commit().await?;
-    Ok(Enrolled {
+    Ok(Some(Enrolled {
         face_id,
         outbox_seq,
-    })
+    }))
+}
+
+/// An enrollment's idempotency key and the answer it is to be remembered with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// Who asked (keys are per caller).
+    pub principal: String,
+    pub key: String,
+    /// SHA-256 of what was asked.
+    pub fingerprint: [u8; 32],
+    pub status: u16,
+    pub answer: serde_json::Value,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_HOURS: i32 = 24;
+
+/// The remembered answer to `principal`'s `key`: (fingerprint, status, answer).
+pub async fn idempotent_answer(
+    client: &Client,
+    principal: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, u16, serde_json::Value)>> {
+    let row = client
+        .query_opt(
+            "SELECT fingerprint, status, answer FROM idempotency
+             WHERE principal = $1 AND key = $2
+               AND created_at > now() - make_interval(hours => $3)",
+            &[&principal, &key, &IDEMPOTENCY_HOURS],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let status: i32 = r.get(1);
+        (r.get(0), u16::try_from(status).unwrap_or(500), r.get(2))
+    }))
+}
+
+/// Forget idempotency keys older than [`IDEMPOTENCY_HOURS`]; how many.
+pub async fn expire_idempotency(client: &Client) -> Result<u64> {
+    Ok(client
+        .execute(
+            "DELETE FROM idempotency WHERE created_at <= now() - make_interval(hours => $1)",
+            &[&IDEMPOTENCY_HOURS],
+        )
+        .await?)
 }
 
 /// Write an outbox event in the transaction of the change it announces; its sequence number.
@@ -289,6 +364,9 @@ pub async fn remove_subject(client: &mut Client, subject: &str) -> Result<Option
         .map(|r| r.get(0))
         .collect();
     tx.execute("DELETE FROM subjects WHERE subject = $1", &[&subject])
+        .await?;
+    // and the remembered answers that name it
+    tx.execute("DELETE FROM idempotency WHERE subject = $1", &[&subject])
         .await?;
     // erasure reaches the outbox too: the sealed templates its enrollment events carry
     forget_payloads(&tx, subject, None).await?;

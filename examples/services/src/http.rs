@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, FromRequest, Multipart, Path, Query, RawQuery, Request, State,
+};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +27,7 @@ use crate::auth::{Authenticator, Denied, Principal, Scope};
 use crate::engine::{Busy, Engine};
 use crate::images::Images;
 use crate::replica::Replica;
-use crate::upstream::{hex, unhex, Upstream};
+use crate::upstream::{hex, unhex, Health, Upstream, PRINCIPAL_HEADER};
 use crate::{audit, db, telemetry, Error};
 use tracing::Instrument;
 
@@ -213,7 +215,14 @@ pub fn router(app: Arc<App>) -> Router {
             async move {
                 match app.handles(role) {
                     true => next.run(req).await,
-                    false => app.upstream.forward(role, with_request_id(req)).await,
+                    false => {
+                        // verification and reads may be repeated on another process
+                        let idempotent =
+                            role == "verification" || req.method() == axum::http::Method::GET;
+                        app.upstream
+                            .forward(role, with_request_id(req), app.max_body, idempotent)
+                            .await
+                    }
                 }
             }
         })
@@ -284,6 +293,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/internal/search",
             post(internal_search).layer(internal.clone()),
         )
+        .route(
+            "/internal/state",
+            get(internal_state).layer(internal.clone()),
+        )
         .route("/internal/audit", get(internal_audit).layer(internal))
         .route("/v1/admin/keys", post(create_key).layer(with(Scope::Admin)))
         .route(
@@ -297,13 +310,57 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(move |req, next| {
-            observe(req, next, timeout)
+            observe(req, next, timeout, max_body)
         }))
         .with_state(app)
 }
 
+/// An error answer not made by [`ApiError`] (axum's refusal of a malformed path, query or
+/// JSON body, an unknown route, a wrong method) in the one error shape, its text as the message.
+async fn as_json_error(r: Response) -> Response {
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(r.status().is_client_error() || r.status().is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let status = parts.status;
+    let message = if status.is_server_error() {
+        // the details go to the log, not to the caller
+        tracing::error!(%status, detail = %text, "internal error");
+        "internal error (the log has it under the request id)".to_owned()
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        s if s.is_server_error() => "internal",
+        _ => "refused",
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
 /// Request id, deadline, log line and metrics of every request.
-async fn observe(req: Request, next: Next, timeout: Duration) -> Response {
+async fn observe(req: Request, next: Next, timeout: Duration, max_body: usize) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
@@ -323,8 +380,22 @@ async fn observe(req: Request, next: Next, timeout: Duration) -> Response {
         .scope(
             id.clone(),
             async move {
+                // a body declared over the limit is refused before any of it is read
+                let declared = req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > max_body as u64) {
+                    return ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("the body is over the limit of {max_body} bytes"),
+                    )
+                    .into_response();
+                }
                 match tokio::time::timeout(timeout, next.run(req)).await {
-                    Ok(r) => r,
+                    Ok(r) => as_json_error(r).await,
                     Err(_) => ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "timeout",
@@ -380,8 +451,15 @@ fn new_request_id() -> String {
 
 /// Authentication, scope and rate before anything else of a request is read.
 async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> Response {
-    // the gateway forwards what it admitted with the internal token
+    // the gateway forwards what it admitted with the internal token, and says who the caller is
     if app.upstream.is_internal(req.headers()) {
+        let caller = req
+            .headers()
+            .get(PRINCIPAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("internal")
+            .to_owned();
+        req.extensions_mut().insert(Caller(caller));
         return next.run(req).await;
     }
     // a role process behind a gateway answers the gateway only (its limits are the gateway's)
@@ -395,6 +473,7 @@ async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> R
     }
     match admit(&app, req.headers(), scope).await {
         Ok(p) => {
+            req.extensions_mut().insert(Caller(p.name.clone()));
             req.extensions_mut().insert(p);
             next.run(req).await
         }
@@ -444,6 +523,11 @@ fn engine(app: &App) -> ApiResult<&Arc<Engine>> {
         )
     })
 }
+
+/// Who a request is from, as the gateway admitted it (`key:<id>`, `jwt:<subject>`): set on the
+/// gateway, and carried to the role processes in [`PRINCIPAL_HEADER`] next to the internal token.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
 
 /// An uploaded image or template: the raw body (`image/*`,
 /// `application/vnd.uniface.template`), or the first file of a multipart form.
@@ -582,10 +666,35 @@ async fn enroll(
     State(app): State<Arc<App>>,
     Path(subject): Path<String>,
     Query(q): Query<EnrollQuery>,
+    RawQuery(raw_query): RawQuery,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     upload: Upload,
 ) -> ApiResult<Response> {
     check_subject(&subject)?;
     let engine = engine(&app)?;
+    // a retried request with the same Idempotency-Key gets the first one's answer
+    let idempotency_key = idempotency_key(&headers)?;
+    let fingerprint = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            subject.as_bytes(),
+            raw_query.as_deref().unwrap_or("").as_bytes(),
+            upload.content_type.as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(&upload.bytes);
+        <[u8; 32]>::from(h.finalize())
+    };
+    if let Some(key) = &idempotency_key {
+        let client = app.pool.get().await.map_err(Error::Pool)?;
+        if let Some(r) = replay(&client, &caller.0, key, &fingerprint).await? {
+            return Ok(r);
+        }
+    }
     let images = match (q.store_image, &app.images) {
         (false, _) => None,
         (true, Some(images)) if upload.content_type != TEMPLATE_TYPE => Some(images),
@@ -653,6 +762,19 @@ async fn enroll(
     if let Some(images) = images {
         images.put(&app.key, &subject, face_id, &photo).await?;
     }
+    let answer = json!({
+        "subject": subject,
+        "face_id": face_id,
+        "quality": quality,
+        "liveness": liveness,
+    });
+    let idempotency = idempotency_key.map(|key| db::Idempotency {
+        principal: caller.0.clone(),
+        key,
+        fingerprint,
+        status: StatusCode::CREATED.as_u16(),
+        answer: answer.clone(),
+    });
     let done = db::enroll_face(
         &mut client,
         &app.key,
@@ -660,28 +782,71 @@ async fn enroll(
         face_id,
         &template,
         quality.as_ref(),
+        idempotency.as_ref(),
     )
     .await;
-    let done = match done {
-        Ok(d) => d,
-        Err(e) => {
+    match done {
+        Ok(Some(_)) => {
+            metrics::counter!("uniface_enrollments_total").increment(1);
+            Ok((StatusCode::CREATED, Json(answer)).into_response())
+        }
+        outcome => {
             if let Some(images) = images {
                 let _ = images.delete(&subject, face_id).await;
             }
-            return Err(e.into());
+            outcome?;
+            // the same key was taken by a concurrent request meanwhile: its answer
+            let i = idempotency
+                .as_ref()
+                .ok_or_else(|| internal("no idempotency key"))?;
+            replay(&client, &i.principal, &i.key, &fingerprint)
+                .await?
+                .ok_or_else(|| internal("an idempotency key taken but not remembered"))
         }
+    }
+}
+
+/// The header a caller names a retryable enrollment with.
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The request's `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
     };
-    metrics::counter!("uniface_enrollments_total").increment(1);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "subject": subject,
-            "face_id": done.face_id,
-            "quality": quality,
-            "liveness": liveness,
-        })),
-    )
-        .into_response())
+    match v.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::bad(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// The remembered answer to `principal`'s `key`, if the request is the one it was made for; a
+/// different request under the same key is refused (422).
+async fn replay(
+    client: &deadpool_postgres::Client,
+    principal: &str,
+    key: &str,
+    fingerprint: &[u8; 32],
+) -> ApiResult<Option<Response>> {
+    let Some((fp, status, answer)) = db::idempotent_answer(client, principal, key).await? else {
+        return Ok(None);
+    };
+    if fp != fingerprint {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        ));
+    }
+    let status = StatusCode::from_u16(status).map_err(internal)?;
+    let mut r = (status, Json(answer)).into_response();
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(Some(r))
 }
 
 #[derive(Deserialize)]
@@ -849,18 +1014,19 @@ async fn probes(app: &App, upload: Upload, largest: bool) -> ApiResult<Vec<([i64
         let found = engine.run(move |e| e.faces(&bytes, largest)).await??;
         return Ok(found.into_iter().map(|f| (f.bbox, f.template)).collect());
     }
-    let base = app.upstream.any_replica().ok_or_else(|| {
-        ApiError::new(
+    if app.upstream.replicas.is_empty() {
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "role_missing",
             "no process here can find faces",
-        )
-    })?;
+        ));
+    }
     let face = if largest { "largest" } else { "all" };
     let (status, body) = app
         .upstream
-        .call(
-            base,
+        .call_any(
+            &app.upstream.finders(),
+            "identification replica",
             axum::http::Method::POST,
             &format!("/internal/faces?face={face}"),
             Some(("image/jpeg", bytes)),
@@ -915,17 +1081,21 @@ async fn scatter(
             }))
             .map_err(internal)?,
         );
-        for base in app.upstream.replicas.clone() {
+        // one call per part of the gallery, to a replica that answers for it
+        for part in app.upstream.search_plan()? {
             let (app, body) = (app.clone(), body.clone());
             remote.spawn(in_this_request(async move {
-                app.upstream
-                    .json(
-                        &base,
+                let (status, bytes) = app
+                    .upstream
+                    .call_any(
+                        &part,
+                        "identification replica",
                         axum::http::Method::POST,
                         "/internal/search",
                         Some(("application/json", body)),
                     )
-                    .await
+                    .await?;
+                crate::upstream::parse_success("an identification replica", status, &bytes)
             }));
         }
     }
@@ -1204,11 +1374,11 @@ async fn run_audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
     let mut reports = local_audits(&app, q.repair).await?;
-    for base in &app.upstream.replicas {
+    for m in &app.upstream.replicas {
         let v = app
             .upstream
             .json(
-                base,
+                &m.url,
                 axum::http::Method::GET,
                 &format!("/internal/audit?repair={}", q.repair),
                 None,
@@ -1241,8 +1411,9 @@ async fn internal_audit(
 }
 
 /// Ready when the database answers, every replica held here has bootstrapped and has at most
-/// `ready_lag` events queued, and (on a gateway of separate processes) every process it
-/// routes to is ready; the replicas' states are listed, wherever they run.
+/// `ready_lag` events queued, and (on a gateway of separate processes) every role has a process
+/// that passes its health checks and every part of the gallery a caught-up replica; the
+/// replicas' states are listed, wherever they run.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let db_ok = match app.pool.get().await {
         Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
@@ -1259,32 +1430,44 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         ready &= unsent.is_some_and(|n| n <= i64::from(app.ready_lag));
     }
     for r in &app.replicas {
-        let s = r.status();
-        let queued = r.queued().await;
-        let caught_up = s.bootstrapped && s.consuming && queued.is_some_and(|q| q <= app.ready_lag);
+        let (state, caught_up) = replica_state(&app, r).await;
         ready &= caught_up;
-        replicas.push(json!({"status": s, "queued": queued, "caught_up": caught_up}));
+        replicas.push(state);
     }
     let mut upstreams = Vec::new();
-    let mut bases: Vec<&String> = app.upstream.roles.values().collect();
-    bases.extend(&app.upstream.replicas);
-    bases.sort();
-    bases.dedup();
-    for base in bases {
-        let answer = app
-            .upstream
-            .call(base, axum::http::Method::GET, "/readyz", None)
-            .await;
-        let (ok, body) = match answer {
-            Ok((status, body)) => (
-                status.is_success(),
-                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
-            ),
-            Err(e) => (false, json!({"error": e.message})),
-        };
-        ready &= ok;
-        replicas.extend(body["replicas"].as_array().cloned().unwrap_or_default());
-        upstreams.push(json!({"url": base, "ready": ok}));
+    for (role, members) in &app.upstream.roles {
+        ready &= members.iter().any(|m| m.health() != Health::Down);
+        for m in members {
+            upstreams.push(json!({"role": role, "url": m.url, "health": m.health()}));
+        }
+    }
+    if !app.upstream.replicas.is_empty() {
+        // every part of the gallery has a replica that answers and is caught up
+        ready &= app.upstream.search_plan().is_ok_and(|parts| {
+            parts
+                .iter()
+                .all(|p| p.first().is_some_and(|m| m.health() == Health::Ready))
+        });
+    }
+    for m in &app.upstream.replicas {
+        upstreams.push(json!({
+            "role": "identification",
+            "url": m.url,
+            "health": m.health(),
+            "holds": m.holds(),
+        }));
+        // each replica's own state, as it tells it (a replica that does not answer is down)
+        if m.health() != Health::Down {
+            if let Ok(Ok(v)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                app.upstream
+                    .json(&m.url, axum::http::Method::GET, "/internal/state", None),
+            )
+            .await
+            {
+                replicas.push(v["state"].clone());
+            }
+        }
     }
     let status = match ready {
         true => StatusCode::OK,
@@ -1301,6 +1484,39 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         })),
     )
         .into_response()
+}
+
+/// A replica's state, and whether it is caught up (bootstrapped, consuming, at most
+/// `ready_lag` events queued).
+async fn replica_state(app: &App, r: &Replica) -> (Value, bool) {
+    let s = r.status();
+    let queued = r.queued().await;
+    let caught_up = s.bootstrapped && s.consuming && queued.is_some_and(|q| q <= app.ready_lag);
+    (
+        json!({"status": s, "queued": queued, "caught_up": caught_up}),
+        caught_up,
+    )
+}
+
+/// What a gateway's health checks ask an identification process: which part of the gallery
+/// it holds, whether it is loaded (can search) and caught up.
+async fn internal_state(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+    let Some(r) = app.replicas.first() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_missing",
+            "this process holds no identification replica",
+        ));
+    };
+    let (state, caught_up) = replica_state(&app, r).await;
+    let (shards, shard) = r.holds();
+    Ok(Json(json!({
+        "loaded": r.gallery().is_some(),
+        "ready": caught_up,
+        "shards": shards,
+        "shard": shard,
+        "state": state,
+    })))
 }
 
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {

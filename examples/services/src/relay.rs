@@ -117,7 +117,17 @@ pub async fn run(db_url: String, amqp_url: String, batch: i64, idle: std::time::
             let mut client = crate::db::connect(&db_url).await?;
             let (_connection, channel) = connect(&amqp_url).await?;
             tracing::info!("relay connected");
+            let mut last_expiry: Option<std::time::Instant> = None;
             loop {
+                // the relay also forgets expired idempotency keys, once a minute
+                if last_expiry.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                    last_expiry = Some(std::time::Instant::now());
+                    match crate::db::expire_idempotency(&client).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("forgot {n} expired idempotency keys"),
+                        Err(e) => tracing::warn!(error = %e, "expiring idempotency keys"),
+                    }
+                }
                 // a broker that blocks publishers (a memory or disk alarm) or a half-open
                 // connection must not hold the lock and the rows for ever: the pass is cut
                 // off, its transaction rolls back with the connection, and a new one starts

@@ -176,6 +176,11 @@ impl Replica {
         &self.config.name
     }
 
+    /// The gallery's shard count, and the one shard held (`None`: all of them).
+    pub fn holds(&self) -> (usize, Option<usize>) {
+        (self.config.shards, self.config.shard)
+    }
+
     pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {
             name: self.config.name.clone(),

@@ -5,6 +5,8 @@
 //! merged here. Role processes accept the internal token and nothing else on `/internal/*`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -20,47 +22,198 @@ use crate::http::ApiError;
 /// The header that carries the internal token between the deployment's processes.
 pub const INTERNAL_HEADER: &str = "x-uniface-internal";
 
+/// The header that names the caller the gateway admitted (next to the internal token only).
+pub const PRINCIPAL_HEADER: &str = "x-uniface-principal";
+
 /// Largest answer read from another process.
 const MAX_ANSWER: usize = 64 << 20;
 
-/// Where the roles this process does not run live.
+/// How often every member's health is checked, and how long a check may take.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How long one call to another process may take before it counts as failed (and an
+/// idempotent call is tried on another member).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a member's last health check (or failed call) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Refused, timed out or answered an error: no traffic until a check passes again.
+    Down = 0,
+    /// Answers, but is not caught up (a replica still applying its queue): used when no ready
+    /// member is left.
+    Alive = 1,
+    Ready = 2,
+}
+
+/// Which part of the gallery an identification replica holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holds {
+    All,
+    Shard { index: usize, of: usize },
+}
+
+/// One process of a role (or one identification replica) and what is known of its health.
+#[derive(Debug)]
+pub struct Member {
+    /// Base URL, `http://127.0.0.1:8081`.
+    pub url: String,
+    health: AtomicU8,
+    /// Replicas: what it said it holds (unknown until its first check).
+    holds: Mutex<Option<Holds>>,
+}
+
+impl Member {
+    fn new(url: String) -> Arc<Self> {
+        Arc::new(Self {
+            url,
+            health: AtomicU8::new(Health::Down as u8),
+            holds: Mutex::new(None),
+        })
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::SeqCst) {
+            2 => Health::Ready,
+            1 => Health::Alive,
+            _ => Health::Down,
+        }
+    }
+
+    fn set(&self, h: Health) {
+        let before = self.health.swap(h as u8, Ordering::SeqCst);
+        if before != h as u8 {
+            match h {
+                Health::Down => tracing::warn!(url = %self.url, "upstream down"),
+                _ => tracing::info!(url = %self.url, health = ?h, "upstream up"),
+            }
+        }
+    }
+
+    pub fn holds(&self) -> Option<Holds> {
+        *crate::lock(&self.holds)
+    }
+}
+
+/// Where the roles this process does not run live, and how they are doing.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Role → base URL (`http://127.0.0.1:8081`).
-    pub roles: HashMap<String, String>,
-    /// The identification replicas, each owning some shards.
-    pub replicas: Vec<String>,
+    /// Role → its processes (`--upstream ROLE=URL`, repeated for several).
+    pub roles: HashMap<String, Vec<Arc<Member>>>,
+    /// The identification replicas: full copies of the gallery, or one shard each.
+    pub replicas: Vec<Arc<Member>>,
     /// Shared by the deployment's processes (`None`: one process, nothing to trust).
     pub token: Option<String>,
     client: Client<HttpConnector, Body>,
-    /// Round robin over the replicas for work any of them can do (finding faces).
-    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Round robin over interchangeable members.
+    next: Arc<AtomicUsize>,
+}
+
+/// What went wrong with one call: whether the request may have reached the member.
+enum Failure {
+    /// Not connected: nothing was sent, any request may go to another member.
+    NotSent(String),
+    /// Sent, but no (usable) answer came: only an idempotent request may be repeated.
+    Sent(String),
 }
 
 impl Upstream {
     pub fn new(
-        roles: HashMap<String, String>,
+        roles: HashMap<String, Vec<String>>,
         replicas: Vec<String>,
         token: Option<String>,
     ) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
         Self {
-            roles,
-            replicas,
+            roles: roles
+                .into_iter()
+                .map(|(r, urls)| (r, urls.into_iter().map(Member::new).collect()))
+                .collect(),
+            replicas: replicas.into_iter().map(Member::new).collect(),
             token,
             client: Client::builder(TokioExecutor::new()).build(connector),
             next: Default::default(),
         }
     }
 
-    /// The next replica in turn (`None` when there are none).
-    pub fn any_replica(&self) -> Option<&String> {
-        let n = self.replicas.len();
-        (n > 0).then(|| {
-            &self.replicas[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n]
-        })
+    /// Every member, once.
+    pub fn members(&self) -> Vec<Arc<Member>> {
+        let mut all: Vec<Arc<Member>> = self.roles.values().flatten().cloned().collect();
+        all.extend(self.replicas.iter().cloned());
+        all
+    }
+
+    /// Check every member now (each check bounded by its timeout).
+    pub async fn check(&self) {
+        let checks = self.members().into_iter().map(|m| {
+            let this = self.clone();
+            let replica = self.replicas.iter().any(|r| Arc::ptr_eq(r, &m));
+            tokio::spawn(async move { this.check_one(&m, replica).await })
+        });
+        for c in checks.collect::<Vec<_>>() {
+            let _ = c.await;
+        }
+    }
+
+    async fn check_one(&self, m: &Member, replica: bool) {
+        let path = if replica {
+            "/internal/state"
+        } else {
+            "/healthz"
+        };
+        let answer =
+            tokio::time::timeout(HEALTH_TIMEOUT, self.send(&m.url, Method::GET, path, None)).await;
+        let (status, body) = match answer {
+            Ok(Ok(a)) => a,
+            _ => return m.set(Health::Down),
+        };
+        if !status.is_success() {
+            return m.set(Health::Down);
+        }
+        if !replica {
+            return m.set(Health::Ready);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let holds = match (v["shard"].as_u64(), v["shards"].as_u64()) {
+            (Some(i), Some(n)) => Holds::Shard {
+                index: i as usize,
+                of: n as usize,
+            },
+            _ => Holds::All,
+        };
+        *crate::lock(&m.holds) = Some(holds);
+        m.set(match (v["loaded"].as_bool(), v["ready"].as_bool()) {
+            (Some(true), Some(true)) => Health::Ready,
+            (Some(true), _) => Health::Alive,
+            _ => Health::Down,
+        });
+    }
+
+    /// Check every member every [`HEALTH_EVERY`], for as long as the process runs.
+    pub fn watch(&self) {
+        if self.members().is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEALTH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                this.check().await;
+            }
+        });
+    }
+
+    /// The members to try for `role`, best first, interchangeable ones in turn.
+    fn candidates(&self, members: &[Arc<Member>]) -> Vec<Arc<Member>> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        order(members, turn)
     }
 
     /// Whether `headers` carry this deployment's internal token.
@@ -84,48 +237,119 @@ impl Upstream {
         }
     }
 
-    /// Forward `req` to `role`'s process as it is, but with the internal token for credentials.
-    pub async fn forward(&self, role: &str, mut req: Request) -> Response {
-        let Some(base) = self.roles.get(role) else {
+    /// Forward `req` to a process of `role`, with the internal token for credentials. The body
+    /// is read first (at most `max_body` bytes; more is 413 without reading the rest), so that
+    /// a request that could not be delivered goes to the role's next process; one that may have
+    /// been delivered is repeated there only when `idempotent`.
+    pub async fn forward(
+        &self,
+        role: &str,
+        req: Request,
+        max_body: usize,
+        idempotent: bool,
+    ) -> Response {
+        let Some(members) = self.roles.get(role) else {
             return Self::unavailable(role, "no process is configured for this role")
                 .into_response();
         };
-        let path = req
-            .uri()
+        let (mut parts, body) = req.into_parts();
+        let body = match axum::body::to_bytes(body, max_body).await {
+            Ok(b) => b,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body is over {max_body} bytes or could not be read: {e}"),
+                )
+                .into_response()
+            }
+        };
+        let path = parts
+            .uri
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        let uri: Uri = match format!("{base}{path}").parse() {
-            Ok(u) => u,
-            Err(e) => return Self::unavailable(role, e).into_response(),
-        };
-        *req.uri_mut() = uri;
-        let headers = req.headers_mut();
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(header::HOST);
+        parts.headers.remove(header::AUTHORIZATION);
+        parts.headers.remove(header::HOST);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(PRINCIPAL_HEADER);
         if let Some(v) = self
             .token
             .as_deref()
             .and_then(|t| HeaderValue::from_str(t).ok())
         {
-            headers.insert(INTERNAL_HEADER, v);
+            parts.headers.insert(INTERNAL_HEADER, v);
         }
-        match self.client.request(req).await {
-            Ok(r) => r.map(Body::new).into_response(),
-            Err(e) => {
-                Self::unavailable(&format!("the {role} process at {base}"), e).into_response()
+        if let Some(v) = parts
+            .extensions
+            .get::<crate::http::Caller>()
+            .and_then(|c| HeaderValue::from_str(&c.0).ok())
+        {
+            parts.headers.insert(PRINCIPAL_HEADER, v);
+        }
+        let mut last = String::from("no process of this role answers its health checks");
+        for (attempt, m) in self.candidates(members).iter().take(2).enumerate() {
+            let mut req = Request::from_parts(parts.clone(), Body::from(body.clone()));
+            *req.uri_mut() = match format!("{}{path}", m.url).parse::<Uri>() {
+                Ok(u) => u,
+                Err(e) => return Self::unavailable(role, e).into_response(),
+            };
+            match self.deliver(m, req).await {
+                Ok(r) => {
+                    if attempt > 0 {
+                        metrics::counter!("uniface_upstream_retries_total", "role" => role.to_owned())
+                            .increment(1);
+                    }
+                    return r;
+                }
+                Err(Failure::NotSent(e)) => last = format!("{}: {e}", m.url),
+                Err(Failure::Sent(e)) => {
+                    last = format!("{}: {e}", m.url);
+                    if !idempotent {
+                        break;
+                    }
+                }
             }
+        }
+        Self::unavailable(&format!("the {role} role"), last).into_response()
+    }
+
+    /// One request to `m`, bounded by [`CALL_TIMEOUT`]; a member that fails is marked down
+    /// until its next health check passes. A 502/503/504 answer counts as sent but failed.
+    async fn deliver(&self, m: &Member, req: Request) -> Result<Response, Failure> {
+        let failed = |f: Failure| {
+            m.set(Health::Down);
+            Err(f)
+        };
+        match self.request(req).await {
+            Err(f) => failed(f),
+            Ok(r) => match r.status() {
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    failed(Failure::Sent(format!("answered {}", r.status())))
+                }
+                _ => Ok(r.into_response()),
+            },
         }
     }
 
-    /// A call to another process: its status and body.
-    pub async fn call(
+    /// `req` sent, bounded by [`CALL_TIMEOUT`]: the answer's head, or what kind of failure.
+    async fn request(&self, req: Request) -> Result<axum::http::Response<Body>, Failure> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.client.request(req)).await {
+            Err(_) => Err(Failure::Sent(format!("no answer within {CALL_TIMEOUT:?}"))),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::NotSent(e.to_string())),
+            Ok(Err(e)) => Err(Failure::Sent(e.to_string())),
+            Ok(Ok(r)) => Ok(r.map(Body::new)),
+        }
+    }
+
+    /// A request to another process: its status and body (transport errors as [`Failure`]).
+    async fn send(
         &self,
         base: &str,
         method: Method,
         path: &str,
         body: Option<(&str, Bytes)>,
-    ) -> Result<(StatusCode, Bytes), ApiError> {
+    ) -> Result<(StatusCode, Bytes), Failure> {
         let mut b = axum::http::Request::builder()
             .method(method)
             .uri(format!("{base}{path}"));
@@ -139,18 +363,80 @@ impl Upstream {
             }
             None => Body::empty(),
         };
-        let req = b.body(body).map_err(|e| Self::unavailable(base, e))?;
+        let req = b.body(body).map_err(|e| Failure::NotSent(e.to_string()))?;
         let req = crate::http::with_request_id(req);
-        let r = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| Self::unavailable(base, e))?;
+        let r = self.request(req).await?;
         let status = r.status();
-        let bytes = axum::body::to_bytes(Body::new(r.into_body()), MAX_ANSWER)
+        let bytes = axum::body::to_bytes(r.into_body(), MAX_ANSWER)
             .await
-            .map_err(|e| Self::unavailable(base, e))?;
+            .map_err(|e| Failure::Sent(e.to_string()))?;
         Ok((status, bytes))
+    }
+
+    /// A call to the process at `base`: its status and body.
+    pub async fn call(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        self.send(base, method, path, body)
+            .await
+            .map_err(|f| match f {
+                Failure::NotSent(e) | Failure::Sent(e) => Self::unavailable(base, e),
+            })
+    }
+
+    /// An idempotent call to the first of `members` that answers: a member that cannot be
+    /// reached, times out, or answers 5xx is marked down and the call is repeated once on the
+    /// next. The answer is the first member's 2xx/4xx, or the last failure.
+    pub async fn call_any(
+        &self,
+        members: &[Arc<Member>],
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let mut last = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            format!("no {what} answers its health checks"),
+        );
+        for (attempt, m) in members.iter().take(2).enumerate() {
+            if attempt > 0 {
+                metrics::counter!("uniface_upstream_retries_total", "role" => what.to_owned())
+                    .increment(1);
+            }
+            match self.send(&m.url, method.clone(), path, body.clone()).await {
+                Ok((status, bytes)) if !status.is_server_error() => return Ok((status, bytes)),
+                Ok((status, bytes)) => {
+                    // busy or not ready is not down; the next member may do better
+                    if !matches!(status, StatusCode::SERVICE_UNAVAILABLE) {
+                        m.set(Health::Down);
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    last = ApiError {
+                        retry_after: Some(Duration::from_secs(1)),
+                        ..ApiError::new(
+                            status,
+                            "upstream_refused",
+                            format!(
+                                "{}: {}",
+                                m.url,
+                                v["error"]["message"].as_str().unwrap_or("")
+                            ),
+                        )
+                    };
+                }
+                Err(Failure::NotSent(e) | Failure::Sent(e)) => {
+                    m.set(Health::Down);
+                    last = Self::unavailable(&m.url, e);
+                }
+            }
+        }
+        Err(last)
     }
 
     /// [`Upstream::call`] for a JSON answer that must be a success.
@@ -162,13 +448,113 @@ impl Upstream {
         body: Option<(&str, Bytes)>,
     ) -> Result<serde_json::Value, ApiError> {
         let (status, bytes) = self.call(base, method, path, body).await?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Self::unavailable(base, format!("an answer that is not JSON: {e}")))?;
-        if !status.is_success() {
-            return Err(Self::unavailable(base, format!("answered {status}: {v}")));
-        }
-        Ok(v)
+        parse_success(base, status, &bytes)
     }
+
+    /// The replicas that can find faces, best first, in turn.
+    pub fn finders(&self) -> Vec<Arc<Member>> {
+        self.candidates(&self.replicas)
+    }
+
+    /// For each part of the gallery, the replicas to ask for it (best first, in turn): one
+    /// part when a replica of the whole gallery answers, else one per shard. An error names
+    /// the part no replica answers for.
+    pub fn search_plan(&self) -> Result<Vec<Vec<Arc<Member>>>, ApiError> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let held: Vec<(Holds, Health)> = self
+            .replicas
+            .iter()
+            .map(|m| (m.holds().unwrap_or(Holds::All), m.health()))
+            .collect();
+        plan(&held, turn)
+            .map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|p| p.into_iter().map(|i| self.replicas[i].clone()).collect())
+                    .collect()
+            })
+            .map_err(|e| ApiError {
+                retry_after: Some(Duration::from_secs(1)),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shard_unavailable", e)
+            })
+    }
+}
+
+/// A JSON answer that must be a success.
+pub fn parse_success(
+    what: &str,
+    status: StatusCode,
+    bytes: &[u8],
+) -> Result<serde_json::Value, ApiError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Upstream::unavailable(what, format!("an answer that is not JSON: {e}")))?;
+    if !status.is_success() {
+        return Err(Upstream::unavailable(
+            what,
+            format!("answered {status}: {v}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// `members` that are not down, ready before alive, each group rotated by `turn`.
+fn order(members: &[Arc<Member>], turn: usize) -> Vec<Arc<Member>> {
+    let health: Vec<Health> = members.iter().map(|m| m.health()).collect();
+    rank(&health, turn)
+        .into_iter()
+        .map(|i| members[i].clone())
+        .collect()
+}
+
+/// Indices of the members that are not down: ready ones first, then alive ones, each group
+/// rotated by `turn` so that load spreads.
+fn rank(health: &[Health], turn: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for h in [Health::Ready, Health::Alive] {
+        let group: Vec<usize> = (0..health.len()).filter(|&i| health[i] == h).collect();
+        if !group.is_empty() {
+            let r = turn % group.len();
+            out.extend(group[r..].iter().chain(&group[..r]));
+        }
+    }
+    out
+}
+
+/// The replicas to ask for each part of the gallery (indices into `held`): all copies of the
+/// whole gallery as one part when one answers, else one part per shard.
+fn plan(held: &[(Holds, Health)], turn: usize) -> Result<Vec<Vec<usize>>, String> {
+    let pick = |want: &dyn Fn(Holds) -> bool| -> Vec<usize> {
+        let idx: Vec<usize> = (0..held.len()).filter(|&i| want(held[i].0)).collect();
+        let health: Vec<Health> = idx.iter().map(|&i| held[i].1).collect();
+        rank(&health, turn).into_iter().map(|j| idx[j]).collect()
+    };
+    let whole = pick(&|h| h == Holds::All);
+    if !whole.is_empty() {
+        return Ok(vec![whole]);
+    }
+    let mut of = None;
+    for (h, _) in held {
+        if let Holds::Shard { of: n, .. } = h {
+            if of.is_some_and(|o| o != *n) {
+                return Err("the replicas disagree on the number of shards".into());
+            }
+            of = Some(*n);
+        }
+    }
+    let Some(n) = of else {
+        return Err("no identification replica answers its health checks".into());
+    };
+    (0..n)
+        .map(|i| {
+            let part = pick(&|h| h == Holds::Shard { index: i, of: n });
+            match part.is_empty() {
+                true => Err(format!(
+                    "no replica of shard {i} (of {n}) answers its health checks"
+                )),
+                false => Ok(part),
+            }
+        })
+        .collect()
 }
 
 /// Hex text of bytes (templates between processes).
@@ -197,6 +583,50 @@ mod tests {
         assert_eq!(unhex(&hex(&b)).unwrap(), b);
         assert!(unhex("abc").is_none());
         assert!(unhex("zz").is_none());
+    }
+
+    #[test]
+    fn ready_members_come_first_and_take_turns() {
+        use Health::*;
+        assert_eq!(rank(&[Ready, Down, Ready, Alive], 0), [0, 2, 3]);
+        assert_eq!(rank(&[Ready, Down, Ready, Alive], 1), [2, 0, 3]);
+        assert_eq!(rank(&[Down, Alive], 5), [1]);
+        assert!(rank(&[Down, Down], 0).is_empty());
+    }
+
+    #[test]
+    fn a_search_covers_every_shard_or_names_the_missing_one() {
+        use Health::*;
+        let s = |index| Holds::Shard { index, of: 2 };
+        // two full copies: one part, the ready copy first
+        assert_eq!(
+            plan(&[(Holds::All, Alive), (Holds::All, Ready)], 0).unwrap(),
+            [vec![1, 0]]
+        );
+        // one copy down: the other alone
+        assert_eq!(
+            plan(&[(Holds::All, Down), (Holds::All, Ready)], 0).unwrap(),
+            [vec![1]]
+        );
+        // shards, two replicas of shard 0
+        assert_eq!(
+            plan(&[(s(0), Ready), (s(1), Ready), (s(0), Ready)], 1).unwrap(),
+            [vec![2, 0], vec![1]]
+        );
+        // a shard with no replica that answers: an error that names it, never half an answer
+        let e = plan(&[(s(0), Ready), (s(1), Down)], 0).unwrap_err();
+        assert!(e.contains("shard 1 (of 2)"), "{e}");
+        // full copies all down, shard replicas up: the shards
+        assert_eq!(
+            plan(&[(Holds::All, Down), (s(0), Ready), (s(1), Alive)], 0).unwrap(),
+            [vec![1], vec![2]]
+        );
+        assert!(plan(&[(Holds::All, Down)], 0).is_err());
+        assert!(plan(
+            &[(s(0), Ready), (Holds::Shard { index: 0, of: 3 }, Ready)],
+            0
+        )
+        .is_err());
     }
 
     #[test]

@@ -177,14 +177,15 @@ fn applied(r: &common::Answer, replicas: usize, n: u64) -> bool {
             .all(|x| x["status"]["events_applied"] == json!(n))
 }
 
-/// The sum of a number over the audit's replica reports.
-fn audit_sum(audit: &common::Answer, field: &str) -> u64 {
+/// A number from each of the audit's replica reports (the replicas are full copies: each holds
+/// every template).
+fn audit_each(audit: &common::Answer, field: &str) -> Vec<u64> {
     audit.body["replicas"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["report"][field].as_u64().unwrap())
-        .sum()
+        .collect()
 }
 
 fn scenario(split: bool) {
@@ -196,18 +197,7 @@ fn scenario(split: bool) {
     let jwt_secret = secrets.path().join("jwt.secret");
     std::fs::write(&jwt_secret, b"a test secret of thirty-two bytes!").unwrap();
     let images = secrets.path().join("images");
-    let vars = [
-        (
-            "UNIFACE_SERVICES_BIN",
-            env!("CARGO_BIN_EXE_uniface-services"),
-        ),
-        ("UNIFACE_IMAGES_DIR", images.to_str().unwrap()),
-        (
-            "UNIFACE_JWT_HS256_SECRET_FILE",
-            jwt_secret.to_str().unwrap(),
-        ),
-        ("UNIFACE_JWT_ISSUER", "uniface-test"),
-    ];
+    let vars = common::service_vars(&images, &jwt_secret);
     let stack = Stack::up(if split { &["--split"] } else { &[] }, &vars);
     let replicas = if split { 2 } else { 1 };
     let gallery_dirs: Vec<PathBuf> = (0..replicas)
@@ -494,7 +484,7 @@ fn scenario(split: bool) {
     assert_eq!(audit.status, 200, "{}", audit.body);
     assert_eq!(audit.body["clean"], json!(true), "{}", audit.body);
     assert_eq!(audit.body["replicas"].as_array().unwrap().len(), replicas);
-    assert_eq!(audit_sum(&audit, "replica_faces"), 69);
+    assert_eq!(audit_each(&audit, "replica_faces"), vec![69; replicas]);
     assert!(audit.body["replicas"]
         .as_array()
         .unwrap()
@@ -572,7 +562,6 @@ fn scenario(split: bool) {
     let key: std::sync::Arc<dyn uniface::core::crypto::KeyProvider> = std::sync::Arc::new(
         uniface::core::crypto::KeyFile::new(&stack.env["UNIFACE_KEY_FILE"]),
     );
-    let mut held = 0;
     for dir in &gallery_dirs {
         let (replica, _) = Gallery::open_with_options(
             dir,
@@ -583,16 +572,15 @@ fn scenario(split: bool) {
             },
         )
         .unwrap();
-        held += replica.len();
+        assert_eq!(replica.len(), 66, "{}", dir.display());
         for (person, _) in &erased {
             assert!(replica.get(person).is_none());
         }
     }
-    assert_eq!(held, 66);
     let audit = api.get("/v1/admin/audit", &admin);
     assert_eq!(audit.body["clean"], json!(true), "{}", audit.body);
-    assert_eq!(audit_sum(&audit, "database_faces"), 66);
-    assert_eq!(audit_sum(&audit, "replica_faces"), 66);
+    assert_eq!(audit_each(&audit, "database_faces"), vec![66; replicas]);
+    assert_eq!(audit_each(&audit, "replica_faces"), vec![66; replicas]);
     // nothing was set aside on the way
     let r = ready(&api);
     assert!(r.body["replicas"]
@@ -600,4 +588,121 @@ fn scenario(split: bool) {
         .unwrap()
         .iter()
         .all(|x| x["status"]["dead_lettered"] == json!(0)));
+
+    // --- failover: a replica killed, identification goes on from the other copy at once (the
+    // call that finds it dead is repeated there), the gateway stays ready; an enrollment made
+    // meanwhile reaches it once `up` has restarted it
+    if split {
+        let pid_file = stack.dir.path().join("pids/identification-0.pid");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let killed = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        for (person, photo) in &people.held_out[3..] {
+            let a = api.post_image("/v1/identify?face=largest&k=5&fpir=0.01", &admin, photo);
+            assert_eq!(a.status, 200, "{person} with a replica down: {}", a.body);
+            assert_eq!(a.body["faces"][0]["known"].as_str(), Some(person.as_str()));
+        }
+        let r = ready(&api);
+        assert_eq!(r.status, 200, "one copy is enough: {}", r.body);
+        let down: Vec<&serde_json::Value> = r.body["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["health"] == "down")
+            .collect();
+        assert_eq!(down.len(), 1, "{}", r.body);
+        // an enrollment while it is down waits in its queue
+        let (late, photo) = &people.strangers[0];
+        let a = api.post_image(
+            &format!("/v1/subjects/{late}/faces?policy=none"),
+            &admin,
+            photo,
+        );
+        assert_eq!(a.status, 201, "{}", a.body);
+        stack.run("up", &[], &vars);
+        eventually(60, "the restarted replica is back and caught up", || {
+            let r = ready(&api);
+            r.status == 200
+                && r.body["upstreams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|u| u["health"] == "ready")
+        });
+        eventually(30, "both copies hold the enrollment made meanwhile", || {
+            let audit = api.get("/v1/admin/audit", &admin);
+            audit.body["clean"] == json!(true)
+                && audit_each(&audit, "replica_faces") == vec![67; replicas]
+        });
+    }
+
+    // --- idempotency keys: a retried enrollment gets the first answer, never a second face
+    let (person, photo) = &people.strangers[1];
+    let bytes = std::fs::read(photo).unwrap();
+    let path = format!("/v1/subjects/{person}/faces?policy=none");
+    let enroll_with = |key: &str, path: &str| {
+        api.call_with(
+            "POST",
+            path,
+            Some(&admin),
+            Some(("image/jpeg", &bytes)),
+            &[("Idempotency-Key", key)],
+        )
+        .unwrap()
+    };
+    let first = enroll_with("retry-1", &path);
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert!(!first.headers.contains_key("idempotent-replayed"));
+    let again = enroll_with("retry-1", &path);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.body["face_id"], first.body["face_id"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    // the same key for another request is refused; a malformed key too
+    let other = enroll_with(
+        "retry-1",
+        &format!("/v1/subjects/{person}-2/faces?policy=none"),
+    );
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(other.body["error"]["code"], "idempotency_key_reused");
+    let long = "k".repeat(256);
+    assert_eq!(enroll_with(&long, &path).status, 400);
+    // concurrent duplicates: one face, one answer
+    let (twin, twin_photo) = &people.strangers[2];
+    let twin_bytes = std::fs::read(twin_photo).unwrap();
+    let twin_path = format!("/v1/subjects/{twin}/faces?policy=none");
+    let answers: Vec<common::Answer> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    api.call_with(
+                        "POST",
+                        &twin_path,
+                        Some(&admin),
+                        Some(("image/jpeg", &twin_bytes)),
+                        &[("Idempotency-Key", "twin")],
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for a in &answers {
+        assert_eq!(a.status, 201, "{}", a.body);
+        assert_eq!(a.body["face_id"], answers[0].body["face_id"]);
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = uniface_services::db::connect(stack.pg_url()).await.unwrap();
+        for who in [person, twin] {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM faces WHERE subject = $1", &[who])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 1, "{who}: one face, whatever the retries");
+        }
+    });
 }

@@ -133,8 +133,23 @@ impl Client {
         token: Option<&str>,
         body: Option<(&str, &[u8])>,
     ) -> Result<Answer, ureq::Error> {
+        self.call_with(method, path, token, body, &[])
+    }
+
+    /// [`Client::call`] with more headers.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &[u8])>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ureq::Error> {
         let uri = format!("{}{path}", self.base);
         let mut b = ureq::http::Request::builder().method(method).uri(&uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
         if let Some(t) = token {
             b = b.header("Authorization", format!("Bearer {t}"));
         }
@@ -174,6 +189,23 @@ impl Client {
         self.call("POST", path, Some(token), Some(("image/jpeg", &b)))
             .unwrap()
     }
+}
+
+/// The environment the end-to-end tests start their stack with: this build's binary, an image
+/// store and an HS256 JWT secret file (issuer `uniface-test`).
+pub fn service_vars<'a>(images: &'a Path, jwt_secret: &'a Path) -> Vec<(&'a str, &'a str)> {
+    vec![
+        (
+            "UNIFACE_SERVICES_BIN",
+            env!("CARGO_BIN_EXE_uniface-services"),
+        ),
+        ("UNIFACE_IMAGES_DIR", images.to_str().unwrap()),
+        (
+            "UNIFACE_JWT_HS256_SECRET_FILE",
+            jwt_secret.to_str().unwrap(),
+        ),
+        ("UNIFACE_JWT_ISSUER", "uniface-test"),
+    ]
 }
 
 /// Wait until `check` holds, polling for up to `seconds`.
