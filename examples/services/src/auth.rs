@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
@@ -236,7 +236,102 @@ pub struct Authenticator {
     /// of new (or forged) keys costs bounded memory, and concurrent requests with one new key
     /// check it once (the others find it in the cache after waiting here).
     hashing: tokio::sync::Semaphore,
+    hashers: Hashers,
     failures: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A check for the hashers: (PHC hash, secret, where the verdict goes).
+type HashJob = (String, String, tokio::sync::oneshot::Sender<bool>);
+
+/// [`CONCURRENT_KEY_CHECKS`] threads that only check argon2 hashes, each with its own 19 MiB
+/// of argon2 memory, allocated once. Allocated per check (as `verify_password` does), those
+/// blocks raised glibc's mmap threshold and were then kept in the heap of every thread a check
+/// ran on: a flood of forged secrets grew the gateway by 57 to 209 MiB.
+struct Hashers {
+    jobs: std::sync::mpsc::SyncSender<HashJob>,
+}
+
+impl Hashers {
+    fn new(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<HashJob>(threads);
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut memory: Vec<argon2::Block> = Vec::new();
+                    loop {
+                        let job = lock(&queue).recv();
+                        let Ok((hash, secret, verdict)) = job else {
+                            return;
+                        };
+                        let _ = verdict.send(verify_in(&hash, secret.as_bytes(), &mut memory));
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!("could not start an argon2 thread: {e}");
+            }
+        }
+        Self { jobs }
+    }
+
+    /// Whether `secret` matches `hash` (false when no hasher could take the job).
+    async fn verify(&self, hash: String, secret: String) -> bool {
+        let (verdict, answer) = tokio::sync::oneshot::channel();
+        // callers hold one of CONCURRENT_KEY_CHECKS permits, so the queue has room
+        if self.jobs.try_send((hash, secret, verdict)).is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+}
+
+/// Largest argon2 memory a stored hash may ask for (ours use 19 MiB).
+const MAX_ARGON2_KIB: u32 = 64 << 10;
+
+/// Whether `secret` matches the PHC string `hash`, hashing in `memory` (grown to the hash's
+/// cost once, then reused).
+fn verify_in(hash: &str, secret: &[u8], memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::new(parsed.algorithm.as_str()),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    if params.m_cost() > MAX_ARGON2_KIB {
+        return false;
+    }
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let expected = expected.as_ref();
+    let mut out = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        secret,
+        salt.as_ref(),
+        &mut out,
+        &mut memory[..blocks],
+    );
+    // compared in constant time
+    hashed.is_ok()
+        && out
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Argon2 checks that may run at once.
@@ -268,6 +363,7 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(CONCURRENT_KEY_CHECKS),
+            hashers: Hashers::new(CONCURRENT_KEY_CHECKS),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -354,19 +450,7 @@ impl Authenticator {
         if let Some(p) = cached() {
             return Ok(p);
         }
-        let hash: String = row.get(0);
-        let secret = secret.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|h| {
-                    Argon2::default()
-                        .verify_password(secret.as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self.hashers.verify(row.get(0), secret.to_owned()).await;
         if !ok {
             self.failed(key_id);
             return Err(bad());
@@ -492,6 +576,38 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hashers_check_agrees_with_argon2s_own() {
+        use argon2::password_hash::PasswordVerifier;
+        let hash = Argon2::default()
+            .hash_password(b"the right secret")
+            .unwrap()
+            .to_string();
+        let parsed = PasswordHash::new(&hash).unwrap();
+        let mut memory = Vec::new();
+        assert!(verify_in(&hash, b"the right secret", &mut memory));
+        assert!(Argon2::default()
+            .verify_password(b"the right secret", &parsed)
+            .is_ok());
+        // the memory is sized once (19 MiB for the default cost), then reused
+        let blocks = memory.len();
+        assert_eq!(blocks, argon2::Params::default().block_count());
+        assert!(!verify_in(&hash, b"the wrong secret", &mut memory));
+        assert!(!verify_in(&hash, b"", &mut memory));
+        assert_eq!(memory.len(), blocks);
+        // a damaged hash, another algorithm, a cost over the ceiling: refused
+        let damaged = hash.replace("$argon2id$", "$argon2d$");
+        assert!(!verify_in(&damaged, b"the right secret", &mut memory));
+        assert!(!verify_in("not a hash", b"the right secret", &mut memory));
+        let costly = hash.replace("m=19456", "m=1048576");
+        assert_ne!(costly, hash);
+        assert!(!verify_in(&costly, b"the right secret", &mut memory));
+        let mut tampered = hash.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(!verify_in(&tampered, b"the right secret", &mut memory));
+    }
 
     #[test]
     fn a_bucket_lets_a_burst_through_then_the_rate() {

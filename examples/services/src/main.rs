@@ -558,21 +558,6 @@ async fn serve(s: Serve) -> Result<()> {
     served.map_err(|e| Error::Invalid(format!("serving on {addr}: {e}")))
 }
 
-/// Large allocations (an argon2 check's 19 MiB, a decoded photo) straight from the kernel and
-/// back on free. glibc raises its mmap threshold to the largest block freed, after which such
-/// blocks come from the heaps of whichever threads ran them and stay there: a flood of forged
-/// keys grew the gateway by 209 MiB in 10 argon2 checks. With the threshold fixed it grew by
-/// 0.3 MiB (the `hostile` test checks it).
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt takes no pointers and sets a global allocator parameter under the
-    // allocator's own lock (glibc documents it MT-safe); allocations made before it are freed
-    // as usual.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 /// A positive, finite number of seconds given as `flag`.
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(v)
@@ -611,7 +596,6 @@ fn audit(url: &str, key: &str, repair: bool) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    fixed_mmap_threshold();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let telemetry = match uniface_services::telemetry::init(

@@ -613,8 +613,8 @@ fn hostile_requests_get_their_documented_answers() {
     let before = rss_kib(&pid);
     // three rounds of 8000 forged requests from 8 clients (a quarter of them forged secrets
     // for the admin's real id, which cost argon2 checks of 19 MiB each until the id is refused
-    // unhashed); before the allocator's mmap threshold was fixed (main.rs) this grew the gateway
-    // by 57 to 209 MiB, now by well under 1 MiB
+    // unhashed); while each check allocated its own argon2 memory this grew the gateway by 57
+    // to 209 MiB (auth.rs: the hashers reuse theirs)
     let mut rss = vec![before];
     for round in 0..3u64 {
         let flood_started = Instant::now();
@@ -656,6 +656,10 @@ fn hostile_requests_get_their_documented_answers() {
             rss.last().unwrap() / 1024
         );
     }
+    eprintln!(
+        "gateway RSS before the floods and after each (MiB): {:?}",
+        rss.iter().map(|k| k / 1024).collect::<Vec<_>>()
+    );
     assert!(
         rss[3] < before + 16 * 1024,
         "gateway RSS through the floods (KiB): {rss:?}"
