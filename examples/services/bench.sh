@@ -8,7 +8,8 @@
 #                                        templates bootstrapped (CI)
 #
 # 1. the stack in one process (`stack.sh up`): enrollments/s and identification latency through
-#    the gateway (`uniface-services bench http`), peak memory of the process;
+#    the gateway (`uniface-services bench http`), a mixed load (`bench load`), peak memory of the
+#    process;
 # 2. one process per role (`stack.sh up --split`): the same, and each role's peak memory;
 # 3. a new replica bootstrapped from PostgreSQL after synthetic faces were added;
 # 4. the same work through the library in one process (`uniface-services bench library`).
@@ -54,6 +55,11 @@ for layout in all split; do
     echo "templates instead of photos (the service's own cost):"
     echo
     "$bin" bench http --lfw "$lfw" --photos "$templates" --clients "$clients" --templates
+    echo
+    echo "a mixed load (enroll, verify, identify, erase: 1, 1, 2, 1), closed loop:"
+    echo
+    "$bin" bench load --lfw "$lfw" --photos "$photos" --clients "$clients" \
+      --mix enroll=1,verify=1,identify=2,erase=1 --max-requests $((photos * 2)) --duration 120
     echo
     "$bin" bench memory "$work/$layout"
     beam=$(beam_of "$(cat "$work/$layout/pids/rabbitmq.pid")")

@@ -154,7 +154,7 @@ pub enum Payload {
 
 impl Payload {
     /// The request bodies and their content type.
-    fn bodies(&self) -> Result<(Vec<Vec<u8>>, &'static str)> {
+    pub(crate) fn bodies(&self) -> Result<(Vec<Vec<u8>>, &'static str)> {
         match self {
             Payload::Photos(photos) => Ok((
                 photos

@@ -23,6 +23,7 @@ pub mod db;
 pub mod engine;
 pub mod http;
 pub mod images;
+pub mod load;
 pub mod relay;
 pub mod replica;
 pub mod telemetry;

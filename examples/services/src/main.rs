@@ -106,11 +106,8 @@ enum BenchCommand {
     /// Enrollments, then identifications, of LFW photos through a gateway, at each number of
     /// concurrent clients.
     Http {
-        #[arg(long, env = "UNIFACE_URL")]
-        url: String,
-        /// A key with the enroll and identify scopes.
-        #[arg(long, env = "UNIFACE_ADMIN_KEY", hide_env_values = true)]
-        key: String,
+        #[command(flatten)]
+        gateway: Gateway,
         #[command(flatten)]
         work: Work,
     },
@@ -133,6 +130,51 @@ enum BenchCommand {
     },
     /// Peak memory (VmHWM) of every process stack.sh started in DIR.
     Memory { dir: PathBuf },
+    /// Load through a gateway (see `load --help`).
+    Load(Box<Load>),
+}
+
+/// The gateway a bench talks to.
+#[derive(Args)]
+struct Gateway {
+    #[arg(long, env = "UNIFACE_URL")]
+    url: String,
+    /// A key with the scopes the work needs (`stack.sh` writes an admin key to DIR/env).
+    #[arg(long, env = "UNIFACE_ADMIN_KEY", hide_env_values = true)]
+    key: String,
+}
+
+/// Load through a gateway: a mix of requests, closed-loop or open-loop, bounded.
+#[derive(Args)]
+struct Load {
+    #[command(flatten)]
+    gateway: Gateway,
+    #[command(flatten)]
+    work: Work,
+    /// Proportions of enroll, verify, identify and erase requests.
+    #[arg(long, default_value = "enroll=1,identify=3")]
+    mix: uniface_services::load::Mix,
+    /// Open loop at this many requests per second (instead of --clients' closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop: at most this many requests in flight.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Stop after this many seconds (per client count).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Stop after this many requests (per client count).
+    #[arg(long, default_value_t = 1000)]
+    max_requests: usize,
+    /// Subjects enrolled are PREFIX-<clients>-<n>.
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    /// Write the reports (and every answer) here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw throughput and p99 against concurrency as PNG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -161,6 +203,113 @@ impl Work {
     }
 }
 
+fn load(l: &Load) -> Result<()> {
+    use uniface_services::load::{self, LoadConfig, Pacing};
+    let payload = l.work.payload()?;
+    let duration = seconds("--duration", l.duration)?;
+    let pacings: Vec<Pacing> = match l.rate {
+        Some(rate) => vec![Pacing::Open {
+            rate,
+            in_flight: l.in_flight,
+        }],
+        None => l
+            .work
+            .clients
+            .iter()
+            .map(|&clients| Pacing::Closed { clients })
+            .collect(),
+    };
+    let mut reports = Vec::new();
+    let mut all = Vec::new();
+    println!("| pacing | kind | requests | per second | p50 ms | p90 ms | p99 ms | p99.9 ms | statuses |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (n, pacing) in pacings.into_iter().enumerate() {
+        let config = LoadConfig {
+            url: l.gateway.url.trim_end_matches('/').to_owned(),
+            key: l.gateway.key.clone(),
+            mix: l.mix.clone(),
+            pacing,
+            max_requests: l.max_requests,
+            duration,
+            prefix: format!("{}-{n}-{}", l.prefix, std::process::id()),
+        };
+        let (outcomes, secs) = load::run(&config, &payload)?;
+        let r = load::report(&outcomes, secs, pacing);
+        for (kind, s) in &r.kinds {
+            println!(
+                "| {} | {kind} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:?} |",
+                r.pacing,
+                s.requests,
+                s.per_second,
+                s.p50_ms,
+                s.p90_ms,
+                s.p99_ms,
+                s.p999_ms,
+                s.statuses
+            );
+        }
+        let clients = match pacing {
+            Pacing::Closed { clients } => clients,
+            Pacing::Open { in_flight, .. } => in_flight,
+        };
+        reports.push((clients, r));
+        all.push(outcomes);
+    }
+    if let Some(path) = &l.json {
+        let v = serde_json::json!({
+            "reports": reports.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            "outcomes": all,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap_or_default())
+            .map_err(|e| Error::Uniface(uniface::Error::io(path, e)))?;
+    }
+    if let Some(path) = &l.plot {
+        load_chart(path, &reports)?;
+    }
+    Ok(())
+}
+
+/// Throughput and p99 of each kind against the number of clients, on one log scale.
+fn load_chart(
+    path: &std::path::Path,
+    reports: &[(usize, uniface_services::load::Report)],
+) -> Result<()> {
+    use uniface::core::eval::plot::{chart, Axis};
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for kind in ["enroll", "identify"] {
+        let of = |f: &dyn Fn(&uniface_services::load::Stats) -> f64| -> Vec<(f64, f64)> {
+            reports
+                .iter()
+                .filter_map(|(c, r)| r.kinds.get(kind).map(|s| (*c as f64, f(s))))
+                .collect()
+        };
+        let per_second = of(&|s| s.per_second);
+        if !per_second.is_empty() {
+            series.push((format!("{kind} per s"), per_second));
+            series.push((format!("{kind} p99 ms"), of(&|s| s.p99_ms)));
+        }
+    }
+    let max_clients = reports.iter().map(|(c, _)| *c).max().unwrap_or(1).max(2) as f64;
+    chart(
+        path,
+        "load",
+        Axis {
+            min: 0.0,
+            max: max_clients,
+            log: false,
+            label: "clients",
+        },
+        Axis {
+            min: 0.1,
+            max: 100_000.0,
+            log: true,
+            label: "per s, p99 ms",
+        },
+        &series,
+    )?;
+    Ok(())
+}
+
 fn print_runs(runs: &[uniface_services::bench::Run]) {
     println!("| work | clients | requests | per second | p50 ms | p99 ms | retried after 503 |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -175,14 +324,24 @@ fn print_runs(runs: &[uniface_services::bench::Run]) {
 async fn bench(what: BenchCommand) -> Result<()> {
     use uniface_services::bench;
     match what {
-        BenchCommand::Http { url, key, work } => {
+        BenchCommand::Http { gateway, work } => {
             let runs = tokio::task::spawn_blocking(move || {
                 let payload = work.payload()?;
-                bench::http(url.trim_end_matches('/'), &key, &payload, &work.clients)
+                bench::http(
+                    gateway.url.trim_end_matches('/'),
+                    &gateway.key,
+                    &payload,
+                    &work.clients,
+                )
             })
             .await
             .map_err(|e| Error::Invalid(e.to_string()))??;
             print_runs(&runs);
+        }
+        BenchCommand::Load(l) => {
+            tokio::task::spawn_blocking(move || load(&l))
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))??;
         }
         BenchCommand::Library { work } => {
             let runs = tokio::task::spawn_blocking(move || {
