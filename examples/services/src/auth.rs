@@ -253,7 +253,9 @@ struct Hashers {
 
 impl Hashers {
     fn new(threads: usize) -> Self {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<HashJob>(threads);
+        // room for the checks of requests given up on (a client gone, a deadline passed: the
+        // permit is back, the job still queued) besides the running ones
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<HashJob>(64);
         let queue = std::sync::Arc::new(Mutex::new(queue));
         for i in 0..threads {
             let queue = queue.clone();
@@ -276,14 +278,12 @@ impl Hashers {
         Self { jobs }
     }
 
-    /// Whether `secret` matches `hash` (false when no hasher could take the job).
-    async fn verify(&self, hash: String, secret: String) -> bool {
+    /// Whether `secret` matches `hash`; `None` when no hasher could take the job or answer
+    /// (the queue is full, the threads are gone): not a verdict on the key.
+    async fn verify(&self, hash: String, secret: String) -> Option<bool> {
         let (verdict, answer) = tokio::sync::oneshot::channel();
-        // callers hold one of CONCURRENT_KEY_CHECKS permits, so the queue has room
-        if self.jobs.try_send((hash, secret, verdict)).is_err() {
-            return false;
-        }
-        answer.await.unwrap_or(false)
+        self.jobs.try_send((hash, secret, verdict)).ok()?;
+        answer.await.ok()
     }
 }
 
@@ -450,7 +450,10 @@ impl Authenticator {
         if let Some(p) = cached() {
             return Ok(p);
         }
-        let ok = self.hashers.verify(row.get(0), secret.to_owned()).await;
+        let Some(ok) = self.hashers.verify(row.get(0), secret.to_owned()).await else {
+            tracing::warn!("no argon2 thread took a key check");
+            return Err(Denied::RateLimited(Duration::from_secs(1)));
+        };
         if !ok {
             self.failed(key_id);
             return Err(bad());

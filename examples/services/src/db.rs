@@ -151,8 +151,13 @@ pub async fn enroll_face(
         // first, so that a concurrent request with the same key waits here for this one
         let taken = tx
             .execute(
+                // an expired key (not yet forgotten by the relay) is taken over
                 "INSERT INTO idempotency (principal, key, fingerprint, subject, status, answer)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (principal, key) DO UPDATE
+                   SET fingerprint = EXCLUDED.fingerprint, subject = EXCLUDED.subject,
+                       status = EXCLUDED.status, answer = EXCLUDED.answer, created_at = now()
+                   WHERE idempotency.created_at <= now() - make_interval(hours => $7)",
                 &[
                     &i.principal,
                     &i.key,
@@ -160,6 +165,7 @@ pub async fn enroll_face(
                     &subject,
                     &i32::from(i.status),
                     &i.answer,
+                    &IDEMPOTENCY_HOURS,
                 ],
             )
             .await?;

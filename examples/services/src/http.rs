@@ -453,12 +453,14 @@ fn new_request_id() -> String {
 async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> Response {
     // the gateway forwards what it admitted with the internal token, and says who the caller is
     if app.upstream.is_internal(req.headers()) {
+        // the caller's name as the gateway sent it (hex); a call of the deployment's own has none
         let caller = req
             .headers()
             .get(PRINCIPAL_HEADER)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("internal")
-            .to_owned();
+            .and_then(unhex)
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| "internal".to_owned());
         req.extensions_mut().insert(Caller(caller));
         return next.run(req).await;
     }
@@ -1030,6 +1032,8 @@ async fn probes(app: &App, upload: Upload, largest: bool) -> ApiResult<Vec<([i64
             axum::http::Method::POST,
             &format!("/internal/faces?face={face}"),
             Some(("image/jpeg", bytes)),
+            // finding faces queues behind other work: only the request's deadline
+            None,
         )
         .await?;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -1093,6 +1097,7 @@ async fn scatter(
                         axum::http::Method::POST,
                         "/internal/search",
                         Some(("application/json", body)),
+                        Some(crate::upstream::CALL_TIMEOUT),
                     )
                     .await?;
                 crate::upstream::parse_success("an identification replica", status, &bytes)

@@ -59,7 +59,9 @@ impl std::str::FromStr for Mix {
                 })?;
             let weight: u32 = weight
                 .parse()
-                .map_err(|_| format!("{part:?}: a weight is a whole number"))?;
+                .ok()
+                .filter(|&w| w <= 1000)
+                .ok_or_else(|| format!("{part:?}: a weight is a whole number up to 1000"))?;
             if weight > 0 {
                 out.push((kind, weight));
             }
@@ -72,17 +74,29 @@ impl std::str::FromStr for Mix {
 }
 
 impl Mix {
-    /// The kind of the `i`-th request: the weights spread evenly over every cycle.
+    /// One cycle of kinds, each as often as its weight, interleaved (smooth weighted round
+    /// robin: every step, the kind furthest behind its share goes next).
+    fn cycle(&self) -> Vec<Kind> {
+        let total: i64 = self.0.iter().map(|&(_, w)| i64::from(w)).sum();
+        let mut credit = vec![0i64; self.0.len()];
+        (0..total)
+            .map(|_| {
+                for (c, &(_, w)) in credit.iter_mut().zip(&self.0) {
+                    *c += i64::from(w);
+                }
+                let best = (0..credit.len())
+                    .max_by_key(|&j| (credit[j], -(j as i64)))
+                    .unwrap_or(0);
+                credit[best] -= total;
+                self.0[best].0
+            })
+            .collect()
+    }
+
+    /// The kind of the `i`-th request.
     fn kind(&self, i: usize) -> Kind {
-        let total: u64 = self.0.iter().map(|&(_, w)| u64::from(w)).sum();
-        let mut at = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % total;
-        for &(k, w) in &self.0 {
-            if at < u64::from(w) {
-                return k;
-            }
-            at -= u64::from(w);
-        }
-        self.0[0].0
+        let cycle = self.cycle();
+        cycle[i % cycle.len()]
     }
 }
 
@@ -123,7 +137,8 @@ pub struct Outcome {
     pub at: f64,
 }
 
-/// Throughput and latency of one kind of request.
+/// Throughput and latency of one kind of request: the percentiles are of the successful (2xx)
+/// answers, so that quick refusals do not flatter them; `statuses` counts every answer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
     pub requests: usize,
@@ -146,7 +161,11 @@ pub struct Report {
 }
 
 fn stats(outcomes: &[&Outcome], seconds: f64) -> Stats {
-    let mut ms: Vec<f64> = outcomes.iter().map(|o| o.ms).collect();
+    let mut ms: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| (200..300).contains(&o.status))
+        .map(|o| o.ms)
+        .collect();
     ms.sort_by(f64::total_cmp);
     let q = |q: f64| {
         if ms.is_empty() {
@@ -322,6 +341,7 @@ pub fn run(config: &LoadConfig, payload: &Payload) -> Result<(Vec<Outcome>, f64)
         content_type,
         agent: ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_idle_connections(clients)
             .max_idle_connections_per_host(clients)
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
@@ -343,16 +363,13 @@ pub fn run(config: &LoadConfig, payload: &Payload) -> Result<(Vec<Outcome>, f64)
                 // when the request is due: now (closed loop) or at its slot (open loop)
                 let due = match config.pacing {
                     Pacing::Closed { .. } => Instant::now(),
-                    Pacing::Open { rate, .. } => {
-                        let due = started + Duration::from_secs_f64(i as f64 / rate);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        due
-                    }
+                    Pacing::Open { rate, .. } => started + Duration::from_secs_f64(i as f64 / rate),
                 };
                 if due >= deadline {
                     return;
+                }
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
                 }
                 let at = due.duration_since(started).as_secs_f64();
                 let o = shared.send(i, at, due);
@@ -378,7 +395,19 @@ mod tests {
         let enrolls = kinds.iter().filter(|&&k| k == Kind::Enroll).count();
         assert_eq!(enrolls, 1000);
         // interleaved, not 1000 enrollments first
-        assert!(kinds[..40].contains(&Kind::Enroll) && kinds[..40].contains(&Kind::Identify));
+        assert!(kinds[..4].contains(&Kind::Enroll) && kinds[..4].contains(&Kind::Identify));
+        // exact in every cycle whatever the weights sum to
+        let m: Mix = "enroll=1,verify=1,identify=2,erase=1".parse().unwrap();
+        let cycle: Vec<Kind> = (0..5).map(|i| m.kind(i)).collect();
+        for (k, n) in [
+            (Kind::Enroll, 1),
+            (Kind::Verify, 1),
+            (Kind::Identify, 2),
+            (Kind::Erase, 1),
+        ] {
+            assert_eq!(cycle.iter().filter(|&&c| c == k).count(), n, "{cycle:?}");
+        }
+        assert_eq!((0..5).map(|i| m.kind(i + 5)).collect::<Vec<_>>(), cycle);
         assert!("".parse::<Mix>().is_err());
         assert!("enroll=0".parse::<Mix>().is_err());
         assert!("search=1".parse::<Mix>().is_err());
@@ -404,6 +433,7 @@ mod tests {
             .collect();
         all.push(o(Kind::Enroll, 201, 5.0));
         all.push(o(Kind::Enroll, 0, 7.0));
+        all.push(o(Kind::Enroll, 429, 0.5));
         let r = report(&all, 2.0, Pacing::Closed { clients: 4 });
         let id = &r.kinds["identify"];
         assert_eq!(
@@ -412,6 +442,9 @@ mod tests {
         );
         assert_eq!(id.per_second, 500.0);
         assert_eq!(r.kinds["enroll"].statuses[&0], 1);
-        assert_eq!(r.all.requests, 1002);
+        // refusals are counted, not timed
+        assert_eq!(r.kinds["enroll"].p50_ms, 5.0);
+        assert_eq!(r.kinds["enroll"].requests, 3);
+        assert_eq!(r.all.requests, 1003);
     }
 }

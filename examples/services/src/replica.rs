@@ -344,8 +344,36 @@ impl Replica {
         }
     }
 
+    /// What this replica is configured to hold, as written beside its gallery.
+    fn holds_text(&self) -> String {
+        let shard = self
+            .config
+            .shard
+            .map_or_else(|| "all".to_owned(), |s| s.to_string());
+        format!("shards={} shard={shard}\n", self.config.shards)
+    }
+
+    fn holds_file(&self) -> PathBuf {
+        self.config.dir.join("gallery.holds")
+    }
+
     async fn open_or_bootstrap(&self) -> Result<Gallery> {
         let dir = self.gallery_dir();
+        if dir.join("manifest.json").exists() {
+            // a gallery made for other shards (another --shard or --shards, or one from before
+            // this file was written) would answer for subjects it does not hold: made again
+            let recorded = std::fs::read_to_string(self.holds_file()).ok();
+            if recorded.as_deref() != Some(self.holds_text().as_str()) {
+                tracing::warn!(
+                    replica = %self.config.name,
+                    "the gallery in {} was made for {}, this replica holds {}: bootstrapping it again from the database",
+                    dir.display(),
+                    recorded.as_deref().map_or("unknown shards", str::trim),
+                    self.holds_text().trim()
+                );
+                std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            }
+        }
         if !dir.join("manifest.json").exists() {
             self.bootstrap().await?;
         }
@@ -429,6 +457,15 @@ impl Replica {
             .await?;
         }
         drop(g);
+        // what it holds first: a gallery in place always has its record (a record without its
+        // gallery only makes the next start bootstrap)
+        let holds = self.holds_file();
+        let part = self.config.dir.join("gallery.holds.part");
+        std::fs::write(&part, self.holds_text()).map_err(|e| io(&part, e))?;
+        std::fs::File::open(&part)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&part, e))?;
+        std::fs::rename(&part, &holds).map_err(|e| io(&holds, e))?;
         let dir = self.gallery_dir();
         std::fs::rename(&fresh, &dir).map_err(|e| io(&dir, e))?;
         sync_dir(&self.config.dir)?;

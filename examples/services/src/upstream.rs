@@ -32,8 +32,9 @@ const MAX_ANSWER: usize = 64 << 20;
 pub const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// How long one call to another process may take before it counts as failed (and an
-/// idempotent call is tried on another member).
+/// How long a search of a replica may take before it is tried on another (a search takes
+/// milliseconds; work that queues behind the CNN — finding faces, enrollments, verifications —
+/// has only the request's deadline).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a member's last health check (or failed call) found.
@@ -118,6 +119,17 @@ enum Failure {
     NotSent(String),
     /// Sent, but no (usable) answer came: only an idempotent request may be repeated.
     Sent(String),
+    /// Sent, and no answer within the call's limit: the member is slow, not down; only an
+    /// idempotent request may be repeated.
+    Slow(String),
+}
+
+impl Failure {
+    fn text(self) -> String {
+        match self {
+            Failure::NotSent(e) | Failure::Sent(e) | Failure::Slow(e) => e,
+        }
+    }
 }
 
 impl Upstream {
@@ -166,8 +178,11 @@ impl Upstream {
         } else {
             "/healthz"
         };
-        let answer =
-            tokio::time::timeout(HEALTH_TIMEOUT, self.send(&m.url, Method::GET, path, None)).await;
+        let answer = tokio::time::timeout(
+            HEALTH_TIMEOUT,
+            self.send(&m.url, Method::GET, path, None, None),
+        )
+        .await;
         let (status, body) = match answer {
             Ok(Ok(a)) => a,
             _ => return m.set(Health::Down),
@@ -280,10 +295,11 @@ impl Upstream {
         {
             parts.headers.insert(INTERNAL_HEADER, v);
         }
+        // hex: any caller name (a JWT subject is any text) survives the header
         if let Some(v) = parts
             .extensions
             .get::<crate::http::Caller>()
-            .and_then(|c| HeaderValue::from_str(&c.0).ok())
+            .and_then(|c| HeaderValue::from_str(&hex(c.0.as_bytes())).ok())
         {
             parts.headers.insert(PRINCIPAL_HEADER, v);
         }
@@ -303,8 +319,8 @@ impl Upstream {
                     return r;
                 }
                 Err(Failure::NotSent(e)) => last = format!("{}: {e}", m.url),
-                Err(Failure::Sent(e)) => {
-                    last = format!("{}: {e}", m.url);
+                Err(f) => {
+                    last = format!("{}: {}", m.url, f.text());
                     if !idempotent {
                         break;
                     }
@@ -314,14 +330,18 @@ impl Upstream {
         Self::unavailable(&format!("the {role} role"), last).into_response()
     }
 
-    /// One request to `m`, bounded by [`CALL_TIMEOUT`]; a member that fails is marked down
-    /// until its next health check passes. A 502/503/504 answer counts as sent but failed.
+    /// One request to `m`, bounded only by the request's own deadline (an enrollment queued
+    /// behind others is slow, not failed); a member that cannot be reached or breaks the
+    /// connection is marked down until its next health check passes. A 502/504 answer counts
+    /// as sent but failed.
     async fn deliver(&self, m: &Member, req: Request) -> Result<Response, Failure> {
         let failed = |f: Failure| {
-            m.set(Health::Down);
+            if !matches!(f, Failure::Slow(_)) {
+                m.set(Health::Down);
+            }
             Err(f)
         };
-        match self.request(req).await {
+        match self.request(req, None).await {
             Err(f) => failed(f),
             Ok(r) => match r.status() {
                 StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
@@ -332,23 +352,31 @@ impl Upstream {
         }
     }
 
-    /// `req` sent, bounded by [`CALL_TIMEOUT`]: the answer's head, or what kind of failure.
-    async fn request(&self, req: Request) -> Result<axum::http::Response<Body>, Failure> {
-        match tokio::time::timeout(CALL_TIMEOUT, self.client.request(req)).await {
-            Err(_) => Err(Failure::Sent(format!("no answer within {CALL_TIMEOUT:?}"))),
+    /// `req` sent, bounded by `limit` when one is given: the answer's head, or what kind of
+    /// failure.
+    async fn request(
+        &self,
+        req: Request,
+        limit: Option<Duration>,
+    ) -> Result<axum::http::Response<Body>, Failure> {
+        let limit = limit.unwrap_or(Duration::MAX);
+        match tokio::time::timeout(limit, self.client.request(req)).await {
+            Err(_) => Err(Failure::Slow(format!("no answer within {limit:?}"))),
             Ok(Err(e)) if e.is_connect() => Err(Failure::NotSent(e.to_string())),
             Ok(Err(e)) => Err(Failure::Sent(e.to_string())),
             Ok(Ok(r)) => Ok(r.map(Body::new)),
         }
     }
 
-    /// A request to another process: its status and body (transport errors as [`Failure`]).
+    /// A request to another process, bounded by `limit` when given: its status and body
+    /// (transport errors as [`Failure`]).
     async fn send(
         &self,
         base: &str,
         method: Method,
         path: &str,
         body: Option<(&str, Bytes)>,
+        limit: Option<Duration>,
     ) -> Result<(StatusCode, Bytes), Failure> {
         let mut b = axum::http::Request::builder()
             .method(method)
@@ -365,7 +393,7 @@ impl Upstream {
         };
         let req = b.body(body).map_err(|e| Failure::NotSent(e.to_string()))?;
         let req = crate::http::with_request_id(req);
-        let r = self.request(req).await?;
+        let r = self.request(req, limit).await?;
         let status = r.status();
         let bytes = axum::body::to_bytes(r.into_body(), MAX_ANSWER)
             .await
@@ -381,16 +409,16 @@ impl Upstream {
         path: &str,
         body: Option<(&str, Bytes)>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        self.send(base, method, path, body)
+        self.send(base, method, path, body, None)
             .await
-            .map_err(|f| match f {
-                Failure::NotSent(e) | Failure::Sent(e) => Self::unavailable(base, e),
-            })
+            .map_err(|f| Self::unavailable(base, f.text()))
     }
 
-    /// An idempotent call to the first of `members` that answers: a member that cannot be
-    /// reached, times out, or answers 5xx is marked down and the call is repeated once on the
-    /// next. The answer is the first member's 2xx/4xx, or the last failure.
+    /// An idempotent call to the first of `members` that answers: when a member cannot be
+    /// reached, breaks the connection, takes longer than `limit` or answers 5xx, the call is
+    /// repeated once on the next. Only the first two mark it down (slow or refusing is not
+    /// down: its health checks decide). The answer is the first member's 2xx/4xx, or the last
+    /// failure.
     pub async fn call_any(
         &self,
         members: &[Arc<Member>],
@@ -398,6 +426,7 @@ impl Upstream {
         method: Method,
         path: &str,
         body: Option<(&str, Bytes)>,
+        limit: Option<Duration>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
         let mut last = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -409,13 +438,12 @@ impl Upstream {
                 metrics::counter!("uniface_upstream_retries_total", "role" => what.to_owned())
                     .increment(1);
             }
-            match self.send(&m.url, method.clone(), path, body.clone()).await {
+            match self
+                .send(&m.url, method.clone(), path, body.clone(), limit)
+                .await
+            {
                 Ok((status, bytes)) if !status.is_server_error() => return Ok((status, bytes)),
                 Ok((status, bytes)) => {
-                    // busy or not ready is not down; the next member may do better
-                    if !matches!(status, StatusCode::SERVICE_UNAVAILABLE) {
-                        m.set(Health::Down);
-                    }
                     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                     last = ApiError {
                         retry_after: Some(Duration::from_secs(1)),
@@ -430,9 +458,11 @@ impl Upstream {
                         )
                     };
                 }
-                Err(Failure::NotSent(e) | Failure::Sent(e)) => {
-                    m.set(Health::Down);
-                    last = Self::unavailable(&m.url, e);
+                Err(f) => {
+                    if !matches!(f, Failure::Slow(_)) {
+                        m.set(Health::Down);
+                    }
+                    last = Self::unavailable(&m.url, f.text());
                 }
             }
         }
@@ -466,7 +496,19 @@ impl Upstream {
             .iter()
             .map(|m| (m.holds().unwrap_or(Holds::All), m.health()))
             .collect();
+        // no live replica for some part: those marked down are tried too (they may be back
+        // before their next check), as long as they once said what they hold
+        let last_resort: Vec<(Holds, Health)> = self
+            .replicas
+            .iter()
+            .map(|m| match (m.holds(), m.health()) {
+                (Some(h), Health::Down) => (h, Health::Alive),
+                (Some(h), health) => (h, health),
+                (None, _) => (Holds::All, Health::Down),
+            })
+            .collect();
         plan(&held, turn)
+            .or_else(|e| plan(&last_resort, turn).map_err(|_| e))
             .map(|parts| {
                 parts
                     .into_iter()
@@ -497,20 +539,25 @@ pub fn parse_success(
     Ok(v)
 }
 
-/// `members` that are not down, ready before alive, each group rotated by `turn`.
+/// `members`, ready before alive before down, each group rotated by `turn`.
 fn order(members: &[Arc<Member>], turn: usize) -> Vec<Arc<Member>> {
     let health: Vec<Health> = members.iter().map(|m| m.health()).collect();
-    rank(&health, turn)
+    rank(&health, turn, true)
         .into_iter()
         .map(|i| members[i].clone())
         .collect()
 }
 
-/// Indices of the members that are not down: ready ones first, then alive ones, each group
+/// Indices of the members that are not down — ready ones first, then alive ones — and, with
+/// `last_resort`, the down ones after them (a check may not have seen them recover); each group
 /// rotated by `turn` so that load spreads.
-fn rank(health: &[Health], turn: usize) -> Vec<usize> {
+fn rank(health: &[Health], turn: usize, last_resort: bool) -> Vec<usize> {
     let mut out = Vec::new();
-    for h in [Health::Ready, Health::Alive] {
+    let groups: &[Health] = match last_resort {
+        true => &[Health::Ready, Health::Alive, Health::Down],
+        false => &[Health::Ready, Health::Alive],
+    };
+    for &h in groups {
         let group: Vec<usize> = (0..health.len()).filter(|&i| health[i] == h).collect();
         if !group.is_empty() {
             let r = turn % group.len();
@@ -526,7 +573,10 @@ fn plan(held: &[(Holds, Health)], turn: usize) -> Result<Vec<Vec<usize>>, String
     let pick = |want: &dyn Fn(Holds) -> bool| -> Vec<usize> {
         let idx: Vec<usize> = (0..held.len()).filter(|&i| want(held[i].0)).collect();
         let health: Vec<Health> = idx.iter().map(|&i| held[i].1).collect();
-        rank(&health, turn).into_iter().map(|j| idx[j]).collect()
+        rank(&health, turn, false)
+            .into_iter()
+            .map(|j| idx[j])
+            .collect()
     };
     let whole = pick(&|h| h == Holds::All);
     if !whole.is_empty() {
@@ -588,10 +638,13 @@ mod tests {
     #[test]
     fn ready_members_come_first_and_take_turns() {
         use Health::*;
-        assert_eq!(rank(&[Ready, Down, Ready, Alive], 0), [0, 2, 3]);
-        assert_eq!(rank(&[Ready, Down, Ready, Alive], 1), [2, 0, 3]);
-        assert_eq!(rank(&[Down, Alive], 5), [1]);
-        assert!(rank(&[Down, Down], 0).is_empty());
+        assert_eq!(rank(&[Ready, Down, Ready, Alive], 0, false), [0, 2, 3]);
+        assert_eq!(rank(&[Ready, Down, Ready, Alive], 1, false), [2, 0, 3]);
+        assert_eq!(rank(&[Down, Alive], 5, false), [1]);
+        assert!(rank(&[Down, Down], 0, false).is_empty());
+        // as a last resort, the down ones after the others
+        assert_eq!(rank(&[Ready, Down, Ready, Alive], 0, true), [0, 2, 3, 1]);
+        assert_eq!(rank(&[Down, Down], 1, true), [1, 0]);
     }
 
     #[test]

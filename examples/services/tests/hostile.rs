@@ -608,7 +608,10 @@ fn hostile_requests_get_their_documented_answers() {
         ok as f64 <= 3.0 + 2.0 * elapsed + 1.0,
         "{ok} in {elapsed:.1} s"
     );
-    assert!(limited >= 20, "{statuses:?}");
+    assert!(
+        limited as f64 >= statuses.len() as f64 - (3.0 + 2.0 * elapsed + 1.0),
+        "{statuses:?} in {elapsed:.1} s"
+    );
     let pid = std::fs::read_to_string(stack.dir.path().join("pids/all-0.pid")).unwrap();
     let before = rss_kib(&pid);
     // three rounds of 8000 forged requests from 8 clients (a quarter of them forged secrets
@@ -669,12 +672,24 @@ fn hostile_requests_get_their_documented_answers() {
         api.get("/v1/subjects?limit=1", &admin).status == 200
     });
 
-    // --- nothing answered 5xx (none of these cases is a documented 503), nobody panicked
-    for (case, status, body) in &seen.0 {
-        assert!(*status < 500, "{case}: {status} {body}");
-    }
+    // --- no request of all of these (the raw ones included) was answered 5xx but the slow
+    // body's documented 503, and nobody panicked: read from the gateway's log of every request
     let log = std::fs::read_to_string(stack.dir.path().join("logs/all-0.log")).unwrap();
     assert!(!log.contains("panicked"), "{}", stack.log("all-0"));
+    let answered_5xx: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" request status=5") && !l.contains(" request status=503"))
+        .collect();
+    assert!(answered_5xx.is_empty(), "{answered_5xx:#?}");
+    let documented_503 = log
+        .lines()
+        .filter(|l| l.contains(" request status=503"))
+        .count();
+    assert_eq!(documented_503, 1, "only the slow body's deadline");
+    assert!(
+        log.contains(" request status=401"),
+        "the log names statuses as this test reads them"
+    );
     eprintln!(
         "hostile requests: {} cases answered as documented",
         seen.0.len()
