@@ -17,6 +17,11 @@
 #   examples/services/stack.sh status DIR which of them answer
 #   examples/services/stack.sh stop-rabbitmq DIR   stop the broker only (a fault drill; `up`
 #                                         starts it again)
+#   examples/services/stack.sh stop-postgres DIR   stop the database at once, as a crash
+#                                         would (`pg_ctl -m immediate`; `up` starts it again)
+#   examples/services/stack.sh kill DIR NAME   SIGKILL the service NAME (its pid file
+#                                         DIR/pids/NAME.pid, e.g. identification-0, relay-0;
+#                                         `up` starts it again)
 #
 # Ports are chosen free at the first `up` and kept in DIR/env (or set UNIFACE_PG_PORT,
 # UNIFACE_AMQP_PORT, UNIFACE_AMQP_DIST_PORT, UNIFACE_HTTP_PORT); `up` again restarts whatever
@@ -27,7 +32,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -37,11 +42,13 @@ dir=$2
 shift 2
 servers_only=0
 split=
+name=
 for a in "$@"; do
   case $a in
     --servers-only) servers_only=1 ;;
     --split) split=1 ;;
-    *) usage ;;
+    -*) usage ;;
+    *) [ "$cmd" = kill ] && [ -z "$name" ] || usage; name=$a ;;
   esac
 done
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -315,9 +322,25 @@ status() {
   done
 }
 
+stop_postgres() {
+  if [ -f "$dir/postgres/data/postmaster.pid" ]; then
+    as_user postgres "$pg_bin/pg_ctl" -D "$dir/postgres/data" -m immediate -w stop > /dev/null || true
+  fi
+  rm -f "$dir/pids/postgres.pid"
+}
+
+kill_service() {
+  local f=$dir/pids/$name.pid
+  [ -n "$name" ] && [ -f "$f" ] || { echo "stack.sh: no service ${name:-NAME} in $dir/pids" >&2; exit 1; }
+  kill -KILL "$(cat "$f")" 2>/dev/null || true
+  rm -f "$f"
+}
+
 case $cmd in
   up) up ;;
   stop-rabbitmq) dir=$(cd "$dir" && pwd); stop_rabbitmq; echo "rabbitmq stopped" ;;
+  stop-postgres) dir=$(cd "$dir" && pwd); stop_postgres; echo "postgres stopped" ;;
+  kill) dir=$(cd "$dir" && pwd); kill_service; echo "killed $name" ;;
   down) down ;;
   status) status ;;
   *) usage ;;

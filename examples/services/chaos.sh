@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Chaos rounds on the reference deployment. For each fault, ROUNDS rounds, each on a fresh split
+# stack (`stack.sh up --split`: gateway, enrollment, verification, templates, relay, two
+# identification replicas) under a steady mixed load (`uniface-services bench load`, synthetic
+# templates, 4 clients unless --clients, enroll/verify/identify/erase 3/1/2/1):
+#
+#   kill-replica       SIGKILL identification-0; `stack.sh up` restarts it 5 s later
+#   kill-relay         SIGKILL the relay; restarted 5 s later
+#   kill-enrollment    SIGKILL the enrollment process (requests in flight); restarted 5 s later
+#   stop-rabbitmq      the broker stopped for 20 s
+#   restart-postgres   the database stopped at once (as a crash), started again 5 s later
+#   wipe-replica       identification-1 killed and its gallery folder deleted; restarted, it
+#                      bootstraps from the database
+#
+# After the load: the time until /readyz answers 200 and the audit is clean (every replica equal
+# to the database), then chaos_check.py holds the database to every acknowledged enrollment and
+# erasure. One table row per round; exit status 1 when anything acknowledged was lost, an erased
+# subject came back, or the deployment did not recover within 180 s.
+#
+#   examples/services/chaos.sh [--rounds N] [--faults kill-replica,...] [--seconds S] [--clients C]
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/examples/services
+rounds=1 seconds=30 clients=4
+faults=kill-replica,kill-relay,kill-enrollment,stop-rabbitmq,restart-postgres,wipe-replica
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --faults) faults=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  esac
+done
+bin=${UNIFACE_SERVICES_BIN:-$root/target/release/uniface-services}
+[ -x "$bin" ] || (cd "$root" && cargo build --release -q -p uniface-services)
+export UNIFACE_SERVICES_BIN=$bin
+stack=$here/stack.sh
+work=$(mktemp -d)
+chmod 755 "$work"
+current=
+cleanup() {
+  [ -z "$current" ] || bash "$stack" down "$current" > /dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+since() { python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.1f}")' "$1" "$2"; }
+
+inject() { # fault dir
+  case $1 in
+    kill-replica) bash "$stack" kill "$2" identification-0 > /dev/null; sleep 5 ;;
+    kill-relay) bash "$stack" kill "$2" relay-0 > /dev/null; sleep 5 ;;
+    kill-enrollment) bash "$stack" kill "$2" enrollment-0 > /dev/null; sleep 5 ;;
+    stop-rabbitmq) bash "$stack" stop-rabbitmq "$2" > /dev/null; sleep 20 ;;
+    restart-postgres) bash "$stack" stop-postgres "$2" > /dev/null; sleep 5 ;;
+    wipe-replica)
+      bash "$stack" kill "$2" identification-1 > /dev/null
+      rm -rf "$2/replica-1/gallery"
+      sleep 2 ;;
+    *) echo "chaos.sh: unknown fault $1" >&2; exit 2 ;;
+  esac
+  bash "$stack" up "$2" > "$2/restart.log" 2>&1
+}
+
+echo "# chaos rounds: $(nproc) cores, ${seconds} s of load per round ($(date -u +%F))"
+echo
+echo "| fault | round | requests | acknowledged enrollments / erasures | lost | erased still present | failed requests (during the fault) | recovered after (s) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+bad=0
+for fault in ${faults//,/ }; do
+  for ((round = 1; round <= rounds; round++)); do
+    current=$work/$fault-$round
+    mkdir -p "$current" && chmod 755 "$current"
+    bash "$stack" up "$current" --split > "$work/up.log" 2>&1 || { cat "$work/up.log" >&2; exit 1; }
+    # shellcheck disable=SC1091
+    (set -a; . "$current/env"; set +a
+      "$bin" bench load --lfw "${UNIFACE_SHARED_DIR:-$root/../shared}/data/lfw" --templates --photos 500 --clients "$clients" --mix enroll=3,verify=1,identify=2,erase=1 \
+        --duration "$seconds" --max-requests 1000000 --prefix "chaos-$fault-$round" \
+        --json "$current/load.json" > "$current/load.out" 2>&1) &
+    load=$!
+    started=$(now)
+    sleep 5
+    fault_start=$(since "$started" "$(now)")
+    inject "$fault" "$current"
+    fault_end=$(since "$started" "$(now)")
+    wait "$load" || { echo "chaos.sh: the load generator failed:" >&2; tail -5 "$current/load.out" >&2; exit 1; }
+    # recovered: ready, and every replica equal to the database
+    healed=$(now) recovered=
+    for _ in $(seq 360); do
+      if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=2)' \
+          "$(. "$current/env"; echo "$UNIFACE_URL")" 2> /dev/null \
+        && (set -a; . "$current/env"; set +a; "$bin" audit > "$current/audit.out" 2>&1); then
+        recovered=$(since "$healed" "$(now)")
+        break
+      fi
+      sleep 0.5
+    done
+    check=$(python3 "$here/chaos_check.py" "$current/load.json" "$(. "$current/env"; echo "$UNIFACE_PG_URL")" \
+      "$fault_start" "$fault_end") || bad=1
+    [ -n "$recovered" ] || { bad=1; recovered="not within 180"; }
+    python3 - "$fault" "$round" "$recovered" "$check" <<'PYEOF'
+import json, sys
+fault, rnd, recovered, check = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+print(f"| {fault} | {rnd} | {check['requests']} | {check['acknowledged_enrollments']} / "
+      f"{check['acknowledged_erasures']} | {check['lost_enrollments']} | {check['erased_still_present']} | "
+      f"{check['failed_requests']} ({check['failed_during_fault']}: "
+      f"{', '.join(f'{k} {n}' for k, n in check['failed_by_kind'].items()) or 'none'}; "
+      f"statuses {check['failed_statuses']}) | {recovered} |")
+PYEOF
+    bash "$stack" down "$current" > /dev/null
+    rm -rf "$current"
+    current=
+  done
+done
+exit "$bad"
