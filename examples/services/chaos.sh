@@ -67,8 +67,8 @@ inject() { # fault dir
 
 echo "# chaos rounds: $(nproc) cores, ${seconds} s of load per round ($(date -u +%F))"
 echo
-echo "| fault | round | requests | acknowledged enrollments / erasures | lost | erased still present | failed requests (during the fault) | recovered after (s) |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| fault | round | requests | acknowledged enrollments / erasures | lost | erased still present | failed requests (during the fault) | failures stopped (s after the restart) | clean audit (s after the load) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 bad=0
 for fault in ${faults//,/ }; do
   for ((round = 1; round <= rounds; round++)); do
@@ -108,7 +108,7 @@ print(f"| {fault} | {rnd} | {check['requests']} | {check['acknowledged_enrollmen
       f"{check['acknowledged_erasures']} | {check['lost_enrollments']} | {check['erased_still_present']} | "
       f"{check['failed_requests']} ({check['failed_during_fault']}: "
       f"{', '.join(f'{k} {n}' for k, n in check['failed_by_kind'].items()) or 'none'}; "
-      f"statuses {check['failed_statuses']}) | {recovered} |")
+      f"statuses {check['failed_statuses']}) | {check['failures_stopped_after']} | {recovered} |")
 PYEOF
     bash "$stack" down "$current" > /dev/null
     rm -rf "$current"

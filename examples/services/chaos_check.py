@@ -54,6 +54,8 @@ def main():
         "failed_requests": len(not_ok),
         "failed_during_fault": len(during),
         "failed_statuses": sorted({o["status"] for o in not_ok}),
+        # from the end of the fault (the restart) to the last request that failed
+        "failures_stopped_after": round(max([o["at"] - fault_end for o in during] + [0.0]), 1),
         "failed_by_kind": {
             k: sum(1 for o in during if o["kind"] == k) for k in sorted({o["kind"] for o in during})
         },
