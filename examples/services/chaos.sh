@@ -107,7 +107,7 @@ fault, rnd, recovered, check = sys.argv[1], sys.argv[2], sys.argv[3], json.loads
 print(f"| {fault} | {rnd} | {check['requests']} | {check['acknowledged_enrollments']} / "
       f"{check['acknowledged_erasures']} | {check['lost_enrollments']} | {check['erased_still_present']} | "
       f"{check['failed_requests']} ({check['failed_during_fault']}: "
-      f"{', '.join(f'{k} {n}' for k, n in check['failed_by_kind'].items()) or 'none'}; "
+      f"{', '.join(f'{k} ' + '/'.join(f'{n}×{st}' for st, n in by.items()) for k, by in check['failed_by_kind'].items()) or 'none'}; "
       f"statuses {check['failed_statuses']}) | {check['failures_stopped_after']} | {recovered} |")
 PYEOF
     bash "$stack" down "$current" > /dev/null

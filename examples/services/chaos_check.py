@@ -56,8 +56,13 @@ def main():
         "failed_statuses": sorted({o["status"] for o in not_ok}),
         # from the end of the fault (the restart) to the last request that failed
         "failures_stopped_after": round(max([o["at"] - fault_end for o in during] + [0.0]), 1),
+        # kind -> status -> count, of the requests that failed during the fault
         "failed_by_kind": {
-            k: sum(1 for o in during if o["kind"] == k) for k in sorted({o["kind"] for o in during})
+            k: {
+                str(st): sum(1 for o in during if o["kind"] == k and o["status"] == st)
+                for st in sorted({o["status"] for o in during if o["kind"] == k})
+            }
+            for k in sorted({o["kind"] for o in during})
         },
         "lost_face_ids": lost[:20],
         "erased_present": back[:20],
