@@ -40,9 +40,13 @@ impl Kind {
     }
 }
 
-/// Proportions of each kind, e.g. `enroll=1,identify=3`.
+/// Proportions of each kind, e.g. `enroll=1,identify=3`, and the cycle of kinds they make
+/// (computed once, when parsed).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mix(Vec<(Kind, u32)>);
+pub struct Mix {
+    weights: Vec<(Kind, u32)>,
+    cycle: Vec<Kind>,
+}
 
 impl std::str::FromStr for Mix {
     type Err = String;
@@ -69,34 +73,37 @@ impl std::str::FromStr for Mix {
         if out.is_empty() {
             return Err("the mix names no request, e.g. enroll=1,identify=3".into());
         }
-        Ok(Mix(out))
+        let cycle = cycle(&out);
+        Ok(Mix {
+            weights: out,
+            cycle,
+        })
     }
 }
 
-impl Mix {
-    /// One cycle of kinds, each as often as its weight, interleaved (smooth weighted round
-    /// robin: every step, the kind furthest behind its share goes next).
-    fn cycle(&self) -> Vec<Kind> {
-        let total: i64 = self.0.iter().map(|&(_, w)| i64::from(w)).sum();
-        let mut credit = vec![0i64; self.0.len()];
-        (0..total)
-            .map(|_| {
-                for (c, &(_, w)) in credit.iter_mut().zip(&self.0) {
-                    *c += i64::from(w);
-                }
-                let best = (0..credit.len())
-                    .max_by_key(|&j| (credit[j], -(j as i64)))
-                    .unwrap_or(0);
-                credit[best] -= total;
-                self.0[best].0
-            })
-            .collect()
-    }
+/// One cycle of kinds, each as often as its weight, interleaved (smooth weighted round robin:
+/// every step, the kind furthest behind its share goes next).
+fn cycle(weights: &[(Kind, u32)]) -> Vec<Kind> {
+    let total: i64 = weights.iter().map(|&(_, w)| i64::from(w)).sum();
+    let mut credit = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            for (c, &(_, w)) in credit.iter_mut().zip(weights) {
+                *c += i64::from(w);
+            }
+            let best = (0..credit.len())
+                .max_by_key(|&j| (credit[j], -(j as i64)))
+                .unwrap_or(0);
+            credit[best] -= total;
+            weights[best].0
+        })
+        .collect()
+}
 
+impl Mix {
     /// The kind of the `i`-th request.
     fn kind(&self, i: usize) -> Kind {
-        let cycle = self.cycle();
-        cycle[i % cycle.len()]
+        self.cycle[i % self.cycle.len()]
     }
 }
 
@@ -412,9 +419,10 @@ mod tests {
         assert!("enroll=0".parse::<Mix>().is_err());
         assert!("search=1".parse::<Mix>().is_err());
         assert!("enroll=x".parse::<Mix>().is_err());
+        let verify: Mix = "verify".parse().unwrap();
         assert_eq!(
-            "verify".parse::<Mix>().unwrap(),
-            Mix(vec![(Kind::Verify, 1)])
+            (verify.weights, verify.cycle),
+            (vec![(Kind::Verify, 1)], vec![Kind::Verify])
         );
     }
 
