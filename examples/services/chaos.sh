@@ -11,6 +11,9 @@
 #   restart-postgres   the database stopped at once (as a crash), started again 5 s later
 #   wipe-replica       identification-1 killed and its gallery folder deleted; restarted, it
 #                      bootstraps from the database
+#   fill-disk          identification-0's folder is a 64 MiB tmpfs of its own (mounted before
+#                      the round; root): filled to the last byte for 15 s, then freed. The
+#                      round counts only if the replica saw its writes fail ("No space left")
 #
 # After the load: the time until /readyz answers 200 and the audit is clean (every replica equal
 # to the database), then chaos_check.py holds the database to every acknowledged enrollment and
@@ -23,14 +26,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/examples/services
 rounds=1 seconds=30 clients=4
-faults=kill-replica,kill-relay,kill-enrollment,stop-rabbitmq,restart-postgres,wipe-replica
+faults=kill-replica,kill-relay,kill-enrollment,stop-rabbitmq,restart-postgres,wipe-replica,fill-disk
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --faults) faults=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
-    *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 bin=${UNIFACE_SERVICES_BIN:-$root/target/release/uniface-services}
@@ -40,8 +43,12 @@ stack=$here/stack.sh
 work=$(mktemp -d)
 chmod 755 "$work"
 current=
+unmount() { # every tmpfs mounted under the folder $1
+  findmnt -rn -o TARGET | grep -F "$1/" | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
+}
 cleanup() {
   [ -z "$current" ] || bash "$stack" down "$current" > /dev/null 2>&1 || true
+  unmount "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -60,6 +67,11 @@ inject() { # fault dir
       bash "$stack" kill "$2" identification-1 > /dev/null
       rm -rf "$2/replica-1/gallery"
       sleep 2 ;;
+    fill-disk)
+      # every free byte of the replica's own file system taken, then given back
+      dd if=/dev/zero of="$2/replica-0/filler" bs=64k > /dev/null 2>&1 || true
+      sleep 15
+      rm -f "$2/replica-0/filler" ;;
     *) echo "chaos.sh: unknown fault $1" >&2; exit 2 ;;
   esac
   bash "$stack" up "$2" > "$2/restart.log" 2>&1
@@ -74,9 +86,19 @@ for fault in ${faults//,/ }; do
   for ((round = 1; round <= rounds; round++)); do
     current=$work/$fault-$round
     mkdir -p "$current" && chmod 755 "$current"
+    if [ "$fault" = fill-disk ]; then
+      mkdir -p "$current/replica-0"
+      mount -t tmpfs -o size=64m,mode=755 uniface-chaos "$current/replica-0" \
+        || { echo "chaos.sh: fill-disk needs a tmpfs of its own (mount as root)" >&2; exit 1; }
+    fi
     bash "$stack" up "$current" --split > "$work/up.log" 2>&1 || { cat "$work/up.log" >&2; exit 1; }
+    # the load's own key: its rate is not what a round measures (refusals during an outage are
+    # fast, and a closed loop would run into the admin key's 1,000 requests/s)
+    load_key=$( (set -a; . "$current/env"; set +a
+      "$bin" keys-create --scopes admin --rate 1000000 --burst 1000000 --description chaos.sh) |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
     # shellcheck disable=SC1091
-    (set -a; . "$current/env"; set +a
+    (set -a; . "$current/env"; set +a; UNIFACE_ADMIN_KEY=$load_key
       "$bin" bench load --lfw "${UNIFACE_SHARED_DIR:-$root/../shared}/data/lfw" --templates --photos 500 --clients "$clients" --mix enroll=3,verify=1,identify=2,erase=1 \
         --duration "$seconds" --max-requests 1000000 --prefix "chaos-$fault-$round" \
         --json "$current/load.json" > "$current/load.out" 2>&1) &
@@ -101,6 +123,9 @@ for fault in ${faults//,/ }; do
     check=$(python3 "$here/chaos_check.py" "$current/load.json" "$(. "$current/env"; echo "$UNIFACE_PG_URL")" \
       "$fault_start" "$fault_end") || bad=1
     [ -n "$recovered" ] || { bad=1; recovered="not within 180"; }
+    if [ "$fault" = fill-disk ] && ! grep -q "No space left" "$current/logs/identification-0.log"; then
+      bad=1 recovered="$recovered (the replica never saw a full disk: not a test)"
+    fi
     python3 - "$fault" "$round" "$recovered" "$check" <<'PYEOF'
 import json, sys
 fault, rnd, recovered, check = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -111,6 +136,7 @@ print(f"| {fault} | {rnd} | {check['requests']} | {check['acknowledged_enrollmen
       f"statuses {check['failed_statuses']}) | {check['failures_stopped_after']} | {recovered} |")
 PYEOF
     bash "$stack" down "$current" > /dev/null
+    unmount "$current"
     rm -rf "$current"
     current=
   done

@@ -1,5 +1,6 @@
-//! The consistency audit between PostgreSQL and a replica's gallery: the count and, per shard,
-//! a digest of (face id, subject, SHA-256 of the template's vector) on both sides; the faces
+//! The consistency audit between PostgreSQL and a replica's galleries: the count and, per
+//! collection and shard, a digest of (face id, subject, SHA-256 of the template's vector) on
+//! both sides; the faces
 //! missing from the replica, those it holds that the database does not, and those whose
 //! template differs. `repair` re-applies what is missing or different and removes what is
 //! extra. Run it once the replicas are caught up (`/readyz`): events still in flight show up
@@ -14,14 +15,16 @@ use uniface::core::crypto::Key;
 use uniface::index::Gallery;
 use uniface::Template;
 
-use crate::{db, Error, Result};
+use crate::replica::Galleries;
+use crate::{collection, db, Error, Result};
 
 /// How many face ids of each kind of drift a report lists (the counts are complete).
 pub const LISTED: usize = 100;
 
-/// One shard's digests.
+/// One shard's digests, in one collection's gallery.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ShardDigest {
+    pub collection: String,
     pub shard: usize,
     pub database: String,
     pub replica: String,
@@ -71,17 +74,20 @@ fn digest<'a>(entries: impl Iterator<Item = (&'a i64, &'a (String, [u8; 32]))>) 
         .collect()
 }
 
-/// Audit `gallery` against the database (the shards it holds); repair the drift when asked.
+/// Audit a replica's galleries against the database (the shards they hold), collection by
+/// collection (a face in another collection's gallery counts as extra there and missing in its
+/// own); repair the drift when asked.
 pub async fn audit(
     client: &Client,
     key: &Key,
-    gallery: Arc<Gallery>,
+    galleries: &Galleries,
     repair: bool,
 ) -> Result<AuditReport> {
-    let router = gallery.router();
-    let local = gallery.local_shards();
-    // the database side, the shards this replica holds
-    let mut database: Entries = BTreeMap::new();
+    let default = galleries.default_gallery()?;
+    let router = default.router();
+    let local = default.local_shards();
+    // the database side, the shards this replica holds, by collection
+    let mut database: BTreeMap<String, Entries> = BTreeMap::new();
     let mut templates: BTreeMap<i64, Template> = BTreeMap::new();
     let mut after = 0;
     loop {
@@ -93,76 +99,106 @@ pub async fn audit(
                 continue;
             }
             let t = Template::open_sealed(key, &db::face_aad(&f.subject, f.face_id), &f.sealed)?;
-            database.insert(f.face_id, (f.subject, vector_hash(&t.vector())));
+            let c = collection::split(&f.subject).0.to_owned();
+            database
+                .entry(c)
+                .or_default()
+                .insert(f.face_id, (f.subject, vector_hash(&t.vector())));
             templates.insert(f.face_id, t);
         }
     }
     // the replica side
-    let g = gallery.clone();
-    let replica: Entries = tokio::task::spawn_blocking(move || {
-        let mut out = BTreeMap::new();
-        for s in g.list() {
-            for id in g.get(&s).map(|e| e.templates).unwrap_or_default() {
-                if let Some((subject, v)) = g.template(id) {
-                    out.insert(id as i64, (subject, vector_hash(&v)));
+    let held = galleries.all();
+    let replica: BTreeMap<String, Entries> = tokio::task::spawn_blocking(move || {
+        held.iter()
+            .map(|(c, g)| {
+                let mut out = BTreeMap::new();
+                for s in g.list() {
+                    for id in g.get(&s).map(|e| e.templates).unwrap_or_default() {
+                        if let Some((subject, v)) = g.template(id) {
+                            out.insert(id as i64, (subject, vector_hash(&v)));
+                        }
+                    }
                 }
-            }
-        }
-        out
+                (c.clone(), out)
+            })
+            .collect()
     })
     .await
     .map_err(|e| Error::Invalid(format!("reading the gallery panicked: {e}")))?;
-    let shards = local
-        .iter()
-        .map(|&s| {
+    let empty = Entries::new();
+    let collections: std::collections::BTreeSet<&String> =
+        database.keys().chain(replica.keys()).collect();
+    let (mut shards, mut missing, mut extra, mut different) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // (collection, face ids) to repair
+    let mut drift: Vec<(String, Vec<i64>, Vec<i64>)> = Vec::new();
+    for c in collections {
+        let d = database.get(c).unwrap_or(&empty);
+        let r = replica.get(c).unwrap_or(&empty);
+        for &s in &local {
             let on = |e: &Entries| {
                 digest(
                     e.iter()
                         .filter(|(_, (subject, _))| router.shard_of(subject) == s),
                 )
             };
-            let (d, r) = (on(&database), on(&replica));
-            ShardDigest {
+            let (dd, rd) = (on(d), on(r));
+            shards.push(ShardDigest {
+                collection: c.clone(),
                 shard: s,
-                matches: d == r,
-                database: d,
-                replica: r,
-            }
-        })
-        .collect::<Vec<_>>();
-    let missing: Vec<i64> = database
-        .keys()
-        .filter(|id| !replica.contains_key(id))
-        .copied()
-        .collect();
-    let extra: Vec<i64> = replica
-        .keys()
-        .filter(|id| !database.contains_key(id))
-        .copied()
-        .collect();
-    let different: Vec<i64> = database
-        .iter()
-        .filter(|(id, e)| replica.get(id).is_some_and(|r| r != *e))
-        .map(|(id, _)| *id)
-        .collect();
-    let mut repaired = 0;
-    if repair && !(missing.is_empty() && extra.is_empty() && different.is_empty()) {
-        let g = gallery.clone();
-        let (missing, extra, different) = (missing.clone(), extra.clone(), different.clone());
-        let subjects: BTreeMap<i64, String> = database
+                matches: dd == rd,
+                database: dd,
+                replica: rd,
+            });
+        }
+        let m: Vec<i64> = d.keys().filter(|id| !r.contains_key(id)).copied().collect();
+        let x: Vec<i64> = r.keys().filter(|id| !d.contains_key(id)).copied().collect();
+        let f: Vec<i64> = d
             .iter()
-            .map(|(id, (s, _))| (*id, s.clone()))
+            .filter(|(id, e)| r.get(id).is_some_and(|o| o != *e))
+            .map(|(id, _)| *id)
+            .collect();
+        if !(m.is_empty() && x.is_empty() && f.is_empty()) {
+            let add = m.iter().chain(&f).copied().collect();
+            let remove = x.iter().chain(&f).copied().collect();
+            drift.push((c.clone(), add, remove));
+        }
+        missing.extend(m);
+        extra.extend(x);
+        different.extend(f);
+    }
+    let mut repaired = 0;
+    if repair && !drift.is_empty() {
+        let subjects: BTreeMap<i64, String> = database
+            .values()
+            .flat_map(|e| e.iter().map(|(id, (s, _))| (*id, s.clone())))
+            .collect();
+        let galleries: Vec<(Arc<Gallery>, Vec<i64>, Vec<i64>)> = drift
+            .into_iter()
+            .map(|(c, add, remove)| {
+                let g = match add.is_empty() {
+                    true => galleries.get(&c),
+                    false => Some(galleries.get_or_make(&c)?),
+                };
+                Ok(g.map(|g| (g, add, remove)))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
             .collect();
         repaired = tokio::task::spawn_blocking(move || -> Result<usize> {
             let mut n = 0;
-            for id in extra.iter().chain(&different) {
-                n += usize::from(g.remove_template(*id as u64)?);
+            for (g, add, remove) in &galleries {
+                for id in remove {
+                    n += usize::from(g.remove_template(*id as u64)?);
+                }
+                for id in add {
+                    g.enroll_as(&subjects[id], *id as u64, &templates[id])?;
+                    n += 1;
+                }
+                g.checkpoint()?;
             }
-            for id in missing.iter().chain(&different) {
-                g.enroll_as(&subjects[id], *id as u64, &templates[id])?;
-                n += 1;
-            }
-            g.checkpoint()?;
             Ok(n)
         })
         .await
@@ -174,8 +210,8 @@ pub async fn audit(
         && shards.iter().all(|s| s.matches);
     Ok(AuditReport {
         clean,
-        database_faces: database.len(),
-        replica_faces: replica.len(),
+        database_faces: database.values().map(BTreeMap::len).sum(),
+        replica_faces: replica.values().map(BTreeMap::len).sum(),
         shards,
         missing: missing.len(),
         extra: extra.len(),

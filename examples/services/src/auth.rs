@@ -5,7 +5,10 @@
 //! A key reads `uf_<id>_<secret>`: the id finds the row, the secret is checked against its
 //! hash. Argon2 costs tens of milliseconds by design, so a key checked once is remembered (by
 //! a SHA-256 of the whole key) for [`KEY_CACHE_TTL`]; a revoked key stops working on the
-//! gateway that revoked it at once, on other gateways within that time.
+//! gateway that revoked it at once, on other gateways within that time. While the keys cannot be
+//! read (PostgreSQL down), a key checked within [`KEY_STALE_TTL`] is still let in, so that
+//! identification and other reads go on through a database outage; keys not seen that recently
+//! get 503.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +24,10 @@ use crate::{lock, Error, Result};
 
 /// How long a checked key is trusted without reading its row again.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// How long a checked key is still trusted when its row cannot be read (the database is
+/// unreachable): the longest a revocation made on another gateway can be missed during an outage.
+pub const KEY_STALE_TTL: Duration = Duration::from_secs(600);
 
 /// What a caller may do. A key or token carries a set of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -84,6 +91,8 @@ pub struct Principal {
     /// Requests per second, and the burst, it may make.
     pub rate_per_s: f64,
     pub burst: u32,
+    /// The collection whose subjects it sees (`""`: the default one); see [`crate::collection`].
+    pub collection: String,
 }
 
 impl Principal {
@@ -101,6 +110,7 @@ pub struct NewKey {
     pub scopes: Vec<Scope>,
     pub rate_per_s: f64,
     pub burst: u32,
+    pub collection: String,
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -123,18 +133,21 @@ pub fn check_rate(rate_per_s: f64, burst: u32) -> Result<()> {
     Ok(())
 }
 
-/// Make a key: a random id and 256-bit secret; the row keeps the argon2id hash only.
+/// Make a key of `collection` (`""`: the default one): a random id and 256-bit secret; the row
+/// keeps the argon2id hash only.
 pub async fn create_key(
     client: &Client,
     scopes: &[Scope],
     rate_per_s: f64,
     burst: u32,
     description: &str,
+    collection: &str,
 ) -> Result<NewKey> {
     if scopes.is_empty() {
         return Err(Error::Invalid("a key needs at least one scope".into()));
     }
     check_rate(rate_per_s, burst)?;
+    crate::collection::check(collection)?;
     let key_id = random_hex(8)?;
     let secret = random_hex(32)?;
     let hash = tokio::task::spawn_blocking({
@@ -151,8 +164,8 @@ pub async fn create_key(
     let names: Vec<&str> = scopes.iter().map(|s| s.name()).collect();
     client
         .execute(
-            "INSERT INTO api_keys (key_id, hash, scopes, rate_per_s, burst, description)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (key_id, hash, scopes, rate_per_s, burst, description, collection)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &key_id,
                 &hash,
@@ -160,6 +173,7 @@ pub async fn create_key(
                 &rate_per_s,
                 &(burst as i32),
                 &description,
+                &collection,
             ],
         )
         .await?;
@@ -169,15 +183,17 @@ pub async fn create_key(
         scopes: scopes.to_vec(),
         rate_per_s,
         burst,
+        collection: collection.to_owned(),
     })
 }
 
-/// Revoke a key; `false` when there is no such live key.
-pub async fn revoke_key(client: &Client, key_id: &str) -> Result<bool> {
+/// Revoke a key (of collection `within`, when given); `false` when there is no such live key.
+pub async fn revoke_key(client: &Client, key_id: &str, within: Option<&str>) -> Result<bool> {
     Ok(client
         .execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
-            &[&key_id],
+            "UPDATE api_keys SET revoked_at = now()
+             WHERE key_id = $1 AND revoked_at IS NULL AND ($2::text IS NULL OR collection = $2)",
+            &[&key_id, &within],
         )
         .await?
         == 1)
@@ -209,6 +225,9 @@ struct Claims {
     sub: String,
     #[serde(default)]
     scope: String,
+    /// The collection the token's holder sees (absent: the default one).
+    #[serde(default)]
+    collection: String,
 }
 
 /// Why a request is not let in.
@@ -407,15 +426,24 @@ impl Authenticator {
     ) -> std::result::Result<Principal, Denied> {
         let bad = || Denied::Unauthenticated("unknown or revoked API key".into());
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = || {
+        let checked_within = |ttl: Duration| {
             lock(&self.cache)
                 .get(&digest)
-                .filter(|c| c.checked.elapsed() < KEY_CACHE_TTL)
+                .filter(|c| c.checked.elapsed() < ttl)
                 .map(|c| c.principal.clone())
         };
+        let cached = || checked_within(KEY_CACHE_TTL);
         if let Some(p) = cached() {
             return Ok(p);
         }
+        // the keys cannot be read: a key checked not long ago still goes in
+        let unavailable = |e: deadpool_postgres::PoolError| match checked_within(KEY_STALE_TTL) {
+            Some(p) => {
+                metrics::counter!("uniface_auth_stale_keys_total").increment(1);
+                Ok(p)
+            }
+            None => Err(Denied::Unavailable(e)),
+        };
         let (key_id, secret) = token
             .strip_prefix("uf_")
             .and_then(|t| t.split_once('_'))
@@ -430,16 +458,21 @@ impl Authenticator {
                 "too many failed attempts with this key id; wait".into(),
             ));
         }
-        let client = keys.get().await.map_err(Denied::Unavailable)?;
-        let row = client
+        let client = match keys.get().await {
+            Ok(c) => c,
+            Err(e) => return unavailable(e),
+        };
+        let row = match client
             .query_opt(
-                "SELECT hash, scopes, rate_per_s, burst FROM api_keys
+                "SELECT hash, scopes, rate_per_s, burst, collection FROM api_keys
                  WHERE key_id = $1 AND revoked_at IS NULL",
                 &[&key_id],
             )
             .await
-            .map_err(|e| Denied::Unavailable(deadpool_postgres::PoolError::Backend(e)))?
-            .ok_or_else(bad)?;
+        {
+            Ok(row) => row.ok_or_else(bad)?,
+            Err(e) => return unavailable(deadpool_postgres::PoolError::Backend(e)),
+        };
         drop(client);
         let _hashing = self
             .hashing
@@ -464,6 +497,7 @@ impl Authenticator {
             scopes: scopes.iter().filter_map(|s| Scope::from_name(s)).collect(),
             rate_per_s: row.get(2),
             burst: row.get::<_, i32>(3).max(1) as u32,
+            collection: row.get(4),
         };
         lock(&self.cache).insert(
             digest,
@@ -530,11 +564,15 @@ fn check_jwt(j: &JwtConfig, token: &str) -> std::result::Result<Principal, Denie
         .split(' ')
         .filter_map(Scope::from_name)
         .collect();
+    crate::collection::check(&data.claims.collection).map_err(|e| {
+        Denied::Unauthenticated(format!("the token's collection claim is not valid: {e}"))
+    })?;
     Ok(Principal {
         name: format!("jwt:{}", data.claims.sub),
         scopes,
         rate_per_s: j.rate_per_s,
         burst: j.burst,
+        collection: data.claims.collection,
     })
 }
 
@@ -612,6 +650,62 @@ mod tests {
         assert!(!verify_in(&tampered, b"the right secret", &mut memory));
     }
 
+    #[tokio::test]
+    async fn while_the_keys_cannot_be_read_a_key_checked_recently_still_goes_in() {
+        // a database that never answers
+        let keys = deadpool_postgres::Config {
+            url: Some("postgresql://nobody@127.0.0.1:1/none".into()),
+            ..deadpool_postgres::Config::default()
+        }
+        .create_pool(
+            Some(deadpool_postgres::Runtime::Tokio1),
+            tokio_postgres::NoTls,
+        )
+        .unwrap();
+        let auth = Authenticator::new(None);
+        let key = |id: &str| format!("uf_{id}_{}", "ab".repeat(32));
+        let principal = |id: &str| Principal {
+            name: format!("key:{id}"),
+            scopes: vec![Scope::Identify],
+            rate_per_s: 10.0,
+            burst: 10,
+            collection: "tenant-a".into(),
+        };
+        let seen = |id: &str, ago: u64| {
+            lock(&auth.cache).insert(
+                Sha256::digest(key(id).as_bytes()).into(),
+                Cached {
+                    principal: principal(id),
+                    checked: Instant::now()
+                        .checked_sub(Duration::from_secs(ago))
+                        .unwrap(),
+                },
+            );
+        };
+        // checked a minute ago (past the cache's 30 s, within the stale window): let in
+        seen("00000000000000aa", 60);
+        let p = auth
+            .authenticate(&keys, Some(&format!("Bearer {}", key("00000000000000aa"))))
+            .await
+            .unwrap();
+        assert_eq!(p, principal("00000000000000aa"));
+        // checked longer ago than the stale window, or never: 503, not a verdict on the key
+        seen("00000000000000bb", KEY_STALE_TTL.as_secs() + 1);
+        for id in ["00000000000000bb", "00000000000000cc"] {
+            let r = auth
+                .authenticate(&keys, Some(&format!("Bearer {}", key(id))))
+                .await;
+            assert!(matches!(r, Err(Denied::Unavailable(_))), "{id}: {r:?}");
+        }
+        // a forgotten (revoked here) key is not let in from the stale cache either
+        seen("00000000000000dd", 60);
+        auth.forget("00000000000000dd");
+        let r = auth
+            .authenticate(&keys, Some(&format!("Bearer {}", key("00000000000000dd"))))
+            .await;
+        assert!(matches!(r, Err(Denied::Unavailable(_))), "{r:?}");
+    }
+
     #[test]
     fn a_bucket_lets_a_burst_through_then_the_rate() {
         let t0 = Instant::now();
@@ -648,6 +742,7 @@ mod tests {
             scopes: vec![Scope::Admin],
             rate_per_s: 1.0,
             burst: 1,
+            collection: String::new(),
         };
         assert!(Scope::ALL.iter().all(|s| p.may(*s)));
         let q = Principal {

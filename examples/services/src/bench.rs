@@ -329,7 +329,7 @@ pub async fn bootstrap(config: ReplicaConfig) -> Result<(f64, usize)> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let held = replica.gallery().map_or(0, |g| g.len());
+    let held = replica.galleries().map_or(0, |g| g.len());
     Ok((seconds, held))
 }
 

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "idempotency",
         include_str!("../migrations/0003_idempotency.sql"),
     ),
+    (
+        4,
+        "collections",
+        include_str!("../migrations/0004_collections.sql"),
+    ),
 ];
 
 pub use crate::{Error, Result};
@@ -509,22 +514,34 @@ pub async fn subject(client: &Client, key: &Key, subject: &str) -> Result<Option
     }))
 }
 
-/// Subjects after `cursor` in order, at most `limit`, with their face counts.
+/// The subjects of `collection` after `cursor` (a subject id of it) in order, at most `limit`,
+/// with their face counts; the ids as the collection's callers know them.
 pub async fn list_subjects(
     client: &Client,
+    collection: &str,
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, i64)>> {
+    let prefix = crate::collection::prefix(collection);
+    let after = cursor.map(|c| crate::collection::stored(collection, c));
     let rows = client
         .query(
             "SELECT s.subject, count(f.face_id) FROM subjects s
              LEFT JOIN faces f ON f.subject = s.subject
-             WHERE $1::text IS NULL OR s.subject > $1
+             WHERE ($1::text IS NULL OR s.subject > $1)
+               AND CASE WHEN $3 = '' THEN strpos(s.subject, chr(31)) = 0
+                        ELSE starts_with(s.subject, $3) END
              GROUP BY s.subject ORDER BY s.subject LIMIT $2",
-            &[&cursor, &limit],
+            &[&after, &limit, &prefix],
         )
         .await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let stored: String = r.get(0);
+            (crate::collection::split(&stored).1.to_owned(), r.get(1))
+        })
+        .collect())
 }
 
 /// One stored face, sealed as in the table.

@@ -27,8 +27,8 @@ use crate::auth::{Authenticator, Denied, Principal, Scope};
 use crate::engine::{Busy, Engine};
 use crate::images::Images;
 use crate::replica::Replica;
-use crate::upstream::{hex, unhex, Health, Upstream, PRINCIPAL_HEADER};
-use crate::{audit, db, telemetry, Error};
+use crate::upstream::{hex, unhex, Health, Upstream, COLLECTION_HEADER, PRINCIPAL_HEADER};
+use crate::{audit, collection, db, telemetry, Error};
 use tracing::Instrument;
 
 tokio::task_local! {
@@ -453,15 +453,25 @@ fn new_request_id() -> String {
 async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> Response {
     // the gateway forwards what it admitted with the internal token, and says who the caller is
     if app.upstream.is_internal(req.headers()) {
-        // the caller's name as the gateway sent it (hex); a call of the deployment's own has none
-        let caller = req
-            .headers()
-            .get(PRINCIPAL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(unhex)
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_else(|| "internal".to_owned());
-        req.extensions_mut().insert(Caller(caller));
+        // the caller's name and collection as the gateway sent them (hex); a call of the
+        // deployment's own has none
+        let caller = {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(unhex)
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            Caller {
+                name: header(PRINCIPAL_HEADER).unwrap_or_else(|| "internal".to_owned()),
+                collection: header(COLLECTION_HEADER).unwrap_or_default(),
+            }
+        };
+        if let Err(e) = collection::check(&caller.collection) {
+            return ApiError::from(e).into_response();
+        }
+        req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
     // a role process behind a gateway answers the gateway only (its limits are the gateway's)
@@ -475,7 +485,10 @@ async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> R
     }
     match admit(&app, req.headers(), scope).await {
         Ok(p) => {
-            req.extensions_mut().insert(Caller(p.name.clone()));
+            req.extensions_mut().insert(Caller {
+                name: p.name.clone(),
+                collection: p.collection.clone(),
+            });
             req.extensions_mut().insert(p);
             next.run(req).await
         }
@@ -526,10 +539,27 @@ fn engine(app: &App) -> ApiResult<&Arc<Engine>> {
     })
 }
 
-/// Who a request is from, as the gateway admitted it (`key:<id>`, `jwt:<subject>`): set on the
-/// gateway, and carried to the role processes in [`PRINCIPAL_HEADER`] next to the internal token.
+/// Who a request is from, as the gateway admitted it (`key:<id>`, `jwt:<subject>`), and the
+/// collection it sees: set on the gateway, and carried to the role processes in
+/// [`PRINCIPAL_HEADER`] and [`COLLECTION_HEADER`] next to the internal token.
 #[derive(Debug, Clone)]
-pub struct Caller(pub String);
+pub struct Caller {
+    pub name: String,
+    pub collection: String,
+}
+
+impl Caller {
+    /// The stored id of the caller's subject `subject` (see [`crate::collection`]).
+    pub fn stored(&self, subject: &str) -> String {
+        collection::stored(&self.collection, subject)
+    }
+
+    /// Whose idempotency keys a request's are: the caller in its collection (one JWT subject
+    /// may hold tokens of two collections).
+    fn idempotency_owner(&self) -> String {
+        collection::stored(&self.collection, &self.name)
+    }
+}
 
 /// An uploaded image or template: the raw body (`image/*`,
 /// `application/vnd.uniface.template`), or the first file of a multipart form.
@@ -674,6 +704,7 @@ async fn enroll(
     upload: Upload,
 ) -> ApiResult<Response> {
     check_subject(&subject)?;
+    let stored = caller.stored(&subject);
     let engine = engine(&app)?;
     // a retried request with the same Idempotency-Key gets the first one's answer
     let idempotency_key = idempotency_key(&headers)?;
@@ -693,7 +724,7 @@ async fn enroll(
     };
     if let Some(key) = &idempotency_key {
         let client = app.pool.get().await.map_err(Error::Pool)?;
-        if let Some(r) = replay(&client, &caller.0, key, &fingerprint).await? {
+        if let Some(r) = replay(&client, &caller.idempotency_owner(), key, &fingerprint).await? {
             return Ok(r);
         }
     }
@@ -762,7 +793,7 @@ async fn enroll(
     let face_id = db::next_face_id(&client).await?;
     // the image first, so that an acknowledged face has its image
     if let Some(images) = images {
-        images.put(&app.key, &subject, face_id, &photo).await?;
+        images.put(&app.key, &stored, face_id, &photo).await?;
     }
     let answer = json!({
         "subject": subject,
@@ -771,7 +802,7 @@ async fn enroll(
         "liveness": liveness,
     });
     let idempotency = idempotency_key.map(|key| db::Idempotency {
-        principal: caller.0.clone(),
+        principal: caller.idempotency_owner(),
         key,
         fingerprint,
         status: StatusCode::CREATED.as_u16(),
@@ -780,7 +811,7 @@ async fn enroll(
     let done = db::enroll_face(
         &mut client,
         &app.key,
-        &subject,
+        &stored,
         face_id,
         &template,
         quality.as_ref(),
@@ -794,7 +825,7 @@ async fn enroll(
         }
         outcome => {
             if let Some(images) = images {
-                let _ = images.delete(&subject, face_id).await;
+                let _ = images.delete(&stored, face_id).await;
             }
             outcome?;
             // the same key was taken by a concurrent request meanwhile: its answer
@@ -860,12 +891,14 @@ struct VerifyQuery {
 async fn verify(
     State(app): State<Arc<App>>,
     Query(q): Query<VerifyQuery>,
+    Extension(caller): Extension<Caller>,
     upload: Upload,
 ) -> ApiResult<Json<Value>> {
     let fmr = q.fmr.unwrap_or(1e-4);
+    check_subject(&q.subject)?;
     let probe = probe_template(&app, upload).await?;
     let client = app.pool.get().await.map_err(Error::Pool)?;
-    let faces = db::faces(&client, &app.key, &q.subject).await?;
+    let faces = db::faces(&client, &app.key, &caller.stored(&q.subject)).await?;
     if faces.is_empty() {
         return Err(ApiError::not_found(format!(
             "subject {:?} has no enrolled face",
@@ -936,6 +969,7 @@ pub const MAX_K: usize = 100;
 async fn identify(
     State(app): State<Arc<App>>,
     Query(q): Query<IdentifyQuery>,
+    Extension(caller): Extension<Caller>,
     upload: Upload,
 ) -> ApiResult<Json<Value>> {
     let k = q.k.unwrap_or(5);
@@ -964,7 +998,7 @@ async fn identify(
     }
     let probes = probes(&app, upload, largest).await?;
     let templates: Vec<Template> = probes.iter().map(|p| p.1.clone()).collect();
-    let (total, found) = scatter(&app, templates, k).await?;
+    let (total, found) = scatter(&app, &caller.collection, templates, k).await?;
     // the open-set rule over the whole gallery
     let fmr = match (q.fmr, q.fpir) {
         (Some(_), Some(_)) => return Err(ApiError::bad("give fmr or fpir, not both")),
@@ -984,16 +1018,19 @@ async fn identify(
         .iter()
         .zip(found)
         .map(|((bbox, _), mut all)| {
+            // the caller's collection alone was searched; its ids as the caller knows them
+            all.retain(|c| collection::split(&c.subject).0 == caller.collection);
             let candidates = merge_candidates(&mut all, k);
+            let visible = |c: &Candidate| collection::split(&c.subject).1.to_owned();
             let known = candidates
                 .first()
                 .filter(|c| c.distance < threshold)
-                .map(|c| c.subject.clone());
+                .map(visible);
             json!({
                 "box": bbox,
                 "known": known,
                 "candidates": candidates.iter().map(|c| json!({
-                    "subject": c.subject,
+                    "subject": visible(c),
                     "similarity": c.similarity,
                     "distance": c.distance,
                 })).collect::<Vec<_>>(),
@@ -1070,17 +1107,19 @@ const SEARCH_FMR: f64 = 1e-3;
 /// parallel), and the number of templates searched.
 async fn scatter(
     app: &Arc<App>,
+    collection: &str,
     templates: Vec<Template>,
     k: usize,
 ) -> ApiResult<(usize, Vec<Vec<Candidate>>)> {
     let mut found = vec![Vec::new(); templates.len()];
     let mut total = 0;
-    let locals = local_galleries(app)?;
+    let locals = local_galleries(app, collection)?;
     let mut remote = tokio::task::JoinSet::new();
     if !app.upstream.replicas.is_empty() {
         let body = Bytes::from(
             serde_json::to_vec(&json!({
                 "k": k,
+                "collection": collection,
                 "templates": templates.iter().map(|t| hex(&t.to_bytes())).collect::<Vec<_>>(),
             }))
             .map_err(internal)?,
@@ -1124,20 +1163,21 @@ async fn scatter(
     Ok((total, found))
 }
 
-/// The local replicas' galleries; an error while one is still bootstrapping.
-fn local_galleries(app: &App) -> ApiResult<Vec<Arc<uniface::index::Gallery>>> {
-    app.replicas
-        .iter()
-        .map(|r| {
-            r.gallery().ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    format!("identification replica {} is still bootstrapping", r.name()),
-                )
-            })
-        })
-        .collect()
+/// The local replicas' galleries of `collection` (none where it has no face yet); an error
+/// while a replica is still bootstrapping.
+fn local_galleries(app: &App, collection: &str) -> ApiResult<Vec<Arc<uniface::index::Gallery>>> {
+    let mut out = Vec::new();
+    for r in &app.replicas {
+        let held = r.galleries().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("identification replica {} is still bootstrapping", r.name()),
+            )
+        })?;
+        out.extend(held.get(collection));
+    }
+    Ok(out)
 }
 
 /// Search `galleries` for each template: (templates searched, candidates per template).
@@ -1172,6 +1212,9 @@ fn candidate(v: &Value) -> Option<Candidate> {
 #[derive(Deserialize)]
 struct SearchRequest {
     k: usize,
+    /// The caller's collection: its gallery alone is searched.
+    #[serde(default)]
+    collection: String,
     /// Portable templates, hex.
     templates: Vec<String>,
 }
@@ -1192,7 +1235,8 @@ async fn internal_search(
             Ok(Template::from_bytes(&bytes).map_err(Error::from)?)
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    let locals = local_galleries(&app)?;
+    collection::check(&r.collection)?;
+    let locals = local_galleries(&app, &r.collection)?;
     let k = r.k;
     let (len, found) = tokio::task::spawn_blocking(move || search(&locals, &templates, k))
         .await
@@ -1233,6 +1277,7 @@ struct ListQuery {
 async fn list_subjects(
     State(app): State<Arc<App>>,
     Query(q): Query<ListQuery>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -1241,7 +1286,7 @@ async fn list_subjects(
         )));
     }
     let client = app.pool.get().await.map_err(Error::Pool)?;
-    let rows = db::list_subjects(&client, q.cursor.as_deref(), limit).await?;
+    let rows = db::list_subjects(&client, &caller.collection, q.cursor.as_deref(), limit).await?;
     let next = match rows.len() as i64 == limit {
         true => rows.last().map(|r| r.0.clone()),
         false => None,
@@ -1255,9 +1300,11 @@ async fn list_subjects(
 async fn get_subject(
     State(app): State<Arc<App>>,
     Path(subject): Path<String>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
+    check_subject(&subject)?;
     let client = app.pool.get().await.map_err(Error::Pool)?;
-    let s = db::subject(&client, &app.key, &subject)
+    let s = db::subject(&client, &app.key, &caller.stored(&subject))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
     let metadata: Value = match s.metadata.is_empty() {
@@ -1265,7 +1312,7 @@ async fn get_subject(
         false => serde_json::from_slice(&s.metadata).unwrap_or(Value::Null),
     };
     Ok(Json(json!({
-        "subject": s.subject,
+        "subject": subject,
         "created_at": s.created_at,
         "faces": s.faces,
         "metadata": metadata,
@@ -1278,8 +1325,10 @@ pub const MAX_METADATA: usize = 64 * 1024;
 async fn set_metadata(
     State(app): State<Arc<App>>,
     Path(subject): Path<String>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
+    check_subject(&subject)?;
     if body.len() > MAX_METADATA {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -1290,7 +1339,7 @@ async fn set_metadata(
     let _: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("metadata must be a JSON document: {e}")))?;
     let mut client = app.pool.get().await.map_err(Error::Pool)?;
-    db::set_metadata(&mut client, &app.key, &subject, &body)
+    db::set_metadata(&mut client, &app.key, &caller.stored(&subject), &body)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
     Ok(Json(json!({"subject": subject})))
@@ -1299,17 +1348,20 @@ async fn set_metadata(
 async fn remove_subject(
     State(app): State<Arc<App>>,
     Path(subject): Path<String>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
+    check_subject(&subject)?;
+    let stored = caller.stored(&subject);
     let mut client = app.pool.get().await.map_err(Error::Pool)?;
     // images before and after the rows: one stored by an enrollment racing the removal goes too
     if let Some(images) = &app.images {
-        images.delete_subject(&subject).await?;
+        images.delete_subject(&stored).await?;
     }
-    let r = db::remove_subject(&mut client, &subject)
+    let r = db::remove_subject(&mut client, &stored)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no subject {subject:?}")))?;
     if let Some(images) = &app.images {
-        images.delete_subject(&subject).await?;
+        images.delete_subject(&stored).await?;
     }
     Ok(Json(
         json!({"subject": subject, "faces_removed": r.face_ids}),
@@ -1319,12 +1371,15 @@ async fn remove_subject(
 async fn remove_face(
     State(app): State<Arc<App>>,
     Path((subject, face_id)): Path<(String, i64)>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
+    check_subject(&subject)?;
+    let stored = caller.stored(&subject);
     let mut client = app.pool.get().await.map_err(Error::Pool)?;
     if let Some(images) = &app.images {
-        images.delete(&subject, face_id).await?;
+        images.delete(&stored, face_id).await?;
     }
-    db::remove_face(&mut client, &subject, face_id)
+    db::remove_face(&mut client, &stored, face_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("subject {subject:?} has no face {face_id}")))?;
     Ok(Json(json!({"subject": subject, "face_id": face_id})))
@@ -1337,13 +1392,26 @@ struct NewKeyRequest {
     burst: Option<u32>,
     #[serde(default)]
     description: String,
+    /// The collection the key sees; absent: the caller's own.
+    collection: Option<String>,
 }
 
 async fn create_key(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Json(r): Json<NewKeyRequest>,
 ) -> ApiResult<Response> {
     let scopes = crate::auth::parse_scopes(&r.scopes.join(","))?;
+    let collection = r.collection.unwrap_or_else(|| caller.collection.clone());
+    // the deployment's administrators (the default collection) make keys for any collection, a
+    // collection's administrators for their own only
+    if !(caller.collection.is_empty() || collection == caller.collection) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a key of a collection makes keys of that collection only",
+        ));
+    }
     let client = app.pool.get().await.map_err(Error::Pool)?;
     let k = crate::auth::create_key(
         &client,
@@ -1351,6 +1419,7 @@ async fn create_key(
         r.rate_per_s.unwrap_or(50.0),
         r.burst.unwrap_or(100),
         &r.description,
+        &collection,
     )
     .await?;
     Ok((StatusCode::CREATED, Json(k)).into_response())
@@ -1359,9 +1428,12 @@ async fn create_key(
 async fn revoke_key(
     State(app): State<Arc<App>>,
     Path(key_id): Path<String>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<StatusCode> {
     let client = app.pool.get().await.map_err(Error::Pool)?;
-    if !crate::auth::revoke_key(&client, &key_id).await? {
+    // a collection's administrators revoke its own keys only (another's is "no such key")
+    let within = (!caller.collection.is_empty()).then_some(caller.collection.as_str());
+    if !crate::auth::revoke_key(&client, &key_id, within).await? {
         return Err(ApiError::not_found(format!("no live key {key_id:?}")));
     }
     app.auth.forget(&key_id);
@@ -1377,7 +1449,16 @@ struct AuditQuery {
 async fn run_audit(
     State(app): State<Arc<App>>,
     Query(q): Query<AuditQuery>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
+    // the whole deployment's: for its administrators (the default collection) only
+    if !caller.collection.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the audit covers every collection: a key of the default collection runs it",
+        ));
+    }
     let mut reports = local_audits(&app, q.repair).await?;
     for m in &app.upstream.replicas {
         let v = app
@@ -1399,8 +1480,15 @@ async fn run_audit(
 async fn local_audits(app: &App, repair: bool) -> ApiResult<Vec<Value>> {
     let client = app.pool.get().await.map_err(Error::Pool)?;
     let mut reports = Vec::new();
-    for (r, g) in app.replicas.iter().zip(local_galleries(app)?) {
-        let report = audit::audit(&client, &app.key, g, repair).await?;
+    for r in &app.replicas {
+        let galleries = r.galleries().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("identification replica {} is still bootstrapping", r.name()),
+            )
+        })?;
+        let report = audit::audit(&client, &app.key, &galleries, repair).await?;
         reports.push(json!({"replica": r.name(), "report": report}));
     }
     Ok(reports)
@@ -1516,7 +1604,7 @@ async fn internal_state(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     let (state, caught_up) = replica_state(&app, r).await;
     let (shards, shard) = r.holds();
     Ok(Json(json!({
-        "loaded": r.gallery().is_some(),
+        "loaded": r.galleries().is_some(),
         "ready": caught_up,
         "shards": shards,
         "shard": shard,

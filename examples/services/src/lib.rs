@@ -11,6 +11,7 @@
 //! - [`replica`]: an identification replica — an encrypted gallery fed idempotently from its
 //!   own durable queue, bootstrapped from PostgreSQL.
 //! - [`engine`]: the CPU work on a bounded blocking pool.
+//! - [`collection`]: tenancy — each key sees one collection's subjects, in every query.
 //! - [`auth`]: API keys (argon2id), JWT, rate limits; [`http`]: the v1 API; [`audit`]: the
 //!   database against the replicas; [`upstream`]: a gateway in front of one process per role.
 //!
@@ -19,6 +20,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod collection;
 pub mod db;
 pub mod engine;
 pub mod http;

@@ -80,6 +80,10 @@ enum Command {
         burst: u32,
         #[arg(long, default_value = "")]
         description: String,
+        /// The collection (tenant) whose subjects the key sees: ASCII letters, digits, '-', '_',
+        /// '.', at most 64; empty, the default collection (whose admin keys administer all).
+        #[arg(long, default_value = "")]
+        collection: String,
     },
     /// Write a new deployment key file (32 random bytes, mode 600; never overwrites).
     KeyFile { path: PathBuf },
@@ -793,12 +797,14 @@ async fn main() -> std::process::ExitCode {
             rate,
             burst,
             description,
+            collection,
         } => {
             async {
                 let scopes = auth::parse_scopes(&scopes)?;
                 let mut client = db::connect(&db.db).await?;
                 db::migrate(&mut client).await?;
-                let k = auth::create_key(&client, &scopes, rate, burst, &description).await?;
+                let k = auth::create_key(&client, &scopes, rate, burst, &description, &collection)
+                    .await?;
                 println!("{}", serde_json::to_string(&k).unwrap_or_default());
                 Ok(())
             }

@@ -14,6 +14,10 @@
 //!   followed in the queue by the removal that took it.
 //! - **Shards.** With `shard = Some(n)` the replica holds one shard of the gallery; events of
 //!   subjects that live on other shards are acknowledged and skipped.
+//! - **Collections.** One gallery per collection ([`Galleries`]): the default collection's in
+//!   `gallery/`, each other's in `collections/<folder>/gallery/`, made when its first face
+//!   arrives. A bootstrap builds them all in `bootstrap/` and moves the default gallery into
+//!   place last, so a replica whose `gallery/` is there holds every collection.
 //! - **Failures.** An event that can never be applied (it does not open under the key, its
 //!   template is not one this gallery holds, its kind is unknown) is moved to the replica's
 //!   dead-letter queue `uniface.dead.<name>` and counted (`/readyz`, the audit then shows the
@@ -23,6 +27,7 @@
 //!   next try — a write whose durability failed is never taken as done. A lost broker
 //!   connection is re-established with back-off.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,7 +45,7 @@ use uniface::index::{Durability, Gallery, GalleryOptions, OpenOptions};
 use uniface::{ModelFingerprint, Template};
 
 use crate::db::Event;
-use crate::{db, lock, relay, Error, Result};
+use crate::{collection, db, lock, relay, Error, Result};
 
 /// How to run a replica.
 #[derive(Debug, Clone)]
@@ -75,10 +80,177 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
 }
 
+/// A replica's galleries, one per collection. `Send + Sync`.
+pub struct Galleries {
+    dir: PathBuf,
+    options: OpenOptions,
+    made_with: GalleryOptions,
+    held: RwLock<BTreeMap<String, Arc<Gallery>>>,
+    /// One collection's gallery made at a time.
+    making: Mutex<()>,
+}
+
+impl std::fmt::Debug for Galleries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Galleries")
+            .field("dir", &self.dir)
+            .field(
+                "collections",
+                &self.held.read().map(|h| h.len()).unwrap_or(0),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where `collection`'s gallery lives under a replica's folder (or a bootstrap's).
+fn gallery_path(root: &Path, collection: &str) -> PathBuf {
+    if collection.is_empty() {
+        root.join("gallery")
+    } else {
+        root.join("collections")
+            .join(collection::folder(collection))
+            .join("gallery")
+    }
+}
+
+impl Galleries {
+    /// Open the galleries under `dir`: the default one (it must be there) and every collection's.
+    fn open(
+        dir: &Path,
+        options: OpenOptions,
+        made_with: GalleryOptions,
+    ) -> Result<(Self, Vec<String>)> {
+        let fingerprint = ModelFingerprint::dlib_resnet_v1();
+        let mut messages = Vec::new();
+        let mut held = BTreeMap::new();
+        let mut open = |collection: String, path: PathBuf| -> Result<()> {
+            let (g, report) = Gallery::open_with_options(&path, &fingerprint, &options)?;
+            messages.extend(
+                report
+                    .messages()
+                    .iter()
+                    .map(|m| format!("{}: {m}", path.display())),
+            );
+            held.insert(collection, Arc::new(g));
+            Ok(())
+        };
+        open(String::new(), gallery_path(dir, ""))?;
+        let collections = dir.join("collections");
+        if collections.exists() {
+            let entries = std::fs::read_dir(&collections).map_err(|e| io(&collections, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io(&collections, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let Some(c) = name
+                    .strip_prefix("c-")
+                    .and_then(crate::upstream::unhex)
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|c| !c.is_empty() && collection::check(c).is_ok())
+                else {
+                    continue;
+                };
+                // a gallery being made when the process stopped is made again when needed
+                let half = entry.path().join("gallery.new");
+                if half.exists() {
+                    std::fs::remove_dir_all(&half).map_err(|e| io(&half, e))?;
+                }
+                let path = gallery_path(dir, &c);
+                if path.join("manifest.json").exists() {
+                    open(c, path)?;
+                }
+            }
+        }
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                options,
+                made_with,
+                held: RwLock::new(held),
+                making: Mutex::new(()),
+            },
+            messages,
+        ))
+    }
+
+    /// The gallery of `collection`, if it has one here.
+    pub fn get(&self, collection: &str) -> Option<Arc<Gallery>> {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(collection)
+            .cloned()
+    }
+
+    /// Every collection's gallery.
+    pub fn all(&self) -> Vec<(String, Arc<Gallery>)> {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(c, g)| (c.clone(), g.clone()))
+            .collect()
+    }
+
+    /// Templates held, in every collection.
+    pub fn len(&self) -> usize {
+        self.all().iter().map(|(_, g)| g.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The default collection's gallery (there is always one).
+    pub fn default_gallery(&self) -> Result<Arc<Gallery>> {
+        self.get("")
+            .ok_or_else(|| Error::Invalid("a replica without its default gallery".into()))
+    }
+
+    /// The gallery of `collection`, made when it has none yet: created beside its place, made
+    /// durable, moved into place and opened (a process stopped half-way leaves no half gallery).
+    pub fn get_or_make(&self, collection: &str) -> Result<Arc<Gallery>> {
+        if let Some(g) = self.get(collection) {
+            return Ok(g);
+        }
+        collection::check(collection)?;
+        let _one = lock(&self.making);
+        if let Some(g) = self.get(collection) {
+            return Ok(g);
+        }
+        let target = gallery_path(&self.dir, collection);
+        let home = target.parent().unwrap_or(&self.dir).to_owned();
+        if !target.join("manifest.json").exists() {
+            std::fs::create_dir_all(&home).map_err(|e| io(&home, e))?;
+            let fresh = home.join("gallery.new");
+            if fresh.exists() {
+                std::fs::remove_dir_all(&fresh).map_err(|e| io(&fresh, e))?;
+            }
+            drop(Gallery::create(&fresh, &self.made_with)?);
+            std::fs::rename(&fresh, &target).map_err(|e| io(&target, e))?;
+            sync_dir(&home)?;
+            if let Some(up) = home.parent() {
+                sync_dir(up)?;
+            }
+        }
+        let (g, _) = Gallery::open_with_options(
+            &target,
+            &ModelFingerprint::dlib_resnet_v1(),
+            &self.options,
+        )?;
+        let g = Arc::new(g);
+        self.held
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(collection.to_owned(), g.clone());
+        Ok(g)
+    }
+}
+
 /// A running replica. `Send + Sync`.
 pub struct Replica {
     config: ReplicaConfig,
-    gallery: RwLock<Option<Arc<Gallery>>>,
+    galleries: RwLock<Option<Arc<Galleries>>>,
     consuming: AtomicBool,
     applied_seq: AtomicI64,
     events_applied: AtomicI64,
@@ -146,7 +318,7 @@ impl Replica {
     pub fn start(config: ReplicaConfig) -> Arc<Self> {
         let me = Arc::new(Self {
             config,
-            gallery: RwLock::new(None),
+            galleries: RwLock::new(None),
             consuming: AtomicBool::new(false),
             applied_seq: AtomicI64::new(0),
             events_applied: AtomicI64::new(0),
@@ -159,17 +331,22 @@ impl Replica {
         me
     }
 
-    /// The gallery, once bootstrapped (`None` also while it is being opened again after a
+    /// The galleries, once bootstrapped (`None` also while they are being opened again after a
     /// failure).
-    pub fn gallery(&self) -> Option<Arc<Gallery>> {
-        self.gallery
+    pub fn galleries(&self) -> Option<Arc<Galleries>> {
+        self.galleries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn set_gallery(&self, g: Option<Arc<Gallery>>) {
-        *self.gallery.write().unwrap_or_else(|e| e.into_inner()) = g;
+    /// The default collection's gallery, once bootstrapped.
+    pub fn gallery(&self) -> Option<Arc<Gallery>> {
+        self.galleries().and_then(|g| g.get(""))
+    }
+
+    fn set_galleries(&self, g: Option<Arc<Galleries>>) {
+        *self.galleries.write().unwrap_or_else(|e| e.into_inner()) = g;
     }
 
     pub fn name(&self) -> &str {
@@ -184,7 +361,7 @@ impl Replica {
     pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {
             name: self.config.name.clone(),
-            bootstrapped: self.gallery().is_some(),
+            bootstrapped: self.galleries().is_some(),
             consuming: self.consuming.load(Ordering::SeqCst),
             applied_seq: self.applied_seq.load(Ordering::SeqCst),
             events_applied: self.events_applied.load(Ordering::SeqCst),
@@ -246,11 +423,11 @@ impl Replica {
             .await?;
         let dead = dead_letter_queue(&self.config.name);
         declare_durable(&channel, &dead).await?;
-        let gallery = match self.gallery() {
+        let galleries = match self.galleries() {
             Some(g) => g,
             None => {
                 let g = Arc::new(self.open_or_bootstrap().await?);
-                self.set_gallery(Some(g.clone()));
+                self.set_galleries(Some(g.clone()));
                 g
             }
         };
@@ -279,9 +456,9 @@ impl Replica {
                 }
             };
             let key = self.config.sealing.clone();
-            let g = gallery.clone();
+            let g = galleries.clone();
             let seq = event.seq;
-            let applied = tokio::task::spawn_blocking(move || apply(&g, &key, &event))
+            let applied = tokio::task::spawn_blocking(move || apply_to(&g, &key, &event))
                 .await
                 .map_err(|e| Error::Invalid(format!("applying an event panicked: {e}")))?;
             match applied {
@@ -320,9 +497,9 @@ impl Replica {
                         })
                         .await?;
                     let _ = connection.close(0, "retrying".into()).await;
-                    // the gallery is opened again from its files: what it holds in memory
-                    // may include a change whose durability failed
-                    self.set_gallery(None);
+                    // the galleries are opened again from their files: what they hold in
+                    // memory may include a change whose durability failed
+                    self.set_galleries(None);
                     return Err(Error::Invalid(format!(
                         "outbox event {seq} could not be applied (it stays queued; the gallery is reopened): {e}"
                     )));
@@ -357,7 +534,16 @@ impl Replica {
         self.config.dir.join("gallery.holds")
     }
 
-    async fn open_or_bootstrap(&self) -> Result<Gallery> {
+    /// How a collection's gallery is made when its first face arrives.
+    fn made_with(&self) -> GalleryOptions {
+        GalleryOptions {
+            shards: self.config.shards,
+            encryption: Some(self.config.key.clone()),
+            ..GalleryOptions::default()
+        }
+    }
+
+    async fn open_or_bootstrap(&self) -> Result<Galleries> {
         let dir = self.gallery_dir();
         if dir.join("manifest.json").exists() {
             // a gallery made for other shards (another --shard or --shards, or one from before
@@ -377,37 +563,47 @@ impl Replica {
         if !dir.join("manifest.json").exists() {
             self.bootstrap().await?;
         }
-        let options = self.open_options();
-        let (g, report) = tokio::task::spawn_blocking(move || {
-            Gallery::open_with_options(&dir, &ModelFingerprint::dlib_resnet_v1(), &options)
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("opening the gallery panicked: {e}")))??;
-        for m in report.messages() {
+        let (root, options, made_with) = (
+            self.config.dir.clone(),
+            self.open_options(),
+            self.made_with(),
+        );
+        let (g, messages) =
+            tokio::task::spawn_blocking(move || Galleries::open(&root, options, made_with))
+                .await
+                .map_err(|e| Error::Invalid(format!("opening the galleries panicked: {e}")))??;
+        for m in messages {
             tracing::warn!(replica = %self.config.name, "{m}");
         }
         Ok(g)
     }
 
-    /// Copy every face from PostgreSQL into a fresh gallery, then move it into place.
+    /// Copy every face from PostgreSQL into fresh galleries (one per collection), then move
+    /// them into place, the default collection's last.
     async fn bootstrap(&self) -> Result<()> {
         let started = std::time::Instant::now();
-        let fresh = self.config.dir.join("gallery.bootstrap");
-        if fresh.exists() {
-            std::fs::remove_dir_all(&fresh).map_err(|e| io(&fresh, e))?;
+        let fresh = self.config.dir.join("bootstrap");
+        // (`gallery.bootstrap`: where a bootstrap before collections built its gallery)
+        for old in [fresh.clone(), self.config.dir.join("gallery.bootstrap")] {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+            }
         }
-        std::fs::create_dir_all(&self.config.dir).map_err(|e| io(&self.config.dir, e))?;
-        let options = GalleryOptions {
-            shards: self.config.shards,
-            durability: Durability::Async,
-            encryption: Some(self.config.key.clone()),
-            ..GalleryOptions::default()
+        std::fs::create_dir_all(&fresh).map_err(|e| io(&fresh, e))?;
+        let mut building = Building {
+            root: fresh.clone(),
+            options: GalleryOptions {
+                durability: Durability::Async,
+                ..self.made_with()
+            },
+            shard: self.config.shard,
+            made: BTreeMap::new(),
         };
-        let g = {
-            let fresh = fresh.clone();
-            blocking(move || Ok(Gallery::create(&fresh, &options)?)).await?
-        };
-        let g = Arc::new(g);
+        building = blocking(move || {
+            building.gallery("")?;
+            Ok(building)
+        })
+        .await?;
         let key = self.config.sealing.clone();
         let mut client = db::connect(&self.config.db_url).await?;
         let tx = client
@@ -427,8 +623,14 @@ impl Replica {
             let page = db::face_page(&tx, after, 2000).await?;
             let Some(last) = page.last() else { break };
             after = last.face_id;
-            let (g, key, shard) = (g.clone(), key.clone(), self.config.shard);
-            copied += blocking(move || enroll_page(&g, &key, shard, &page)).await?;
+            let key = key.clone();
+            let n;
+            (building, n) = blocking(move || {
+                let n = building.enroll_page(&key, &page)?;
+                Ok((building, n))
+            })
+            .await?;
+            copied += n;
         }
         // the subjects' metadata, from the same snapshot
         let with_metadata = tx
@@ -442,21 +644,18 @@ impl Replica {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         tx.commit().await?;
-        {
-            let (g, key, shard) = (g.clone(), key.clone(), self.config.shard);
-            blocking(move || {
-                let router = g.router();
-                for (subject, sealed) in &metadata {
-                    if shard.is_some_and(|s| router.shard_of(subject) != s) {
-                        continue;
-                    }
+        blocking(move || {
+            for (subject, sealed) in &metadata {
+                if let Some(g) = building.holding(subject)? {
                     g.update_metadata(subject, &db::open_metadata(&key, subject, sealed)?)?;
                 }
-                Ok(g.checkpoint()?)
-            })
-            .await?;
-        }
-        drop(g);
+            }
+            for g in building.made.values() {
+                g.checkpoint()?;
+            }
+            Ok(())
+        })
+        .await?;
         // what it holds first: a gallery in place always has its record (a record without its
         // gallery only makes the next start bootstrap)
         let holds = self.holds_file();
@@ -466,9 +665,19 @@ impl Replica {
             .and_then(|f| f.sync_all())
             .map_err(|e| io(&part, e))?;
         std::fs::rename(&part, &holds).map_err(|e| io(&holds, e))?;
+        // the collections, then the default gallery: with `gallery/` in place, all are
+        let collections = self.config.dir.join("collections");
+        if collections.exists() {
+            std::fs::remove_dir_all(&collections).map_err(|e| io(&collections, e))?;
+        }
+        let built = fresh.join("collections");
+        if built.exists() {
+            std::fs::rename(&built, &collections).map_err(|e| io(&collections, e))?;
+        }
         let dir = self.gallery_dir();
-        std::fs::rename(&fresh, &dir).map_err(|e| io(&dir, e))?;
+        std::fs::rename(fresh.join("gallery"), &dir).map_err(|e| io(&dir, e))?;
         sync_dir(&self.config.dir)?;
+        std::fs::remove_dir_all(&fresh).map_err(|e| io(&fresh, e))?;
         let state = State {
             bootstrap_seq: position,
             bootstrap_faces: copied,
@@ -492,23 +701,50 @@ impl Replica {
     }
 }
 
-fn enroll_page(
-    g: &Gallery,
-    key: &Key,
+/// The galleries a bootstrap builds, one per collection, made as their first face comes.
+struct Building {
+    root: PathBuf,
+    options: GalleryOptions,
     shard: Option<usize>,
-    page: &[db::StoredFace],
-) -> Result<u64> {
-    let router = g.router();
-    let mut n = 0;
-    for f in page {
-        if shard.is_some_and(|s| router.shard_of(&f.subject) != s) {
-            continue;
+    made: BTreeMap<String, Gallery>,
+}
+
+impl Building {
+    fn gallery(&mut self, collection: &str) -> Result<&Gallery> {
+        if !self.made.contains_key(collection) {
+            collection::check(collection)?;
+            let path = gallery_path(&self.root, collection);
+            if let Some(home) = path.parent() {
+                std::fs::create_dir_all(home).map_err(|e| io(home, e))?;
+            }
+            let g = Gallery::create(&path, &self.options)?;
+            self.made.insert(collection.to_owned(), g);
         }
-        let t = Template::open_sealed(key, &db::face_aad(&f.subject, f.face_id), &f.sealed)?;
-        g.enroll_as(&f.subject, f.face_id as u64, &t)?;
-        n += 1;
+        Ok(&self.made[collection])
     }
-    Ok(n)
+
+    /// The gallery that holds `subject` (its collection's), `None` when this replica holds
+    /// another shard.
+    fn holding(&mut self, subject: &str) -> Result<Option<&Gallery>> {
+        let router = self.gallery("")?.router();
+        if self.shard.is_some_and(|s| router.shard_of(subject) != s) {
+            return Ok(None);
+        }
+        self.gallery(collection::split(subject).0).map(Some)
+    }
+
+    fn enroll_page(&mut self, key: &Key, page: &[db::StoredFace]) -> Result<u64> {
+        let mut n = 0;
+        for f in page {
+            let Some(g) = self.holding(&f.subject)? else {
+                continue;
+            };
+            let t = Template::open_sealed(key, &db::face_aad(&f.subject, f.face_id), &f.sealed)?;
+            g.enroll_as(&f.subject, f.face_id as u64, &t)?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -555,6 +791,29 @@ fn parse_event(d: &lapin::message::Delivery) -> Result<Event> {
         face_id,
         payload: Some(d.data.clone()).filter(|p| !p.is_empty()),
     })
+}
+
+/// Apply one event to the gallery of its subject's collection (made when the event brings the
+/// collection's first face), durably; a repeat changes nothing.
+pub fn apply_to(galleries: &Galleries, key: &Key, e: &Event) -> Result<()> {
+    let collection = collection::split(&e.subject).0;
+    collection::check(collection)?;
+    let brings = matches!(e.kind.as_str(), "FaceEnrolled" | "MetadataSet") && e.payload.is_some();
+    let g = if brings {
+        // (not for subjects of shards held elsewhere)
+        let d = galleries.default_gallery()?;
+        if !d.local_shards().contains(&d.router().shard_of(&e.subject)) {
+            return Ok(());
+        }
+        Some(galleries.get_or_make(collection)?)
+    } else {
+        galleries.get(collection)
+    };
+    match g {
+        Some(g) => apply(&g, key, e),
+        // removals in a collection this replica never held a face of: nothing to do
+        None => Ok(()),
+    }
 }
 
 /// Apply one event to the gallery, durably; a repeat changes nothing. Changes of subjects that

@@ -25,6 +25,9 @@ pub const INTERNAL_HEADER: &str = "x-uniface-internal";
 /// The header that names the caller the gateway admitted (next to the internal token only).
 pub const PRINCIPAL_HEADER: &str = "x-uniface-principal";
 
+/// The header that names the admitted caller's collection (hex, next to the internal token only).
+pub const COLLECTION_HEADER: &str = "x-uniface-collection";
+
 /// Largest answer read from another process.
 const MAX_ANSWER: usize = 64 << 20;
 
@@ -36,6 +39,48 @@ const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 /// milliseconds; work that queues behind the CNN — finding faces, enrollments, verifications —
 /// has only the request's deadline).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether reading a body failed on its length limit (rather than a broken connection).
+fn over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Remove the headers that describe one connection, not the message (RFC 9110 section 7.6.1):
+/// those named by `Connection` and the standard hop-by-hop ones. A forwarded request or answer
+/// travels on another connection.
+pub(crate) fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for n in named {
+        headers.remove(n.as_str());
+    }
+    for h in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
 
 /// What a member's last health check (or failed call) found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -270,15 +315,25 @@ impl Upstream {
         let (mut parts, body) = req.into_parts();
         let body = match axum::body::to_bytes(body, max_body).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(e) if over_limit(&e) => {
                 return ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
-                    format!("the body is over {max_body} bytes or could not be read: {e}"),
+                    format!("the body is over {max_body} bytes"),
+                )
+                .into_response()
+            }
+            // a reset, bad chunking, a client gone: not a size the caller should change
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the body could not be read: {e}"),
                 )
                 .into_response()
             }
         };
+        strip_hop_by_hop(&mut parts.headers);
         let path = parts
             .uri
             .path_and_query()
@@ -288,6 +343,7 @@ impl Upstream {
         parts.headers.remove(header::HOST);
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(PRINCIPAL_HEADER);
+        parts.headers.remove(COLLECTION_HEADER);
         if let Some(v) = self
             .token
             .as_deref()
@@ -296,12 +352,15 @@ impl Upstream {
             parts.headers.insert(INTERNAL_HEADER, v);
         }
         // hex: any caller name (a JWT subject is any text) survives the header
-        if let Some(v) = parts
-            .extensions
-            .get::<crate::http::Caller>()
-            .and_then(|c| HeaderValue::from_str(&hex(c.0.as_bytes())).ok())
-        {
-            parts.headers.insert(PRINCIPAL_HEADER, v);
+        if let Some(c) = parts.extensions.get::<crate::http::Caller>().cloned() {
+            for (name, value) in [
+                (PRINCIPAL_HEADER, &c.name),
+                (COLLECTION_HEADER, &c.collection),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&hex(value.as_bytes())) {
+                    parts.headers.insert(name, v);
+                }
+            }
         }
         let mut last = String::from("no process of this role answers its health checks");
         for (attempt, m) in self.candidates(members).iter().take(2).enumerate() {
@@ -311,7 +370,8 @@ impl Upstream {
                 Err(e) => return Self::unavailable(role, e).into_response(),
             };
             match self.deliver(m, req).await {
-                Ok(r) => {
+                Ok(mut r) => {
+                    strip_hop_by_hop(r.headers_mut());
                     if attempt > 0 {
                         metrics::counter!("uniface_upstream_retries_total", "role" => role.to_owned())
                             .increment(1);
@@ -680,6 +740,43 @@ mod tests {
             0
         )
         .is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_connection() {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("content-type", "image/jpeg"),
+            ("idempotency-key", "k1"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "idempotency-key"]);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_told_from_one_that_broke() {
+        let over = axum::body::to_bytes(Body::from(vec![0u8; 100]), 10)
+            .await
+            .unwrap_err();
+        assert!(over_limit(&over));
+        // a stream that fails half-way
+        let broken = Body::from_stream(futures_lite::stream::iter([
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("connection reset")),
+        ]));
+        let e = axum::body::to_bytes(broken, 10).await.unwrap_err();
+        assert!(!over_limit(&e), "{e}");
     }
 
     #[test]

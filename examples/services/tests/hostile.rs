@@ -533,6 +533,333 @@ fn hostile_requests_get_their_documented_answers() {
         None,
     );
 
+    // --- collections (tenancy): a key sees its own collection's subjects, in every query
+    let lfw = common::shared().join("data/lfw");
+    let aaron = std::fs::read(lfw.join("Aaron_Peirsol/Aaron_Peirsol_0001.jpg")).unwrap();
+    let aaron_again = std::fs::read(lfw.join("Aaron_Peirsol/Aaron_Peirsol_0003.jpg")).unwrap();
+    let abel = std::fs::read(lfw.join("Abel_Pacheco/Abel_Pacheco_0001.jpg")).unwrap();
+    let tenant_key = |seen: &mut Seen, collection: &str, scopes: &[&str]| {
+        let made = seen.expect(
+            &format!("a key of {collection}"),
+            api.post_json(
+                "/v1/admin/keys",
+                &admin,
+                &json!({"scopes": scopes, "rate_per_s": 1000, "burst": 1000, "collection": collection}),
+            ),
+            201,
+            None,
+        );
+        assert_eq!(made.body["collection"], collection, "{}", made.body);
+        made.body["key"].as_str().unwrap().to_owned()
+    };
+    let all_scopes = ["enroll", "verify", "identify", "manage"];
+    let a = tenant_key(&mut seen, "tenant-a", &all_scopes);
+    let b = tenant_key(&mut seen, "tenant-b", &all_scopes);
+    let a_admin = tenant_key(&mut seen, "tenant-a", &["admin"]);
+    let send = |key: &str, method: &str, path: &str, body: Option<&[u8]>| {
+        api.call(method, path, Some(key), body.map(|b| ("image/jpeg", b)))
+            .unwrap()
+    };
+    // the same subject id in both collections: two subjects, each its collection's
+    let a_alice = seen.expect(
+        "tenant-a enrolls alice",
+        send(
+            &a,
+            "POST",
+            "/v1/subjects/alice/faces?policy=none",
+            Some(&aaron),
+        ),
+        201,
+        None,
+    );
+    let a_face = a_alice.body["face_id"].as_i64().unwrap();
+    seen.expect(
+        "tenant-b enrolls its own alice (another person)",
+        send(
+            &b,
+            "POST",
+            "/v1/subjects/alice/faces?policy=none",
+            Some(&abel),
+        ),
+        201,
+        None,
+    );
+    seen.expect(
+        "tenant-b enrolls bob",
+        send(
+            &b,
+            "POST",
+            "/v1/subjects/bob/faces?policy=none",
+            Some(&abel),
+        ),
+        201,
+        None,
+    );
+    // tenant-a identifies its alice; tenant-b, with the same photo, finds no one of tenant-a
+    let identify = |key: &str| {
+        send(
+            key,
+            "POST",
+            "/v1/identify?face=largest&k=10",
+            Some(&aaron_again),
+        )
+        .body["faces"][0]
+            .clone()
+    };
+    common::eventually(60, "tenant-a's alice identified", || {
+        identify(&a)["known"] == "alice"
+    });
+    common::eventually(60, "tenant-b's two subjects searchable", || {
+        identify(&b)["candidates"].as_array().map_or(0, Vec::len) == 2
+    });
+    let a_found = identify(&a);
+    assert_eq!(
+        a_found["candidates"].as_array().unwrap().len(),
+        1,
+        "{a_found}"
+    );
+    let b_found = identify(&b);
+    assert!(
+        b_found["known"].is_null(),
+        "tenant-b matched tenant-a's face: {b_found}"
+    );
+    for c in b_found["candidates"].as_array().unwrap() {
+        assert!(
+            c["subject"] == "alice" || c["subject"] == "bob",
+            "{b_found}"
+        );
+        // tenant-b's alice is Abel Pacheco: far from Aaron Peirsol
+        assert!(c["distance"].as_f64().unwrap() > 0.6, "{b_found}");
+    }
+    // reads, changes and verification of another collection's subject: as if it did not exist
+    seen.expect(
+        "tenant-b reads tenant-a's alice: its own",
+        send(&b, "GET", "/v1/subjects/alice", None),
+        200,
+        None,
+    );
+    let b_alice = send(&b, "GET", "/v1/subjects/alice", None);
+    let b_faces: Vec<i64> = b_alice.body["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["face_id"].as_i64().unwrap())
+        .collect();
+    assert!(!b_faces.contains(&a_face), "{}", b_alice.body);
+    seen.expect(
+        "tenant-a reads tenant-b's bob",
+        send(&a, "GET", "/v1/subjects/bob", None),
+        404,
+        Some("not_found"),
+    );
+    seen.expect(
+        "tenant-a verifies against tenant-b's bob",
+        send(&a, "POST", "/v1/verify?subject=bob", Some(&abel)),
+        404,
+        Some("not_found"),
+    );
+    seen.expect(
+        "tenant-b removes tenant-a's face by its id",
+        send(
+            &b,
+            "DELETE",
+            &format!("/v1/subjects/alice/faces/{a_face}"),
+            None,
+        ),
+        404,
+        Some("not_found"),
+    );
+    seen.expect(
+        "tenant-a erases tenant-b's bob",
+        send(&a, "DELETE", "/v1/subjects/bob", None),
+        404,
+        Some("not_found"),
+    );
+    seen.expect(
+        "tenant-a sets tenant-b's bob's metadata",
+        api.call(
+            "PUT",
+            "/v1/subjects/bob/metadata",
+            Some(&a),
+            Some(("application/json", b"{\"x\": 1}")),
+        )
+        .unwrap(),
+        404,
+        Some("not_found"),
+    );
+    let verified = seen.expect(
+        "tenant-b verifies Aaron against its alice",
+        send(
+            &b,
+            "POST",
+            "/v1/verify?subject=alice&fmr=0.01",
+            Some(&aaron_again),
+        ),
+        200,
+        None,
+    );
+    assert_eq!(verified.body["match"], false, "{}", verified.body);
+    let verified = seen.expect(
+        "tenant-a verifies Aaron against its alice",
+        send(
+            &a,
+            "POST",
+            "/v1/verify?subject=alice&fmr=0.01",
+            Some(&aaron_again),
+        ),
+        200,
+        None,
+    );
+    assert_eq!(verified.body["match"], true, "{}", verified.body);
+    // listings: each collection's own; the default collection sees neither
+    let names = |key: &str| -> Vec<String> {
+        let l = send(key, "GET", "/v1/subjects?limit=1000", None);
+        assert_eq!(l.status, 200, "{}", l.body);
+        l.body["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&a), ["alice"]);
+    assert_eq!(names(&b), ["alice", "bob"]);
+    let default_names = names(&admin);
+    assert!(
+        !default_names
+            .iter()
+            .any(|n| n == "alice" || n == "bob" || n.contains('\u{1f}')),
+        "{default_names:?}"
+    );
+    let paged = send(&b, "GET", "/v1/subjects?limit=1&cursor=alice", None);
+    assert_eq!(
+        paged.body["subjects"][0]["subject"], "bob",
+        "{}",
+        paged.body
+    );
+    // the gateway's internal headers from outside are not believed
+    let smuggled = api
+        .call_with(
+            "GET",
+            "/v1/subjects?limit=1000",
+            Some(&b),
+            None,
+            &[
+                ("X-Uniface-Collection", "74656e616e742d61"),
+                ("X-Uniface-Internal", "guess"),
+            ],
+        )
+        .unwrap();
+    let smuggled: Vec<&str> = smuggled.body["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        smuggled,
+        ["alice", "bob"],
+        "a smuggled collection header was believed"
+    );
+    // a collection's administrators: their own collection's keys only, no deployment audit
+    seen.expect(
+        "tenant-a's admin makes a key of tenant-b",
+        api.post_json(
+            "/v1/admin/keys",
+            &a_admin,
+            &json!({"scopes": ["identify"], "collection": "tenant-b"}),
+        ),
+        403,
+        Some("forbidden"),
+    );
+    let own = seen.expect(
+        "tenant-a's admin makes a key (of tenant-a)",
+        api.post_json("/v1/admin/keys", &a_admin, &json!({"scopes": ["identify"]})),
+        201,
+        None,
+    );
+    assert_eq!(own.body["collection"], "tenant-a");
+    let b_key_id = b.split('_').nth(1).unwrap().to_owned();
+    seen.expect(
+        "tenant-a's admin revokes tenant-b's key",
+        api.call(
+            "DELETE",
+            &format!("/v1/admin/keys/{b_key_id}"),
+            Some(&a_admin),
+            None,
+        )
+        .unwrap(),
+        404,
+        Some("not_found"),
+    );
+    assert_eq!(send(&b, "GET", "/v1/subjects?limit=1", None).status, 200);
+    seen.expect(
+        "tenant-a's admin runs the deployment's audit",
+        api.get("/v1/admin/audit", &a_admin),
+        403,
+        Some("forbidden"),
+    );
+    for bad in ["../x", "a b", "\u{1f}", &"x".repeat(65)] {
+        seen.expect(
+            &format!("a key of collection {bad:?}"),
+            api.post_json(
+                "/v1/admin/keys",
+                &admin,
+                &json!({"scopes": ["identify"], "collection": bad}),
+            ),
+            400,
+            None,
+        );
+    }
+    // a JWT's collection claim
+    let mut in_a = good.clone();
+    in_a["collection"] = json!("tenant-a");
+    let token = jwt(&secret, in_a.clone());
+    let l = seen.expect(
+        "a JWT of tenant-a lists",
+        api.get("/v1/subjects", &token),
+        200,
+        None,
+    );
+    assert_eq!(l.body["subjects"][0]["subject"], "alice", "{}", l.body);
+    in_a["collection"] = json!("../etc");
+    seen.expect(
+        "a JWT with a collection that is not one",
+        api.get("/v1/subjects", &jwt(&secret, in_a)),
+        401,
+        None,
+    );
+    // erasure stays in its collection: tenant-b's alice goes, tenant-a's stays
+    seen.expect(
+        "tenant-b erases its alice",
+        send(&b, "DELETE", "/v1/subjects/alice", None),
+        200,
+        None,
+    );
+    seen.expect(
+        "tenant-a's alice is still there",
+        send(&a, "GET", "/v1/subjects/alice", None),
+        200,
+        None,
+    );
+    common::eventually(60, "the audit is clean over every collection", || {
+        let r = api.get("/v1/admin/audit", &admin);
+        r.status == 200 && r.body["clean"] == true
+    });
+    let audit = api.get("/v1/admin/audit", &admin);
+    let collections: std::collections::BTreeSet<&str> = audit.body["replicas"][0]["report"]
+        ["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["collection"].as_str().unwrap())
+        .collect();
+    assert!(
+        collections.contains("tenant-a") && collections.contains("tenant-b"),
+        "{}",
+        audit.body
+    );
+
     // --- slow clients: headers dribbled one byte every 300 ms are cut off after the 2 s header
     // deadline; a body dribbled slowly is answered 503 `timeout` after the 5 s request deadline
     let mut s = connect(stack.url());

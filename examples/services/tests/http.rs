@@ -384,6 +384,65 @@ fn scenario(split: bool) {
     let stranger = api.post_image("/v1/verify?subject=nobody", &admin, &people.strangers[0].1);
     assert_eq!(stranger.status, 404);
 
+    // --- collections: a key of another collection enrolls and identifies in its own (through
+    // the enrollment process and the replicas' per-collection galleries when split); the
+    // default collection never sees it, nor it the default's 50 people
+    let made = api.post_json(
+        "/v1/admin/keys",
+        &admin,
+        &json!({"scopes": ["enroll", "identify", "manage"], "collection": "tenant-x", "rate_per_s": 100, "burst": 100}),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let tenant = made.body["key"].as_str().unwrap().to_owned();
+    let (stranger_name, stranger_photo) = &people.strangers[0];
+    let a = api.post_image(
+        "/v1/subjects/only-here/faces?policy=none",
+        &tenant,
+        stranger_photo,
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    eventually(60, "the tenant's face is searchable", || {
+        let a = api.post_image("/v1/identify?face=largest&k=5", &tenant, stranger_photo);
+        a.status == 200 && a.body["faces"][0]["known"] == "only-here"
+    });
+    let a = api.post_image("/v1/identify?face=largest&k=5", &tenant, stranger_photo);
+    let candidates = a.body["faces"][0]["candidates"].as_array().unwrap();
+    assert_eq!(
+        candidates.len(),
+        1,
+        "the tenant saw another collection: {}",
+        a.body
+    );
+    let a = api.post_image("/v1/identify?face=largest&k=5", &admin, stranger_photo);
+    assert!(
+        a.body["faces"][0]["known"].is_null(),
+        "{stranger_name}: {}",
+        a.body
+    );
+    assert!(
+        a.body["faces"][0]["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["subject"] != "only-here"),
+        "{}",
+        a.body
+    );
+    assert_eq!(api.get("/v1/subjects/only-here", &admin).status, 404);
+    let listed = api.get("/v1/subjects", &tenant);
+    assert_eq!(
+        listed.body["subjects"],
+        json!([{"subject": "only-here", "faces": 1}])
+    );
+    let gone = api
+        .call("DELETE", "/v1/subjects/only-here", Some(&tenant), None)
+        .unwrap();
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    eventually(60, "the tenant's erasure reaches the replicas", || {
+        let a = api.post_image("/v1/identify?face=largest&k=5", &tenant, stranger_photo);
+        a.status == 200 && a.body["faces"][0]["candidates"] == json!([])
+    });
+
     // a role process behind the gateway answers the gateway only, not an API key sent to it
     if split {
         let port = std::fs::read_to_string(stack.dir.path().join("ports/enrollment-0")).unwrap();
@@ -478,7 +537,8 @@ fn scenario(split: bool) {
     });
     stack.run("up", &[], &vars);
     eventually(90, "the replicas catch up after the outage", || {
-        applied(&ready(&api), replicas, 72)
+        // (tenant-x's enrollment and erasure among them)
+        applied(&ready(&api), replicas, 74)
     });
     let audit = api.get("/v1/admin/audit", &admin);
     assert_eq!(audit.status, 200, "{}", audit.body);
@@ -524,7 +584,7 @@ fn scenario(split: bool) {
         assert_eq!(a.body["faces_removed"].as_array().unwrap().len(), faces);
     }
     eventually(60, "the replicas apply the erasures", || {
-        applied(&ready(&api), replicas, 76)
+        applied(&ready(&api), replicas, 78)
     });
     for (person, photo) in &erased {
         let a = api.post_image("/v1/identify?face=largest&k=10", &admin, photo);

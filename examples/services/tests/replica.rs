@@ -4,6 +4,8 @@
 //! equal when every event is delivered again (idempotence); an event that can never be applied
 //! is set aside in the dead-letter queue without blocking the ones behind it; drift is found
 //! and repaired; a second replica made later bootstraps to the same state, metadata included.
+//! Faces of other collections go to their own galleries: at the bootstrap, and from the queue
+//! (a collection's first face makes its gallery).
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use uniface::core::crypto::{KeyFile, KeyProvider};
 use uniface_services::replica::{Replica, ReplicaConfig};
-use uniface_services::{audit, bench, db, relay};
+use uniface_services::{audit, bench, collection, db, relay};
 
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..1200 {
@@ -35,6 +37,17 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
     // 4,500 faces: three pages of the bootstrap's copy
     bench::seed(stack.pg_url(), &key, 4500).await.unwrap();
     let mut client = db::connect(stack.pg_url()).await.unwrap();
+    let t = uniface::Template::new(
+        uniface::ModelFingerprint::dlib_resnet_v1(),
+        &uniface::bench::unit_vectors(1, 128).next().unwrap(),
+    )
+    .unwrap();
+    // three faces of collection t1 (one subject id the default collection also has)
+    for s in ["synthetic-1", "t1-a", "t1-b"] {
+        db::enroll(&mut client, &key, &collection::stored("t1", s), &t, None)
+            .await
+            .unwrap();
+    }
     let config = |name: &str| ReplicaConfig {
         dir: stack.dir.path().join(name),
         name: name.to_owned(),
@@ -47,8 +60,13 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
     };
     let replica = Replica::start(config("r0"));
     wait_for("bootstrap", || replica.status().consuming).await;
+    let gs = replica.galleries().unwrap();
     let g = replica.gallery().unwrap();
     assert_eq!(g.len(), 4500);
+    let t1 = gs.get("t1").unwrap();
+    assert_eq!(t1.len(), 3);
+    assert!(t1.get(&collection::stored("t1", "synthetic-1")).is_some());
+    assert!(g.get(&collection::stored("t1", "t1-a")).is_none());
 
     // changes after the bootstrap arrive through the queue
     let (_connection, channel) = relay::connect(&amqp).await.unwrap();
@@ -61,24 +79,43 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
         .unwrap()
         .unwrap();
     // two enrollments through the outbox (their FaceEnrolled events carry the sealed template)
-    let t = uniface::Template::new(
-        uniface::ModelFingerprint::dlib_resnet_v1(),
-        &uniface::bench::unit_vectors(1, 128).next().unwrap(),
-    )
-    .unwrap();
     for s in ["late-1", "late-2"] {
         db::enroll(&mut client, &key, s, &t, None).await.unwrap();
     }
+    // a new collection's first face (its gallery is made), t1's erasure of its synthetic-1
+    db::enroll(&mut client, &key, &collection::stored("t2", "z"), &t, None)
+        .await
+        .unwrap();
+    db::remove_subject(&mut client, &collection::stored("t1", "synthetic-1"))
+        .await
+        .unwrap()
+        .unwrap();
     while relay::relay_once(&mut client, &channel, 100).await.unwrap() > 0 {}
     wait_for("the events applied", || {
-        replica.status().events_applied == 8
+        // (the 3 enrollments of t1 from before the bootstrap too: repeats, no-ops)
+        replica.status().events_applied == 13
     })
     .await;
     assert_eq!(g.len(), 4497);
     assert_eq!(g.get("synthetic-9").unwrap().metadata, br#"{"tier": 2}"#);
-    let report = audit::audit(&client, &key, g.clone(), false).await.unwrap();
+    assert_eq!(gs.get("t2").unwrap().len(), 1);
+    assert_eq!(t1.len(), 2);
+    assert!(stack
+        .dir
+        .path()
+        .join("r0/collections")
+        .join(collection::folder("t2"))
+        .join("gallery/manifest.json")
+        .exists());
+    let report = audit::audit(&client, &key, &gs, false).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!((report.database_faces, report.replica_faces), (4497, 4497));
+    assert_eq!((report.database_faces, report.replica_faces), (4500, 4500));
+    let audited: std::collections::BTreeSet<&str> = report
+        .shards
+        .iter()
+        .map(|s| s.collection.as_str())
+        .collect();
+    assert_eq!(audited, ["", "t1", "t2"].into());
 
     // an event nobody can apply (its template does not open) is set aside; the next goes on
     let mut headers = lapin::types::FieldTable::default();
@@ -113,7 +150,7 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
     while relay::relay_once(&mut client, &channel, 100).await.unwrap() > 0 {}
     wait_for("the bad event set aside, the next applied", || {
         let s = replica.status();
-        s.dead_lettered == 1 && s.events_applied == 9
+        s.dead_lettered == 1 && s.events_applied == 14
     })
     .await;
     assert!(g.get("late-2").is_none() && g.get("mallory").is_none());
@@ -136,28 +173,29 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
         .unwrap();
     while relay::relay_once(&mut client, &channel, 100).await.unwrap() > 0 {}
     wait_for("the repeats applied", || {
-        replica.status().events_applied == 17
+        replica.status().events_applied == 27
     })
     .await;
-    let report = audit::audit(&client, &key, g.clone(), false).await.unwrap();
+    let report = audit::audit(&client, &key, &gs, false).await.unwrap();
     assert!(report.clean, "{report:?}");
     assert_eq!(g.len(), 4496);
+    assert_eq!((t1.len(), gs.get("t2").unwrap().len()), (2, 1));
 
     // drift is found and repaired: a face removed behind the replica's back
     let some = g.get("synthetic-100").unwrap().templates[0];
     assert!(g.remove_template(some).unwrap());
-    let report = audit::audit(&client, &key, g.clone(), true).await.unwrap();
+    // and one of t1's
+    let other = t1.get(&collection::stored("t1", "t1-a")).unwrap().templates[0];
+    assert!(t1.remove_template(other).unwrap());
+    let report = audit::audit(&client, &key, &gs, true).await.unwrap();
     assert!(
-        !report.clean && report.missing == 1 && report.repaired == 1,
+        !report.clean && report.missing == 2 && report.repaired == 2,
         "{report:?}"
     );
-    assert_eq!(report.missing_ids, vec![some as i64]);
-    assert!(
-        audit::audit(&client, &key, g.clone(), false)
-            .await
-            .unwrap()
-            .clean
-    );
+    let mut missing = report.missing_ids.clone();
+    missing.sort();
+    assert_eq!(missing, vec![some as i64, other as i64]);
+    assert!(audit::audit(&client, &key, &gs, false).await.unwrap().clean);
 
     // a second replica, made now, bootstraps to the same state
     let fresh = Replica::start(config("r1"));
@@ -166,7 +204,12 @@ async fn a_replica_bootstraps_then_stays_equal_to_the_database_under_redelivery_
     assert_eq!(g1.len(), 4496);
     assert!(g1.get("synthetic-1").is_none());
     assert_eq!(g1.get("synthetic-9").unwrap().metadata, br#"{"tier": 2}"#);
-    let report = audit::audit(&client, &key, g1, false).await.unwrap();
+    let gs1 = fresh.galleries().unwrap();
+    assert_eq!(
+        (gs1.get("t1").unwrap().len(), gs1.get("t2").unwrap().len()),
+        (2, 1)
+    );
+    let report = audit::audit(&client, &key, &gs1, false).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!(report.replica_faces, 4496);
+    assert_eq!(report.replica_faces, 4499);
 }
