@@ -170,6 +170,36 @@ pub async fn audit(
     }
     let mut repaired = 0;
     if repair && !drift.is_empty() {
+        // no event is applied from here to the last change; and what the database says now
+        // decides: a face erased or enrolled since it was read above (its event applied
+        // meanwhile) is left as it is
+        let _paused = galleries.changes.lock().await;
+        let named: Vec<i64> = drift
+            .iter()
+            .flat_map(|(_, add, remove)| add.iter().chain(remove))
+            .copied()
+            .collect();
+        let present: std::collections::BTreeSet<i64> = client
+            .query(
+                "SELECT face_id FROM faces WHERE face_id = ANY($1)",
+                &[&named],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let drift: Vec<(String, Vec<i64>, Vec<i64>)> = drift
+            .into_iter()
+            .map(|(c, add, remove)| {
+                let add: Vec<i64> = add.into_iter().filter(|id| present.contains(id)).collect();
+                // an "extra" face that is in the database now was enrolled since the read
+                let remove = remove
+                    .into_iter()
+                    .filter(|id| !present.contains(id) || add.contains(id))
+                    .collect();
+                (c, add, remove)
+            })
+            .collect();
         let subjects: BTreeMap<i64, String> = database
             .values()
             .flat_map(|e| e.iter().map(|(id, (s, _))| (*id, s.clone())))

@@ -353,6 +353,17 @@ fn verify_in(hash: &str, secret: &[u8], memory: &mut Vec<argon2::Block>) -> bool
             == 0
 }
 
+/// Whether a failure to read the keys means the database cannot be reached (no connection
+/// could be made or kept), rather than a busy pool or an answer from the database.
+fn unreachable(e: &deadpool_postgres::PoolError) -> bool {
+    use deadpool_postgres::{PoolError, TimeoutType};
+    match e {
+        PoolError::Backend(e) => e.as_db_error().is_none(),
+        PoolError::Timeout(t) => !matches!(t, TimeoutType::Wait),
+        _ => false,
+    }
+}
+
 /// Argon2 checks that may run at once.
 pub const CONCURRENT_KEY_CHECKS: usize = 2;
 
@@ -436,13 +447,19 @@ impl Authenticator {
         if let Some(p) = cached() {
             return Ok(p);
         }
-        // the keys cannot be read: a key checked not long ago still goes in
+        // the database cannot be reached: a key checked not long ago still goes in (not when
+        // the pool is only busy or a query failed: then the database answers, and decides)
         let unavailable = |e: deadpool_postgres::PoolError| match checked_within(KEY_STALE_TTL) {
-            Some(p) => {
+            Some(p) if unreachable(&e) => {
                 metrics::counter!("uniface_auth_stale_keys_total").increment(1);
                 Ok(p)
             }
-            None => Err(Denied::Unavailable(e)),
+            _ => Err(Denied::Unavailable(e)),
+        };
+        // a key the database no longer vouches for is not kept for an outage
+        let refused = || {
+            lock(&self.cache).remove(&digest);
+            bad()
         };
         let (key_id, secret) = token
             .strip_prefix("uf_")
@@ -470,7 +487,7 @@ impl Authenticator {
             )
             .await
         {
-            Ok(row) => row.ok_or_else(bad)?,
+            Ok(row) => row.ok_or_else(refused)?,
             Err(e) => return unavailable(deadpool_postgres::PoolError::Backend(e)),
         };
         drop(client);
@@ -489,7 +506,7 @@ impl Authenticator {
         };
         if !ok {
             self.failed(key_id);
-            return Err(bad());
+            return Err(refused());
         }
         let scopes: Vec<String> = row.get(1);
         let principal = Principal {
@@ -697,6 +714,13 @@ mod tests {
                 .await;
             assert!(matches!(r, Err(Denied::Unavailable(_))), "{id}: {r:?}");
         }
+        // a busy pool is not an outage
+        assert!(!unreachable(&deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait
+        )));
+        assert!(unreachable(&deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Create
+        )));
         // a forgotten (revoked here) key is not let in from the stale cache either
         seen("00000000000000dd", 60);
         auth.forget("00000000000000dd");

@@ -457,20 +457,31 @@ async fn require(app: Arc<App>, scope: Scope, mut req: Request, next: Next) -> R
         // deployment's own has none
         let caller = {
             let header = |name: &str| {
-                req.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(unhex)
-                    .and_then(|b| String::from_utf8(b).ok())
+                req.headers().get(name).map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(unhex)
+                        .and_then(|b| String::from_utf8(b).ok())
+                })
             };
-            Caller {
-                name: header(PRINCIPAL_HEADER).unwrap_or_else(|| "internal".to_owned()),
-                collection: header(COLLECTION_HEADER).unwrap_or_default(),
+            // both or neither: a caller whose collection did not come through is refused, never
+            // taken for the default collection's
+            match (header(PRINCIPAL_HEADER), header(COLLECTION_HEADER)) {
+                (None, None) => Caller {
+                    name: "internal".to_owned(),
+                    collection: String::new(),
+                },
+                (Some(Some(name)), Some(Some(collection)))
+                    if collection::check(&collection).is_ok() =>
+                {
+                    Caller { name, collection }
+                }
+                _ => {
+                    return ApiError::bad("the caller's name and collection must come together")
+                        .into_response()
+                }
             }
         };
-        if let Err(e) = collection::check(&caller.collection) {
-            return ApiError::from(e).into_response();
-        }
         req.extensions_mut().insert(caller);
         return next.run(req).await;
     }

@@ -88,6 +88,9 @@ pub struct Galleries {
     held: RwLock<BTreeMap<String, Arc<Gallery>>>,
     /// One collection's gallery made at a time.
     making: Mutex<()>,
+    /// Held while an event is applied, and by an audit's repair from its last look at the
+    /// database to its last change: a repair never acts on what an event changed meanwhile.
+    pub(crate) changes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Galleries {
@@ -123,7 +126,11 @@ impl Galleries {
         let fingerprint = ModelFingerprint::dlib_resnet_v1();
         let mut messages = Vec::new();
         let mut held = BTreeMap::new();
-        let mut open = |collection: String, path: PathBuf| -> Result<()> {
+        let open = |collection: String,
+                    path: PathBuf,
+                    held: &mut BTreeMap<String, Arc<Gallery>>,
+                    messages: &mut Vec<String>|
+         -> Result<()> {
             let (g, report) = Gallery::open_with_options(&path, &fingerprint, &options)?;
             messages.extend(
                 report
@@ -134,7 +141,12 @@ impl Galleries {
             held.insert(collection, Arc::new(g));
             Ok(())
         };
-        open(String::new(), gallery_path(dir, ""))?;
+        open(
+            String::new(),
+            gallery_path(dir, ""),
+            &mut held,
+            &mut messages,
+        )?;
         let collections = dir.join("collections");
         if collections.exists() {
             let entries = std::fs::read_dir(&collections).map_err(|e| io(&collections, e))?;
@@ -148,6 +160,10 @@ impl Galleries {
                     .and_then(|b| String::from_utf8(b).ok())
                     .filter(|c| !c.is_empty() && collection::check(c).is_ok())
                 else {
+                    messages.push(format!(
+                        "{}: not a collection's folder; left alone",
+                        entry.path().display()
+                    ));
                     continue;
                 };
                 // a gallery being made when the process stopped is made again when needed
@@ -155,9 +171,11 @@ impl Galleries {
                 if half.exists() {
                     std::fs::remove_dir_all(&half).map_err(|e| io(&half, e))?;
                 }
+                // a gallery folder is opened whatever state it is in: a damaged one is an
+                // error that names it, never a collection silently left out
                 let path = gallery_path(dir, &c);
-                if path.join("manifest.json").exists() {
-                    open(c, path)?;
+                if path.exists() {
+                    open(c, path, &mut held, &mut messages)?;
                 }
             }
         }
@@ -168,6 +186,7 @@ impl Galleries {
                 made_with,
                 held: RwLock::new(held),
                 making: Mutex::new(()),
+                changes: tokio::sync::Mutex::new(()),
             },
             messages,
         ))
@@ -221,7 +240,7 @@ impl Galleries {
         let target = gallery_path(&self.dir, collection);
         let home = target.parent().unwrap_or(&self.dir).to_owned();
         if !target.join("manifest.json").exists() {
-            std::fs::create_dir_all(&home).map_err(|e| io(&home, e))?;
+            make_dirs(&home)?;
             let fresh = home.join("gallery.new");
             if fresh.exists() {
                 std::fs::remove_dir_all(&fresh).map_err(|e| io(&fresh, e))?;
@@ -229,9 +248,6 @@ impl Galleries {
             drop(Gallery::create(&fresh, &self.made_with)?);
             std::fs::rename(&fresh, &target).map_err(|e| io(&target, e))?;
             sync_dir(&home)?;
-            if let Some(up) = home.parent() {
-                sync_dir(up)?;
-            }
         }
         let (g, _) = Gallery::open_with_options(
             &target,
@@ -458,9 +474,11 @@ impl Replica {
             let key = self.config.sealing.clone();
             let g = galleries.clone();
             let seq = event.seq;
+            let applying = galleries.changes.lock().await;
             let applied = tokio::task::spawn_blocking(move || apply_to(&g, &key, &event))
                 .await
                 .map_err(|e| Error::Invalid(format!("applying an event panicked: {e}")))?;
+            drop(applying);
             match applied {
                 Ok(()) => {
                     delivery.ack(BasicAckOptions::default()).await?;
@@ -650,8 +668,12 @@ impl Replica {
                     g.update_metadata(subject, &db::open_metadata(&key, subject, sealed)?)?;
                 }
             }
-            for g in building.made.values() {
+            for (c, g) in &building.made {
                 g.checkpoint()?;
+                // its folder's entry, where the gallery did not make the folder itself
+                if let Some(home) = gallery_path(&building.root, c).parent() {
+                    sync_dir(home)?;
+                }
             }
             Ok(())
         })
@@ -715,7 +737,7 @@ impl Building {
             collection::check(collection)?;
             let path = gallery_path(&self.root, collection);
             if let Some(home) = path.parent() {
-                std::fs::create_dir_all(home).map_err(|e| io(home, e))?;
+                make_dirs(home)?;
             }
             let g = Gallery::create(&path, &self.options)?;
             self.made.insert(collection.to_owned(), g);
@@ -755,6 +777,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 fn io(path: &Path, e: std::io::Error) -> Error {
     Error::Uniface(uniface::Error::io(path, e))
+}
+
+/// `create_dir_all`, with every folder it made (and the one it made it in) synced, so that the
+/// folders survive a power loss with what is renamed into them.
+fn make_dirs(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_dirs(parent)?;
+    }
+    std::fs::create_dir(dir).map_err(|e| io(dir, e))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
