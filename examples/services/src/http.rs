@@ -1674,6 +1674,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_role_process_refuses_a_caller_whose_collection_did_not_come_through() {
+        // a templates process behind a gateway, trusting the internal token "t"
+        let app = Arc::new(App {
+            roles: vec!["templates"],
+            upstream: Upstream::new(Default::default(), Vec::new(), Some("t".into())),
+            ..Arc::into_inner(bare()).unwrap()
+        });
+        let status = |headers: &[(&str, &str)]| {
+            let mut b = axum::http::Request::builder()
+                .method("GET")
+                .uri("/v1/subjects");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            let req = b.body(axum::body::Body::empty()).unwrap();
+            let app = router(app.clone());
+            async move { app.oneshot(req).await.unwrap().status() }
+        };
+        let token = (crate::upstream::INTERNAL_HEADER, "t");
+        let name = (PRINCIPAL_HEADER, "6b65793a78"); // "key:x"
+        let tenant = (COLLECTION_HEADER, "74656e616e742d61"); // "tenant-a"
+                                                              // the name without its collection, a collection that is not hex or not a name: 400
+        for headers in [
+            vec![token, name],
+            vec![token, name, (COLLECTION_HEADER, "zz")],
+            vec![token, name, (COLLECTION_HEADER, "2e2e2f78")], // "../x"
+            vec![token, (COLLECTION_HEADER, "74656e616e742d61")],
+        ] {
+            assert_eq!(
+                status(&headers).await,
+                StatusCode::BAD_REQUEST,
+                "{headers:?}"
+            );
+        }
+        // both: let through (to a database that does not answer), as is the default
+        // collection's empty one
+        for headers in [
+            vec![token, name, tenant],
+            vec![token, name, (COLLECTION_HEADER, "")],
+        ] {
+            assert_eq!(
+                status(&headers).await,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{headers:?}"
+            );
+        }
+        // without the token the headers mean nothing: the process answers its gateway only
+        assert_eq!(status(&[name, tenant]).await, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
     async fn every_path_of_the_openapi_document_is_routed_and_guarded() {
         let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
         let app = router(bare());
