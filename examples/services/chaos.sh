@@ -44,7 +44,8 @@ work=$(mktemp -d)
 chmod 755 "$work"
 current=
 unmount() { # every tmpfs mounted under the folder $1
-  findmnt -rn -o TARGET | grep -F "$1/" | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
+  # (a folder with none is not an error: grep's status 1 must not end the script under pipefail)
+  { findmnt -rn -o TARGET | grep -F "$1/" || true; } | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
 }
 cleanup() {
   [ -z "$current" ] || bash "$stack" down "$current" > /dev/null 2>&1 || true
