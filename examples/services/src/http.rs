@@ -1011,19 +1011,7 @@ async fn identify(
     let templates: Vec<Template> = probes.iter().map(|p| p.1.clone()).collect();
     let (total, found) = scatter(&app, &caller.collection, templates, k).await?;
     // the open-set rule over the whole gallery
-    let fmr = match (q.fmr, q.fpir) {
-        (Some(_), Some(_)) => return Err(ApiError::bad("give fmr or fpir, not both")),
-        (Some(f), None) => f,
-        (None, fpir) => {
-            let fpir = fpir.unwrap_or(1e-2);
-            if !(fpir > 0.0 && fpir < 1.0) {
-                return Err(ApiError::bad(format!(
-                    "fpir must lie in (0, 1), got {fpir}"
-                )));
-            }
-            -((-fpir).ln_1p() / total.max(1) as f64).exp_m1()
-        }
-    };
+    let fmr = open_set_fmr(table.min_fmr(), q.fmr, q.fpir, total)?;
     let threshold = table.threshold_for_fmr(fmr).map_err(Error::from)?;
     let faces: Vec<Value> = probes
         .iter()
@@ -1050,6 +1038,28 @@ async fn identify(
         })
         .collect();
     Ok(Json(json!({ "faces": faces, "fmr": fmr })))
+}
+
+/// The FPIR an identification is held to when the caller names neither `fpir` nor `fmr`.
+pub const DEFAULT_FPIR: f64 = 1e-2;
+
+/// The per-comparison false-match rate of an identification over `total` templates: the
+/// caller's `fmr`, or its `fpir` spread over them (FMR = 1 − (1 − FPIR)^(1/n)). A named FPIR
+/// the calibration cannot resolve at this size is refused (the calibration's error, 400); the
+/// default one instead stops at `min_fmr`, the strictest rate the calibration supports, so that
+/// a collection of more than `DEFAULT_FPIR / min_fmr` templates is still searched (the answer's
+/// `fmr` says which rate was used).
+fn open_set_fmr(min_fmr: f64, fmr: Option<f64>, fpir: Option<f64>, total: usize) -> ApiResult<f64> {
+    let per_comparison = |fpir: f64| -((-fpir).ln_1p() / total.max(1) as f64).exp_m1();
+    match (fmr, fpir) {
+        (Some(_), Some(_)) => Err(ApiError::bad("give fmr or fpir, not both")),
+        (Some(f), None) => Ok(f),
+        (None, Some(fpir)) if !(fpir > 0.0 && fpir < 1.0) => Err(ApiError::bad(format!(
+            "fpir must lie in (0, 1), got {fpir}"
+        ))),
+        (None, Some(fpir)) => Ok(per_comparison(fpir)),
+        (None, None) => Ok(per_comparison(DEFAULT_FPIR).max(min_fmr)),
+    }
 }
 
 /// The faces to identify: the uploaded template, or every (or the largest) face of the photo —
@@ -1671,6 +1681,39 @@ mod tests {
             upstream: Upstream::new(Default::default(), Vec::new(), None),
             images: None,
         })
+    }
+
+    #[test]
+    fn the_default_fpir_stops_at_the_calibrations_floor_and_a_named_one_does_not() {
+        let table = uniface::core::calibration::default_table().unwrap();
+        let floor = table.min_fmr();
+        let fits = (DEFAULT_FPIR / floor) as usize / 2;
+        let beyond = (DEFAULT_FPIR / floor) as usize * 2;
+        // within the calibration: the default FPIR spread over the templates, resolvable
+        let f = open_set_fmr(floor, None, None, fits).unwrap();
+        assert!(
+            f > floor && (f * fits as f64 / DEFAULT_FPIR - 1.0).abs() < 0.01,
+            "{f}"
+        );
+        table.threshold_for_fmr(f).unwrap();
+        // beyond it (the load curves' 18,000 templates): the default is the floor, and the
+        // threshold exists; the same FPIR named by the caller is spread as asked and refused
+        let f = open_set_fmr(floor, None, None, beyond).unwrap();
+        assert_eq!(f, floor);
+        table.threshold_for_fmr(f).unwrap();
+        let named = open_set_fmr(floor, None, Some(DEFAULT_FPIR), beyond).unwrap();
+        assert!(named < floor);
+        assert!(table.threshold_for_fmr(named).is_err());
+        // an fmr is taken as given; both, or an FPIR outside (0, 1), are the caller's error
+        assert_eq!(open_set_fmr(floor, Some(1e-3), None, beyond).unwrap(), 1e-3);
+        for (fmr, fpir) in [
+            (Some(1e-3), Some(1e-2)),
+            (None, Some(0.0)),
+            (None, Some(1.0)),
+        ] {
+            let e = open_set_fmr(floor, fmr, fpir, 10).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
     }
 
     #[tokio::test]
