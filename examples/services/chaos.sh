@@ -111,7 +111,10 @@ for fault in ${faults//,/ }; do
     fault_end=$(since "$started" "$(now)")
     wait "$load" || { echo "chaos.sh: the load generator failed:" >&2; tail -5 "$current/load.out" >&2; exit 1; }
     # recovered: ready, and every replica equal to the database
-    healed=$(now) recovered=
+    # recovery counts from the load's end, not from its process's exit: the process waits for
+    # the requests it gave up on at the deadline, which can take as long as the recovery itself
+    healed=$(python3 -c 'import json, sys; print(float(sys.argv[1]) + json.load(open(sys.argv[2]))["reports"][0]["seconds"])' \
+      "$started" "$current/load.json") recovered=
     for _ in $(seq 360); do
       if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=2)' \
           "$(. "$current/env"; echo "$UNIFACE_URL")" 2> /dev/null \
