@@ -1696,7 +1696,7 @@ mod tests {
             "{f}"
         );
         table.threshold_for_fmr(f).unwrap();
-        // beyond it (the load curves' 18,000 templates): the default is the floor, and the
+        // beyond it (the load curves searched 88,000-115,000): the default is the floor, and the
         // threshold exists; the same FPIR named by the caller is spread as asked and refused
         let f = open_set_fmr(floor, None, None, beyond).unwrap();
         assert_eq!(f, floor);
