@@ -302,6 +302,39 @@ pub struct Change {
     pub record: Record,
 }
 
+impl Change {
+    /// The change as bytes for another process or host (a replica fed over the network): a
+    /// frame as the log writes them (length, CRC-32C) around the shard number (`u32`,
+    /// little-endian) and the record's own log frame. An encrypted gallery's feed carries opened
+    /// records, so these bytes are as sensitive as the templates.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut inner = (self.shard as u32).to_le_bytes().to_vec();
+        inner.extend(crate::wal::encode_frame(std::slice::from_ref(&self.record)));
+        crate::wal::frame(&inner)
+    }
+
+    /// A change from [`Change::to_bytes`]; damaged or truncated bytes are [`Error::Invalid`],
+    /// never a wrong change.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |message: &str| Error::Invalid {
+            what: "change",
+            message: message.to_owned(),
+        };
+        let inner = crate::wal::unframe(bytes).map_err(bad)?;
+        let (head, frame) = inner
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("shorter than a shard number"))?;
+        let mut records = crate::wal::decode_frame(frame).map_err(bad)?;
+        if records.len() != 1 {
+            return Err(bad("a change holds exactly one record"));
+        }
+        Ok(Self {
+            shard: u32::from_le_bytes(*head) as usize,
+            record: records.remove(0),
+        })
+    }
+}
+
 /// What `check` found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckReport {
@@ -1136,8 +1169,10 @@ impl Gallery {
                 message: format!("must lie in (0, 1), got {fpir}"),
             }));
         }
-        let n = self.len().max(1) as f64;
-        Ok(-((-fpir).ln_1p() / n).exp_m1())
+        Ok(uniface_core::calibration::per_comparison_fmr(
+            fpir,
+            self.len() as u64,
+        )?)
     }
 
     /// [`Gallery::identify`] for many probes, in parallel on the rayon pool.

@@ -328,6 +328,30 @@ impl LogContents {
     }
 }
 
+/// The payload of `bytes` when they are exactly one valid [`frame`].
+pub(crate) fn unframe(bytes: &[u8]) -> std::result::Result<&[u8], &'static str> {
+    let (head, payload) = bytes
+        .split_first_chunk::<8>()
+        .ok_or("truncated frame header")?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len != payload.len() {
+        return Err("frame length does not match the bytes");
+    }
+    if crc32c(payload) != crc {
+        return Err("checksum mismatch");
+    }
+    Ok(payload)
+}
+
+/// The records of one whole frame (`bytes` holds exactly one), or why it is not valid.
+pub(crate) fn decode_frame(bytes: &[u8]) -> std::result::Result<Vec<Record>, &'static str> {
+    match frame_at(bytes, 0)? {
+        (records, end) if end == bytes.len() => Ok(records),
+        _ => Err("bytes after the frame"),
+    }
+}
+
 /// The valid frame at `at`, if there is one: its records and its end.
 fn frame_at(bytes: &[u8], at: usize) -> std::result::Result<(Vec<Record>, usize), &'static str> {
     let Some(head) = bytes.get(at..at + 8) else {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use uniface_core::template::{ElementType, ModelFingerprint, Template};
 use uniface_index::{
-    merge_candidates, Durability, Gallery, GalleryOptions, HnswParams, OpenOptions, OpenSet,
-    ShardRouter,
+    merge_candidates, Change, Durability, Gallery, GalleryOptions, HnswParams, OpenOptions,
+    OpenSet, ShardRouter,
 };
 
 fn unit(seed: u64) -> Vec<f32> {
@@ -346,6 +346,40 @@ fn the_change_feed_replays_into_a_replica_that_answers_identically() {
         .changes_since(&primary.positions())
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn the_change_feed_crosses_processes_as_bytes_and_damage_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let primary = Gallery::create(a.path(), &options(2)).unwrap();
+    let replica = Gallery::create(b.path(), &options(2)).unwrap();
+    for id in 0..10 {
+        primary.enroll(&format!("p{id}"), &template(id, 0)).unwrap();
+    }
+    primary.update_metadata("p1", b"meta").unwrap();
+    primary.remove_subject("p3").unwrap();
+    let feed = primary.changes_since(&replica.positions()).unwrap();
+    let wire: Vec<Vec<u8>> = feed.iter().map(Change::to_bytes).collect();
+    let back: Vec<Change> = wire
+        .iter()
+        .map(|b| Change::from_bytes(b).unwrap())
+        .collect();
+    assert_eq!(back, feed);
+    // every flipped bit and every cut of a change is refused, never read as another change
+    for w in &wire {
+        for at in 0..w.len() {
+            let mut d = w.clone();
+            d[at] ^= 0x10;
+            assert!(Change::from_bytes(&d).is_err(), "flip at byte {at}");
+        }
+        for cut in 0..w.len() {
+            assert!(Change::from_bytes(&w[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+    assert_eq!(replica.apply_changes(&back).unwrap(), feed.len());
+    assert_eq!(replica.list(), primary.list());
+    assert_eq!(replica.get("p1").unwrap().metadata, b"meta".to_vec());
 }
 
 #[test]

@@ -86,6 +86,10 @@ pub struct Face {
     /// Liveness verdict when asked for with `liveness=True`.
     #[pyo3(get)]
     liveness: Option<Liveness>,
+    /// True for the one face of the image that the analyzer's `selection` rule picks (the
+    /// face one-face calls use), False for the others.
+    #[pyo3(get)]
+    selected: bool,
 }
 
 #[pymethods]
@@ -98,6 +102,8 @@ impl Face {
 /// What the GIL-free part computes for one face.
 struct Computed {
     face: uniface_core::Face,
+    /// Whether the analyzer's `selection` rule picks this face among the image's faces.
+    selected: bool,
     quality: Option<QualityReport>,
     liveness: Option<Liveness>,
 }
@@ -117,6 +123,7 @@ fn to_face(py: Python<'_>, c: Computed) -> PyResult<Face> {
         embedding: readonly(embedding)?.unbind(),
         quality: c.quality,
         liveness: c.liveness,
+        selected: c.selected,
     })
 }
 
@@ -179,9 +186,12 @@ impl FaceAnalyzer {
     ) -> uniface_core::Result<Vec<Computed>> {
         let faces = self.inner.analyze(img)?;
         let count = faces.len();
+        let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+        let picked = self.inner.selection.pick(&boxes, img.width(), img.height());
         faces
             .into_iter()
-            .map(|face| {
+            .enumerate()
+            .map(|(i, face)| {
                 let quality = with_quality.then(|| {
                     let q = quality::measure(img, &face.bbox, &face.landmarks, &face.chip, count);
                     QualityReport::new(&q, &[])
@@ -194,6 +204,7 @@ impl FaceAnalyzer {
                 };
                 Ok(Computed {
                     face,
+                    selected: picked == Some(i),
                     quality,
                     liveness,
                 })

@@ -24,6 +24,10 @@ fn open_set(fmr: f64, fpir: Option<f64>) -> OpenSet {
     fpir.map_or(OpenSet::Fmr(fmr), OpenSet::Fpir)
 }
 
+/// What `__reduce__` returns: the class and the arguments that rebuild the object (how results
+/// cross process boundaries: Ray, multiprocessing, pickle).
+type Reduced<'py, A> = PyResult<(Bound<'py, PyAny>, A)>;
+
 /// One ranked subject of an identification.
 #[pyclass(frozen, get_all, module = "uniface")]
 pub struct Candidate {
@@ -35,6 +39,32 @@ pub struct Candidate {
 
 #[pymethods]
 impl Candidate {
+    #[new]
+    fn py_new(subject: String, template_id: u64, distance: f32, similarity: f32) -> Self {
+        Self {
+            subject,
+            template_id,
+            distance,
+            similarity,
+        }
+    }
+
+    /// Pickling (for Ray and multiprocessing): rebuilt from its fields.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> Reduced<'py, (String, u64, f32, f32)> {
+        let c = slf.get();
+        Ok((
+            slf.get_type().into_any(),
+            (c.subject.clone(), c.template_id, c.distance, c.similarity),
+        ))
+    }
+
+    fn __eq__(&self, other: &Self) -> bool {
+        self.subject == other.subject
+            && self.template_id == other.template_id
+            && self.distance == other.distance
+            && self.similarity == other.similarity
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Candidate(subject={:?}, distance={:.4})",
@@ -57,8 +87,44 @@ pub struct Identification {
     pub fpir: Option<f64>,
 }
 
+type IdentificationArgs = (Vec<Py<Candidate>>, Option<String>, f32, f64, Option<f64>);
+
 #[pymethods]
 impl Identification {
+    #[new]
+    #[pyo3(signature = (candidates, known, threshold, fmr, fpir=None))]
+    fn py_new(
+        candidates: Vec<Py<Candidate>>,
+        known: Option<String>,
+        threshold: f32,
+        fmr: f64,
+        fpir: Option<f64>,
+    ) -> Self {
+        Self {
+            candidates,
+            known,
+            threshold,
+            fmr,
+            fpir,
+        }
+    }
+
+    /// Pickling (for Ray and multiprocessing): rebuilt from its fields.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> Reduced<'py, IdentificationArgs> {
+        let py = slf.py();
+        let r = slf.get();
+        Ok((
+            slf.get_type().into_any(),
+            (
+                r.candidates.iter().map(|c| c.clone_ref(py)).collect(),
+                r.known.clone(),
+                r.threshold,
+                r.fmr,
+                r.fpir,
+            ),
+        ))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Identification(known={:?}, candidates={})",
@@ -68,22 +134,23 @@ impl Identification {
     }
 }
 
+impl From<uniface_index::Candidate> for Candidate {
+    fn from(c: uniface_index::Candidate) -> Self {
+        Self {
+            subject: c.subject,
+            template_id: c.template_id,
+            distance: c.distance,
+            similarity: c.similarity,
+        }
+    }
+}
+
 fn to_py(py: Python<'_>, r: uniface_index::Identification) -> PyResult<Identification> {
     Ok(Identification {
         candidates: r
             .candidates
             .into_iter()
-            .map(|c| {
-                Py::new(
-                    py,
-                    Candidate {
-                        subject: c.subject,
-                        template_id: c.template_id,
-                        distance: c.distance,
-                        similarity: c.similarity,
-                    },
-                )
-            })
+            .map(|c| Py::new(py, Candidate::from(c)))
             .collect::<PyResult<_>>()?,
         known: r.known,
         threshold: r.threshold,
@@ -107,6 +174,30 @@ pub struct OpenReport {
 
 #[pymethods]
 impl OpenReport {
+    #[new]
+    fn py_new(
+        clean: bool,
+        read_only: bool,
+        records_replayed: usize,
+        messages: Vec<String>,
+    ) -> Self {
+        Self {
+            clean,
+            read_only,
+            records_replayed,
+            messages,
+        }
+    }
+
+    /// Pickling (for Ray and multiprocessing): rebuilt from its fields.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> Reduced<'py, (bool, bool, usize, Vec<String>)> {
+        let r = slf.get();
+        Ok((
+            slf.get_type().into_any(),
+            (r.clean, r.read_only, r.records_replayed, r.messages.clone()),
+        ))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "OpenReport(clean={}, records_replayed={}, messages={:?})",
@@ -174,13 +265,20 @@ impl Gallery {
     /// (`CryptoError` without it or with another one). `previous_key` finishes a `rotate_key`
     /// that stopped part-way.
     #[new]
-    #[pyo3(signature = (path, *, create=false, shards=1, durability="sync", view=false, read_only=false, wait_lock=None, calibration=None, key=None, key_file=None, previous_key=None))]
+    ///
+    /// `shard=i` opens only shard `i` (created with the whole gallery when `create=True` finds
+    /// none): one process or Ray actor per shard, each taking only its shard's lock. Routing
+    /// still counts every shard (`ShardRouter(gallery.shards)`); an enrollment of a subject
+    /// that lives elsewhere raises `GalleryError`; searches cover this shard, to be merged with
+    /// the others' by `merge_candidates`.
+    #[pyo3(signature = (path, *, create=false, shards=1, shard=None, durability="sync", view=false, read_only=false, wait_lock=None, calibration=None, key=None, key_file=None, previous_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         create: bool,
         shards: i64,
+        shard: Option<i64>,
         durability: &str,
         view: bool,
         read_only: bool,
@@ -206,6 +304,9 @@ impl Gallery {
             None => None,
         };
         let shards: usize = errors::int_arg("shards", shards, 1, uniface_index::MAX_SHARDS as i64)?;
+        let shard: Option<usize> = shard
+            .map(|i| errors::int_arg("shard", i, 0, uniface_index::MAX_SHARDS as i64 - 1))
+            .transpose()?;
         let mode = self::durability(durability)?;
         let lock_timeout = match wait_lock {
             Some(s) if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) => {
@@ -222,18 +323,24 @@ impl Gallery {
                 let options = GalleryOptions {
                     shards,
                     durability: mode,
-                    encryption: key,
+                    encryption: key.clone(),
                     ..Default::default()
                 };
                 let mut inner = uniface_index::Gallery::create(&path, &options)?;
-                if let Some(t) = table {
-                    inner.set_calibration(t);
+                if shard.is_none() {
+                    if let Some(t) = table {
+                        inner.set_calibration(t);
+                    }
+                    return Ok(Self::wrap(inner, None));
                 }
-                return Ok(Self::wrap(inner, None));
+                // one shard of a new gallery: made whole, then opened as that shard alone
+                inner.flush()?;
+                drop(inner);
             }
             let options = OpenOptions {
                 durability: mode,
                 view,
+                shard,
                 read_only,
                 lock_timeout,
                 key,
@@ -431,6 +538,80 @@ impl Gallery {
         Ok(CheckReport::from(r))
     }
 
+    /// The gallery's number of shards (all of them, whether open here or not).
+    #[getter]
+    fn shards(&self) -> PyResult<usize> {
+        Ok(self.g()?.manifest().shards)
+    }
+
+    /// The shards open in this process (all, or the one named by `shard=`).
+    #[getter]
+    fn local_shards(&self) -> PyResult<Vec<usize>> {
+        Ok(self.g()?.local_shards())
+    }
+
+    /// Store `metadata` (bytes, up to 1 MiB) for an enrolled subject, replacing what was there.
+    fn set_metadata(&self, py: Python<'_>, subject: &str, metadata: &[u8]) -> PyResult<()> {
+        let g = self.g()?;
+        let m = metadata.to_vec();
+        py.detach(|| g.update_metadata(subject, &m))
+            .map_err(errors::index)
+    }
+
+    /// The last change applied on each shard, indexed by shard number (0 for shards not open
+    /// here): a replica's place in the change feed.
+    fn positions(&self) -> PyResult<Vec<u64>> {
+        Ok(self.g()?.positions())
+    }
+
+    /// The change feed: every durable change after `positions` (one number per shard, as
+    /// `positions()` gives them), in order, each as bytes for `apply_changes` on a replica
+    /// (checksummed: a damaged change is refused). Raises `GalleryError` when a checkpoint has
+    /// folded changes the caller still needs into a snapshot (copy the gallery then).
+    fn changes_since<'py>(
+        &self,
+        py: Python<'py>,
+        positions: Vec<u64>,
+    ) -> PyResult<Vec<Bound<'py, pyo3::types::PyBytes>>> {
+        let g = self.g()?;
+        let changes = py
+            .detach(|| g.changes_since(&positions))
+            .map_err(errors::index)?;
+        Ok(changes
+            .iter()
+            .map(|c| pyo3::types::PyBytes::new(py, &c.to_bytes()))
+            .collect())
+    }
+
+    /// Apply changes from another gallery's `changes_since` (same shard count): ones already
+    /// applied are skipped, a gap raises `GalleryError`, changes of shards not open here are
+    /// skipped. Returns how many were applied.
+    fn apply_changes(&self, py: Python<'_>, changes: Vec<Vec<u8>>) -> PyResult<usize> {
+        let decoded = changes
+            .iter()
+            .map(|b| uniface_index::Change::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(errors::index)?;
+        let g = self.g()?;
+        py.detach(|| g.apply_changes(&decoded))
+            .map_err(errors::index)
+    }
+
+    /// Set how many graph candidates a search explores (`ef`, 64 by default): more finds the
+    /// true nearest more often and costs time. Recorded in the gallery's manifest.
+    fn set_expansion_search(&self, py: Python<'_>, ef: i64) -> PyResult<()> {
+        let ef: usize = errors::int_arg("ef", ef, 1, uniface_index::MAX_EXPANSION as i64)?;
+        let g = self.g()?;
+        py.detach(|| g.set_expansion_search(ef))
+            .map_err(errors::index)
+    }
+
+    /// The per-comparison false-match rate that `identify(fpir=...)` uses at this gallery's
+    /// size (`per_comparison_fmr(fpir, len(gallery))`).
+    fn fmr_for_fpir(&self, fpir: f64) -> PyResult<f64> {
+        self.g()?.fmr_for_fpir(fpir).map_err(errors::index)
+    }
+
     fn __len__(&self) -> PyResult<usize> {
         Ok(self.g()?.len())
     }
@@ -470,4 +651,75 @@ impl Gallery {
             Err(_) => "Gallery(closed)".into(),
         }
     }
+}
+
+/// Where a subject lives in a gallery of `shards` shards: the same stable hash as the gallery
+/// (and every host that splits one), so a process that routes enrollments and the gallery agree.
+#[pyclass(frozen, module = "uniface")]
+pub struct ShardRouter {
+    inner: uniface_index::ShardRouter,
+    shards: usize,
+}
+
+#[pymethods]
+impl ShardRouter {
+    #[new]
+    fn py_new(shards: i64) -> PyResult<Self> {
+        let shards: usize = errors::int_arg("shards", shards, 1, uniface_index::MAX_SHARDS as i64)?;
+        Ok(Self {
+            inner: uniface_index::ShardRouter::new(shards),
+            shards,
+        })
+    }
+
+    /// The shard that holds `subject`.
+    fn shard_of(&self, subject: &str) -> usize {
+        self.inner.shard_of(subject)
+    }
+
+    #[getter]
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> Reduced<'py, (usize,)> {
+        Ok((slf.get_type().into_any(), (slf.get().shards,)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ShardRouter(shards={})", self.shards)
+    }
+}
+
+/// Merge candidates gathered from several shards (several processes or hosts): the best
+/// distance per subject, best first, at most `k` — the order a single gallery ranks in.
+#[pyfunction]
+pub fn merge_candidates(
+    py: Python<'_>,
+    candidates: Vec<PyRef<'_, Candidate>>,
+    k: i64,
+) -> PyResult<Vec<Py<Candidate>>> {
+    let k: usize = errors::int_arg("k", k, 0, i64::MAX)?;
+    let mut found: Vec<uniface_index::Candidate> = candidates
+        .iter()
+        .map(|c| uniface_index::Candidate {
+            subject: c.subject.clone(),
+            template_id: c.template_id,
+            distance: c.distance,
+            similarity: c.similarity,
+        })
+        .collect();
+    uniface_index::merge_candidates(&mut found, k)
+        .into_iter()
+        .map(|c| Py::new(py, Candidate::from(c)))
+        .collect()
+}
+
+/// The false-match rate per comparison that holds `comparisons` independent comparisons to
+/// `total` together: 1 − (1 − total)^(1/comparisons). With `total` an FPIR and `comparisons`
+/// the templates of a gallery (all its shards), it is the FMR `identify(fpir=...)` decides at.
+#[pyfunction]
+pub fn per_comparison_fmr(total: f64, comparisons: i64) -> PyResult<f64> {
+    let n: u64 = errors::int_arg("comparisons", comparisons, 0, i64::MAX)?;
+    uniface_core::calibration::per_comparison_fmr(total, n).map_err(errors::core)
 }

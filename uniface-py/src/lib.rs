@@ -54,6 +54,9 @@ fn _uniface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gallery::OpenReport>()?;
     m.add_class::<gallery::Candidate>()?;
     m.add_class::<gallery::Identification>()?;
+    m.add_class::<gallery::ShardRouter>()?;
+    m.add_function(wrap_pyfunction!(gallery::merge_candidates, m)?)?;
+    m.add_function(wrap_pyfunction!(gallery::per_comparison_fmr, m)?)?;
     m.add_class::<results::Assessment>()?;
     m.add_class::<results::QualityReport>()?;
     m.add_class::<results::Measure>()?;

@@ -246,8 +246,42 @@ impl From<uniface_index::CheckReport> for CheckReport {
     }
 }
 
+type CheckReportArgs = (usize, usize, usize, Vec<String>, Vec<String>);
+
 #[pymethods]
 impl CheckReport {
+    #[new]
+    fn py_new(
+        shards: usize,
+        subjects: usize,
+        templates: usize,
+        problems: Vec<String>,
+        notes: Vec<String>,
+    ) -> Self {
+        Self {
+            shards,
+            subjects,
+            templates,
+            problems,
+            notes,
+        }
+    }
+
+    /// Pickling (for Ray and multiprocessing): rebuilt from its fields.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, CheckReportArgs)> {
+        let r = slf.get();
+        Ok((
+            slf.get_type().into_any(),
+            (
+                r.shards,
+                r.subjects,
+                r.templates,
+                r.problems.clone(),
+                r.notes.clone(),
+            ),
+        ))
+    }
+
     /// No problems.
     #[getter]
     fn clean(&self) -> bool {

@@ -181,8 +181,49 @@ impl From<calibration::Decision> for Decision {
     }
 }
 
+type DecisionArgs = (f32, f32, f32, f64, bool, f64, u32);
+
 #[pymethods]
 impl Decision {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        distance: f32,
+        similarity: f32,
+        threshold: f32,
+        target_fmr: f64,
+        is_match: bool,
+        estimated_fmr: f64,
+        comparisons: u32,
+    ) -> Self {
+        Self {
+            distance,
+            similarity,
+            threshold,
+            target_fmr,
+            is_match,
+            estimated_fmr,
+            comparisons,
+        }
+    }
+
+    /// Pickling (for Ray and multiprocessing): rebuilt from its fields.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, DecisionArgs)> {
+        let d = slf.get();
+        Ok((
+            slf.get_type().into_any(),
+            (
+                d.distance,
+                d.similarity,
+                d.threshold,
+                d.target_fmr,
+                d.is_match,
+                d.estimated_fmr,
+                d.comparisons,
+            ),
+        ))
+    }
+
     fn __bool__(&self) -> bool {
         self.is_match
     }

@@ -90,6 +90,19 @@ def test_detect_landmarks_embed_and_analyze_agree(
     assert 0 <= left < right <= 250 and 0 <= top < bottom <= 250
 
 
+@pytest.mark.parametrize("rule", ["largest", "nearest_centre", "highest_score"])
+def test_each_image_has_one_selected_face_the_one_assess_uses(data: pathlib.Path, rule: str) -> None:
+    a = uniface.FaceAnalyzer(selection=rule)  # type: ignore[arg-type]
+    path = data / "photos" / "group_6faces_insightface_t1.jpg"
+    faces = a.analyze(path)
+    assert len(faces) == 6
+    chosen = [f.box for f in faces if f.selected]
+    assert chosen == [a.assess(path).box]
+    if rule == "largest":
+        batch = a.analyze_batch([path])[0]
+        assert [f.selected for f in batch] == [f.selected for f in faces]
+
+
 def test_outputs_are_zero_copy_read_only_views(
     analyzer: uniface.FaceAnalyzer, data: pathlib.Path
 ) -> None:

@@ -55,6 +55,19 @@ def round_trip(t: uniface.Template) -> uniface.Template:
     return uniface.Template.from_bytes(t.to_bytes()).converted("i8")
 
 
+def scatter_gather(root: pathlib.Path, probe: npt.NDArray[np.float32], shards: int) -> Optional[str]:
+    """One shard per process, merged as one gallery ranks."""
+    parts = [uniface.Gallery(root / "s", create=True, shards=shards, shard=i) for i in range(shards)]
+    router = uniface.ShardRouter(shards)
+    parts[router.shard_of("someone")].enroll("someone", probe)
+    found: list[uniface.Candidate] = [c for p in parts for c in p.identify(probe, k=3).candidates]
+    best = uniface.merge_candidates(found, 3)
+    fmr: float = uniface.per_comparison_fmr(1e-2, sum(len(p) for p in parts))
+    feed: list[bytes] = parts[0].changes_since(parts[0].positions())
+    print(fmr, len(feed), parts[0].local_shards, [f.selected for f in uniface.FaceAnalyzer().analyze(root)])
+    return best[0].subject if best else None
+
+
 def main(root: pathlib.Path) -> None:
     analyzer = uniface.FaceAnalyzer(upsample=1)
     try:

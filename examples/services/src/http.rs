@@ -1050,15 +1050,18 @@ pub const DEFAULT_FPIR: f64 = 1e-2;
 /// a collection of more than `DEFAULT_FPIR / min_fmr` templates is still searched (the answer's
 /// `fmr` says which rate was used).
 fn open_set_fmr(min_fmr: f64, fmr: Option<f64>, fpir: Option<f64>, total: usize) -> ApiResult<f64> {
-    let per_comparison = |fpir: f64| -((-fpir).ln_1p() / total.max(1) as f64).exp_m1();
+    let per_comparison = |fpir: f64| {
+        uniface::core::calibration::per_comparison_fmr(fpir, total as u64)
+            .map_err(|e| ApiError::bad(e.to_string()))
+    };
     match (fmr, fpir) {
         (Some(_), Some(_)) => Err(ApiError::bad("give fmr or fpir, not both")),
         (Some(f), None) => Ok(f),
         (None, Some(fpir)) if !(fpir > 0.0 && fpir < 1.0) => Err(ApiError::bad(format!(
             "fpir must lie in (0, 1), got {fpir}"
         ))),
-        (None, Some(fpir)) => Ok(per_comparison(fpir)),
-        (None, None) => Ok(per_comparison(DEFAULT_FPIR).max(min_fmr)),
+        (None, Some(fpir)) => per_comparison(fpir),
+        (None, None) => Ok(per_comparison(DEFAULT_FPIR)?.max(min_fmr)),
     }
 }
 

@@ -264,11 +264,7 @@ impl CalibrationTable {
             return Err(invalid("fmr", format!("{fmr} is not in (0, 1]")));
         }
         let m = f64::from(comparisons);
-        let per_comparison = if comparisons == 1 {
-            fmr
-        } else {
-            -((-fmr).ln_1p() / m).exp_m1()
-        };
+        let per_comparison = per_comparison_fmr(fmr, u64::from(comparisons))?;
         let threshold = self.threshold_for_fmr(per_comparison)?;
         let single = self.estimated_fmr(distance);
         Ok(Decision {
@@ -333,6 +329,21 @@ pub fn default_table() -> Result<&'static CalibrationTable> {
 /// Threshold for a target FMR from the shipped table.
 pub fn threshold_for_fmr(fmr: f64) -> Result<f32> {
     default_table()?.threshold_for_fmr(fmr)
+}
+
+/// The per-comparison false-match rate that holds a result over `comparisons` independent
+/// comparisons to the rate `total` for all of them together: 1 − (1 − total)^(1/comparisons)
+/// (computed without cancellation for small rates). The one formula behind an FPIR target
+/// spread over a gallery's templates and a subject verified against its best of m templates.
+/// `total` must lie in (0, 1]; `comparisons` of 0 counts as 1.
+pub fn per_comparison_fmr(total: f64, comparisons: u64) -> Result<f64> {
+    if !(total.is_finite() && total > 0.0 && total <= 1.0) {
+        return Err(invalid("fmr", format!("{total} is not in (0, 1]")));
+    }
+    if comparisons <= 1 {
+        return Ok(total);
+    }
+    Ok(-((-total).ln_1p() / comparisons as f64).exp_m1())
 }
 
 /// A decision from the shipped table.
@@ -798,5 +809,20 @@ mod tests {
         let mut bad = t.clone();
         bad.curve.reverse();
         assert!(CalibrationTable::from_json(&bad.to_json()).is_err());
+    }
+
+    #[test]
+    fn a_total_rate_spreads_over_comparisons_without_cancellation() {
+        assert_eq!(per_comparison_fmr(1e-2, 1).unwrap(), 1e-2);
+        assert_eq!(per_comparison_fmr(1e-2, 0).unwrap(), 1e-2);
+        // (1 − p)^n = 1 − total, checked where the naive formula is still accurate
+        let p = per_comparison_fmr(0.3, 7).unwrap();
+        assert!(((1.0 - p).powi(7) - 0.7).abs() < 1e-12, "{p}");
+        // far below f64's epsilon the naive 1 − (1 − t)^(1/n) is 0; this stays t/n to 1e-9
+        let p = per_comparison_fmr(1e-18, 1_000_000).unwrap();
+        assert!((p / 1e-24 - 1.0).abs() < 1e-9, "{p}");
+        for bad in [0.0, -1e-3, 1.5, f64::NAN, f64::INFINITY] {
+            assert!(per_comparison_fmr(bad, 10).is_err(), "{bad}");
+        }
     }
 }
