@@ -24,7 +24,7 @@ if os.environ.get("UNIFACE_REQUIRE_RAY") == "1":
 else:
     ray = pytest.importorskip("ray")
 
-from uniface.ray import ShardedGallery, ShardUnavailableError, embed_dataset  # noqa: E402
+from uniface.ray import QUALITY_MEASURES, ShardedGallery, ShardUnavailableError, embed_dataset  # noqa: E402
 
 # Ray's own modules warn at import and shutdown (deprecations inside Ray): not ours to fix
 pytestmark = [
@@ -230,6 +230,32 @@ def test_a_follower_catches_up_from_the_change_feed_even_after_a_checkpoint(
     g.close()
 
 
+def test_an_interrupted_follower_copy_is_finished_or_undone(tmp_path: pathlib.Path) -> None:
+    from uniface.ray._gallery import _COMPLETE, _recover_swap, _swap_names
+
+    def state(files: dict[str, dict[str, str]]) -> pathlib.Path:
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for folder, content in files.items():
+            (root / folder).mkdir(parents=True)
+            for name, text in content.items():
+                (root / folder / name).write_text(text)
+        return root / "shard-000"
+
+    # crashed between the two renames: the complete new copy takes the place
+    folder = state({"shard-000.incoming": {"wal.log": "new", _COMPLETE: ""}, "shard-000.old": {"wal.log": "old"}})
+    _recover_swap(folder)
+    assert (folder / "wal.log").read_text() == "new" and not (folder / _COMPLETE).exists()
+    assert not any(p.exists() for p in _swap_names(folder))
+    # crashed while writing the new copy (not marked complete): the old one comes back
+    folder = state({"shard-000.incoming": {"wal.log": "half"}, "shard-000.old": {"wal.log": "old"}})
+    _recover_swap(folder)
+    assert (folder / "wal.log").read_text() == "old"
+    # crashed before the swap: the folder stays, leftovers go
+    folder = state({"shard-000": {"wal.log": "cur"}, "shard-000.incoming": {"wal.log": "half"}})
+    _recover_swap(folder)
+    assert (folder / "wal.log").read_text() == "cur" and not any(p.exists() for p in _swap_names(folder))
+
+
 def test_embed_dataset_gives_the_analyzers_faces(
     data: pathlib.Path, analyzer: uniface.FaceAnalyzer, tmp_path: pathlib.Path
 ) -> None:
@@ -248,6 +274,14 @@ def test_embed_dataset_gives_the_analyzers_faces(
         assert r["label"] == pathlib.Path(r["image"]).parent.name
     bad = [r for r in rows if r["image"] == str(broken)]
     assert len(bad) == 1 and bad[0]["face"] == -1 and "ImageError" in bad[0]["error"]
+    # quality on request (one image per thread)
+    rated = embed_dataset(ray.data.from_items(items[:2]), quality=True, threads=2).take_all()
+    for r in (r for r in rated if r["face"] >= 0):
+        want = analyzer.analyze(r["image"], quality=True)[r["face"]].quality
+        assert want is not None
+        assert [m.name for m in want.measures] == list(QUALITY_MEASURES)
+        np.testing.assert_array_equal(r["quality"], [m.scalar for m in want.measures])
+    assert all(np.isnan(r["quality"]).all() for r in rows)
     # one face per image: the analyzer's selected one (here the largest)
     ones = embed_dataset(ray.data.from_items(items[:3]), one_face=True).take_all()
     assert len(ones) == 3 and all(r["selected"] for r in ones)

@@ -16,7 +16,7 @@ imports Ray. Two pieces:
 
 from __future__ import annotations
 
-from ._data import embed_dataset
+from ._data import QUALITY_MEASURES, embed_dataset
 from ._gallery import ShardedGallery, ShardUnavailableError
 
-__all__ = ["ShardUnavailableError", "ShardedGallery", "embed_dataset"]
+__all__ = ["QUALITY_MEASURES", "ShardUnavailableError", "ShardedGallery", "embed_dataset"]

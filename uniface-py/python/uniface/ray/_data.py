@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
 import ray.data
 
 import uniface
+
+
+#: The quality measures of the ``quality`` column, in its order (``Face.quality.measures``).
+QUALITY_MEASURES = (
+    "face_count", "inter_eye_distance", "face_height", "face_inside", "yaw", "pitch", "roll",
+    "sharpness", "luminance_mean", "luminance_std", "under_exposure", "over_exposure",
+    "dynamic_range",
+)  # fmt: skip
 
 
 class _Embedder:
@@ -67,7 +76,7 @@ class _Embedder:
                 cols["landmarks"].append(np.full(10, np.nan, np.float32))
                 cols["embedding"].append(np.full(128, np.nan, np.float32))
                 cols["score"].append(np.nan)
-                cols["quality"].append(np.nan)
+                cols["quality"].append(np.full(len(QUALITY_MEASURES), np.nan, np.float32))
                 cols["error"].append(error or "no face found")
                 continue
             for n, f in found:
@@ -78,18 +87,18 @@ class _Embedder:
                 cols["landmarks"].append(np.asarray(f.landmarks, np.float32).reshape(10))
                 cols["embedding"].append(np.asarray(f.embedding, np.float32))
                 cols["score"].append(f.score)
-                q = f.quality.unified if f.quality is not None else None
-                cols["quality"].append(q.scalar if q is not None else np.nan)
+                cols["quality"].append(_quality(f))
                 cols["error"].append("")
         out: dict[str, Any] = dict(extra)
         # typed columns, also for an empty batch, so that every batch has one schema
         for k, kind in {
             "image": str, "face": np.int32, "selected": np.bool_, "score": np.float32,
-            "quality": np.float32, "error": str,
+            "error": str,
         }.items():  # fmt: skip
             out[k] = np.asarray(cols[k], dtype=kind)
         for k, (width, kind) in {
             "box": (4, np.int32), "landmarks": (10, np.float32), "embedding": (128, np.float32),
+            "quality": (len(QUALITY_MEASURES), np.float32),
         }.items():  # fmt: skip
             out[k] = np.stack(cols[k]) if cols[k] else np.zeros((0, width), kind)
         return out
@@ -102,16 +111,26 @@ class _Embedder:
                 return found, [None] * len(inputs)
             except Exception:  # noqa: BLE001 (one bad image: one by one to find it, keep the rest)
                 pass
-        faces: list[list[Any]] = []
-        errors: list[Optional[str]] = []
-        for i in inputs:
+        def one(i: Any) -> tuple[list[Any], Optional[str]]:
             try:
-                faces.append(self.analyzer.analyze(i, quality=self.quality))
-                errors.append(None)
+                return self.analyzer.analyze(i, quality=self.quality), None
             except Exception as e:  # noqa: BLE001 (one image's failure is its row, not the job's)
-                faces.append([])
-                errors.append(f"{type(e).__name__}: {e}")
-        return faces, errors
+                return [], f"{type(e).__name__}: {e}"
+
+        # one image per thread (analyze releases the GIL), `threads` at a time
+        with ThreadPoolExecutor(max_workers=self.threads or 1) as pool:
+            done = list(pool.map(one, inputs))
+        return [f for f, _ in done], [e for _, e in done]
+
+
+def _quality(face: Any) -> np.ndarray:
+    """The face's quality measures as 0–100 scalars in ``QUALITY_MEASURES`` order (NaN when
+    not computed)."""
+    out = np.full(len(QUALITY_MEASURES), np.nan, np.float32)
+    if face.quality is not None:
+        scalars = {m.name: m.scalar for m in face.quality.measures}
+        out[:] = [scalars.get(name, np.nan) for name in QUALITY_MEASURES]
+    return out
 
 
 def embed_dataset(
@@ -134,13 +153,14 @@ def embed_dataset(
     face: the input's other columns (a label, an id) as they were, ``image`` (the path; for
     bytes ``#i``, the place in its batch, so keep a path or id column beside them), ``face``
     (its number in the image), ``selected`` (the face the analyzer's ``selection`` rule picks:
-    "largest" unless ``selection=`` says otherwise),
-    ``box`` (left, top, right, bottom), ``landmarks`` (5 points as x0, y0, … x4, y4),
-    ``embedding`` (128 float32), ``score`` (detector), ``quality`` (the unified quality score
-    when ``quality=True``, else NaN) and ``error`` (empty). An image with no face, or one that
-    cannot be read, gives one row with ``face = -1``, NaN values and the reason in ``error`` —
-    it never ends the job. ``one_face=True`` keeps only the selected face of each image (an
-    enrollment photo's subject).
+    "largest" unless ``selection=`` says otherwise), ``box`` (left, top, right, bottom),
+    ``landmarks`` (5 points as x0, y0, … x4, y4),
+    ``embedding`` (128 float32), ``score`` (detector), ``quality`` (with ``quality=True``: the
+    face's quality measures as 0–100 scalars, in the order of ``QUALITY_MEASURES``; else NaN)
+    and ``error`` (empty). An image with no face, or one that cannot be read, gives one row
+    with ``face = -1``, NaN values and the reason in ``error`` — it never ends the job.
+    ``one_face=True`` keeps only the selected face of each image (an enrollment photo's
+    subject).
 
     Each actor reserves ``num_cpus`` CPUs and analyses a batch on ``threads`` threads (default:
     ``num_cpus`` rounded up). The dataset is lazy: nothing runs until it is consumed

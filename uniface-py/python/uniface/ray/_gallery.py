@@ -90,6 +90,44 @@ def _open_existing(
     return g
 
 
+_COMPLETE = ".copy-complete"
+
+
+def _swap_names(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    return folder.with_name(folder.name + ".incoming"), folder.with_name(folder.name + ".old")
+
+
+def _write_synced(path: pathlib.Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover_swap(folder: pathlib.Path) -> None:
+    """Finish or undo a follower's interrupted copy (see ``_ShardActor._bootstrap``): a
+    missing shard folder is replaced by the complete new copy, else by the old one; leftovers
+    go."""
+    fresh, old = _swap_names(folder)
+    if not folder.exists():
+        if (fresh / _COMPLETE).exists():
+            fresh.rename(folder)
+        elif old.exists():
+            old.rename(folder)
+    if folder.exists():
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        (folder / _COMPLETE).unlink(missing_ok=True)
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -121,6 +159,8 @@ class _ShardActor:
         # a follower's copy may be made afresh (it is filled from the writer's feed); a writer's
         # only when the gallery is being created and this is not a restart
         fresh = replica > 0 or (create and not self.restarted)
+        if replica > 0:
+            _recover_swap(pathlib.Path(self.path) / f"shard-{shard:03}")
         self.gallery = _open_shard(self.path, shard, shards, durability, ef, wait_lock, fresh)
         self.follow_error: Optional[str] = None
 
@@ -199,10 +239,11 @@ class _ShardActor:
         self.gallery.checkpoint()
 
     def export_shard(self) -> dict[str, bytes]:
-        """A copy of this shard for a follower that fell behind a checkpoint: checkpointed
-        first, so the copy is the snapshot and an empty log. An actor runs one call at a time,
-        so nothing changes the shard while it is read."""
-        self.gallery.checkpoint()
+        """A copy of this shard's files for a follower that fell behind a checkpoint: the log
+        made durable first, then snapshot, log and graph as they are (what a reopen after a
+        crash reads). No checkpoint, so other followers are not pushed behind one too. An actor
+        runs one call at a time, so nothing changes the shard while it is read."""
+        self.gallery.flush()
         folder = pathlib.Path(self.path) / f"shard-{self.shard:03}"
         return {
             p.name: p.read_bytes()
@@ -224,22 +265,35 @@ class _ShardActor:
         return self.gallery.apply_changes(changes)
 
     def _bootstrap(self, files: dict[str, bytes]) -> None:
+        """Replace this copy's shard folder by the writer's files. The new folder is written
+        beside the old one and marked complete before the two swap places, so a crash at any
+        point leaves the old copy or the complete new one (``_recover_swap`` at the next start);
+        if this copy cannot be reopened the process ends, and Ray's restart recovers it."""
         shards = self.gallery.shards
         self.gallery.close()
         folder = pathlib.Path(self.path) / f"shard-{self.shard:03}"
-        fresh = folder.with_name(folder.name + ".incoming")
-        shutil.rmtree(fresh, ignore_errors=True)
-        fresh.mkdir()
-        for name, data in files.items():
-            (fresh / name).write_bytes(data)
-            with open(fresh / name, "rb+") as f:
-                os.fsync(f.fileno())
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        fresh.rename(folder)
-        shutil.rmtree(old)
-        self.gallery = _open_existing(self.path, self.shard, shards, self.durability, self.wait_lock)
+        fresh, old = _swap_names(folder)
+        try:
+            shutil.rmtree(fresh, ignore_errors=True)
+            fresh.mkdir()
+            for name, data in files.items():
+                _write_synced(fresh / name, data)
+            _write_synced(fresh / _COMPLETE, b"")
+            _sync_dir(fresh)
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            fresh.rename(folder)
+            _sync_dir(folder.parent)
+            shutil.rmtree(old)
+            (folder / _COMPLETE).unlink()
+        finally:
+            try:
+                _recover_swap(folder)
+                self.gallery = _open_existing(
+                    self.path, self.shard, shards, self.durability, self.wait_lock
+                )
+            except Exception:  # noqa: BLE001 (a follower that cannot reopen restarts)
+                os._exit(1)
 
 
 class ShardedGallery:
@@ -438,14 +492,31 @@ class ShardedGallery:
 
     def _scatter(self, call: Callable[[Any], Any]) -> list[Any]:
         """A read on every shard (one copy each), gathered; each shard retried once."""
-        refs = []
-        for shard, copies in enumerate(self._actors):
-            refs.append(call(copies[next(self._turn[shard]) % len(copies)]))
+        turns = [next(t) for t in self._turn]
+        refs = [call(c[turn % len(c)]) for c, turn in zip(self._actors, turns)]
         try:
             return self._wait(refs)
         except ShardUnavailableError:
             self.retries += 1
-            return [self._read(shard, call) for shard in range(len(self._actors))]
+        # the shards that answered keep their answers; the others are asked once more, on
+        # their next copy and all together
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = {r.hex() for r in ready}
+        out: list[Any] = [None] * len(refs)
+        again = []
+        for shard, ref in enumerate(refs):
+            try:
+                if ref.hex() not in done:
+                    raise ShardUnavailableError("no answer")
+                out[shard] = self._wait([ref])[0]
+            except ShardUnavailableError:
+                again.append(shard)
+        retried = self._wait(
+            [call(self._actors[i][(turns[i] + 1) % len(self._actors[i])]) for i in again]
+        )
+        for shard, answer in zip(again, retried):
+            out[shard] = answer
+        return out
 
     def _write(self, shard: int, call: Callable[[Any], Any]) -> Any:
         return self._wait([call(self._actors[shard][0])])[0]
