@@ -120,7 +120,10 @@ def measure(
         top1 += best is not None and best.subject == f"i{identity}"
         recall += best is not None and best.template_id == nearest
     lat.sort()
-    pct = lambda q: lat[round((len(lat) - 1) * q)] * 1e3  # noqa: E731
+
+    def pct(q: float) -> float:
+        return lat[round((len(lat) - 1) * q)] * 1e3
+
     t = time.perf_counter()
     for start in range(0, len(probes), batch):
         gallery.identify_batch(probes[start : start + batch], k=1)
@@ -236,7 +239,7 @@ def main() -> int:
         "queries": args.queries,
         "ef": args.ef,
         "cpus": args.cpus,
-        "ray": __import__("ray").__version__,
+        "ray": ray.__version__,
         "peak_rss_driver_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "runs": runs,
     }

@@ -162,7 +162,6 @@ class _ShardActor:
         if replica > 0:
             _recover_swap(pathlib.Path(self.path) / f"shard-{shard:03}")
         self.gallery = _open_shard(self.path, shard, shards, durability, ef, wait_lock, fresh)
-        self.follow_error: Optional[str] = None
 
     # --- reads -----------------------------------------------------------------------------
     def search(self, probes: npt.NDArray[np.float32], k: int) -> tuple[list[list[_Row]], int]:
@@ -210,7 +209,6 @@ class _ShardActor:
             "templates": len(self.gallery),
             "pending": self.gallery.pending,
             "open_report": report,
-            "follow_error": self.follow_error,
         }
 
     # --- writes (the writer) ---------------------------------------------------------------
