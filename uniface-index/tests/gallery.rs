@@ -435,7 +435,7 @@ fn a_large_shard_searches_through_the_graph_and_its_pending_buffer() {
     assert_eq!(g.pending(), n);
     // index most of them; the rest stay pending and must still be found (inserted from one
     // thread, so that the graph, and so its recall, is the same in every run: with parallel
-    // insertion it varies, and 1 miss in 63 probes was seen when other tests shared the CPUs)
+    // insertion it varies with the scheduling)
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -443,13 +443,27 @@ fn a_large_shard_searches_through_the_graph_and_its_pending_buffer() {
     let indexed = one_thread.install(|| g.index_pending(n - 500)).unwrap();
     assert_eq!(indexed, n - 500);
     assert_eq!(g.pending(), 500);
-    let mut hits = 0;
-    for id in (0..n as u64).step_by(97) {
+    // every template is probed: the 500 pending ones are scanned exactly and must all be found;
+    // the graph's are found at its recall. Measured here: 5,590 of 5,596 (99.89 %); the i8 graph
+    // differs between CPUs (their distance kernels round differently), and one of 63 sampled
+    // probes missed on another machine, so the bound is 99.5 % (at most 27 misses), 5x the misses
+    // measured here
+    let (mut graph_hits, mut pending_hits) = (0, 0);
+    for id in 0..n as u64 {
         let r = g.identify(&template(id, 4), 1, 1e-3).unwrap();
-        hits += usize::from(r.candidates[0].subject == format!("g{id}"));
+        let hit = usize::from(r.candidates[0].subject == format!("g{id}"));
+        if id < (n - 500) as u64 {
+            graph_hits += hit;
+        } else {
+            pending_hits += hit;
+        }
     }
-    let probes = (0..n).step_by(97).count();
-    assert!(hits * 100 >= probes * 99, "{hits}/{probes}");
+    assert_eq!(pending_hits, 500);
+    assert!(
+        graph_hits * 1000 >= (n - 500) * 995,
+        "{graph_hits}/{}",
+        n - 500
+    );
     // removals reach the graph; a checkpoint saves it; a reopen uses it
     g.remove_subject("g0").unwrap();
     g.checkpoint().unwrap();
