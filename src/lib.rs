@@ -28,6 +28,7 @@ pub use uniface_core as core;
 pub use uniface_index as index;
 
 pub mod bench;
+pub mod cluster;
 pub mod eval;
 
 pub use uniface_core::calibration::{CalibrationTable, Decision};

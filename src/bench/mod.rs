@@ -13,6 +13,7 @@ use crate::core::candle::{Device, Tensor};
 use crate::core::Error;
 use crate::{Backend, Embedder, ModelStore, Result};
 
+pub mod cluster;
 pub mod gallery;
 
 /// A benchmark's figures, as JSON and as the text `uniface bench` prints.

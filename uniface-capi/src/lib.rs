@@ -25,6 +25,7 @@ compile_error!("uniface-capi must be built with panic = \"unwind\": the C bounda
 
 mod boundary;
 mod calibration;
+mod cluster;
 mod crypto;
 mod gallery;
 
@@ -39,6 +40,7 @@ use uniface_core::template::{ModelFingerprint, Template};
 
 pub use boundary::{uf_last_error_message, uf_status, uf_status_str};
 use boundary::{Failure, Outcome};
+pub use cluster::*;
 pub use gallery::*;
 
 /// Values in an embedding.

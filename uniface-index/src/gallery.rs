@@ -23,6 +23,7 @@
 //! exact scan of templates not yet in it; small shards are scanned exactly), re-scores them in
 //! f32 and fans out over the shards with rayon.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -293,6 +294,36 @@ pub struct Identification {
     pub fmr: f64,
     /// The target false-positive identification rate, when the rule was [`OpenSet::Fpir`].
     pub fpir: Option<f64>,
+}
+
+/// Nearest other subjects [`Gallery::duplicates`] looks at per template.
+pub const DUPLICATE_NEIGHBOURS: usize = 8;
+
+/// Two subjects whose templates match ([`Gallery::duplicates`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Duplicate {
+    /// The two subject ids, in sorted order.
+    pub subjects: [String; 2],
+    /// Their closest templates (in the order of `subjects`).
+    pub templates: [u64; 2],
+    pub distance: f32,
+    pub similarity: f32,
+}
+
+impl Duplicate {
+    fn new(subject: &str, id: u64, other: Candidate, metric: Metric) -> Self {
+        let (subjects, templates) = if subject <= other.subject.as_str() {
+            ([subject.to_owned(), other.subject], [id, other.template_id])
+        } else {
+            ([other.subject, subject.to_owned()], [other.template_id, id])
+        };
+        Self {
+            subjects,
+            templates,
+            distance: other.distance,
+            similarity: metric.similarity(other.distance),
+        }
+    }
 }
 
 /// One change of the feed: a log record and the shard it belongs to.
@@ -1158,6 +1189,106 @@ impl Gallery {
             }
         }
         Ok(out)
+    }
+
+    /// Possible duplicate identities: pairs of *different* subjects with templates closer
+    /// than the calibrated threshold for `fmr` per comparison (one person enrolled under two
+    /// names, or two people the model cannot tell apart), closest first, each pair once with
+    /// its closest templates. Every template is searched like a probe (graph candidates
+    /// re-scored exactly, its [`DUPLICATE_NEIGHBOURS`] nearest other subjects); memory holds
+    /// the template ids and the pairs found, never the vectors at once. `progress(k)` counts
+    /// templates searched.
+    ///
+    /// Among *n* templates there are about *n²/2* comparisons, so `fmr` must be small for
+    /// the false pairs to be few: at 1e-3 expect about `fmr × n² / 2` of them in a gallery
+    /// of strangers (`docs/GALLERY.md`).
+    pub fn duplicates(&self, fmr: f64, progress: &(dyn Fn(u64) + Sync)) -> Result<Vec<Duplicate>> {
+        let threshold = self.calibration.threshold_for_fmr(fmr)?;
+        let ids: Vec<u64> = self
+            .loaded()
+            .map(|(i, s)| Ok(read_shard(s, i)?.state.template_ids().collect::<Vec<_>>()))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let k = DUPLICATE_NEIGHBOURS.min(self.len());
+        let per_shard = k.saturating_mul(4).max(8);
+        let local: Vec<(usize, &RwLock<Shard>)> = self.loaded().collect();
+        let found: Vec<Vec<Duplicate>> = ids
+            .par_iter()
+            .map(|&id| {
+                let Some((subject, v)) = self.template(id) else {
+                    return Ok(Vec::new()); // removed meanwhile
+                };
+                let mut out = Vec::new();
+                for &shard in &local {
+                    for c in self.search_shard(shard, &v, k + 1, per_shard)? {
+                        if c.subject != subject && c.distance < threshold {
+                            out.push(Duplicate::new(&subject, id, c, self.metric));
+                        }
+                    }
+                }
+                progress(1);
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        let mut best: HashMap<(String, String), Duplicate> = HashMap::new();
+        for d in found.into_iter().flatten() {
+            let key = (d.subjects[0].clone(), d.subjects[1].clone());
+            match best.get(&key) {
+                Some(b) if (b.distance, b.templates) <= (d.distance, d.templates) => {}
+                _ => {
+                    best.insert(key, d);
+                }
+            }
+        }
+        let mut out: Vec<Duplicate> = best.into_values().collect();
+        out.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then_with(|| a.subjects.cmp(&b.subjects))
+        });
+        Ok(out)
+    }
+
+    /// Enroll `template` for `subject` and report who else it matches: the identification of
+    /// the template restricted to *other* subjects (up to `k`, with `known` set when the
+    /// closest is under the threshold of `open_set`). Nothing is refused: the host decides
+    /// what a possible duplicate means (a second look, a fraud case). The search runs before
+    /// the enrollment, so the new template never matches itself.
+    pub fn enroll_reporting_duplicates(
+        &self,
+        subject: &str,
+        template: &Template,
+        k: usize,
+        open_set: impl Into<OpenSet>,
+    ) -> Result<(u64, Identification)> {
+        let open_set = open_set.into();
+        let mut found = if self.is_empty() {
+            let (fmr, fpir) = match open_set {
+                OpenSet::Fmr(f) => (f, None),
+                OpenSet::Fpir(f) => (f, Some(f)),
+            };
+            self.check_probe(template)?;
+            Identification {
+                candidates: Vec::new(),
+                known: None,
+                threshold: self.calibration.threshold_for_fmr(fmr)?,
+                fmr,
+                fpir,
+            }
+        } else {
+            self.identify(template, k.saturating_add(1), open_set)?
+        };
+        found.candidates.retain(|c| c.subject != subject);
+        found.candidates.truncate(k);
+        found.known = found
+            .candidates
+            .first()
+            .filter(|c| c.distance < found.threshold)
+            .map(|c| c.subject.clone());
+        let id = self.enroll(subject, template)?;
+        Ok((id, found))
     }
 
     /// The per-comparison false-match rate that gives a false-positive identification rate of

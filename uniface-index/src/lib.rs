@@ -13,6 +13,7 @@
 //! `docs/GALLERY.md`.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod gallery;
 mod hnsw;
 mod keys;
@@ -21,9 +22,9 @@ pub mod storage;
 pub mod wal;
 
 pub use gallery::{
-    check, check_encrypted, merge_candidates, Candidate, Change, CheckReport, Gallery,
+    check, check_encrypted, merge_candidates, Candidate, Change, CheckReport, Duplicate, Gallery,
     GalleryOptions, Identification, Indexer, Manifest, OpenOptions, OpenReport, OpenSet,
-    ShardRouter, MAX_CONNECTIVITY, MAX_EXPANSION, MAX_SHARDS,
+    ShardRouter, DUPLICATE_NEIGHBOURS, MAX_CONNECTIVITY, MAX_EXPANSION, MAX_SHARDS,
 };
 pub use hnsw::GraphStatus;
 pub use keys::CIPHER;

@@ -881,3 +881,59 @@ fn ids_chosen_by_the_caller_make_a_repeated_change_harmless_and_survive_reopenin
     assert_eq!(r.known.as_deref(), Some("person-1"));
     assert_eq!(r.candidates[0].template_id, 1000);
 }
+
+#[test]
+fn duplicates_are_pairs_of_other_subjects_and_enrollment_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::create(dir.path(), &options(2)).unwrap();
+    for id in 0..30 {
+        for s in 0..2 {
+            g.enroll(&format!("person-{id:02}"), &template(id, s))
+                .unwrap();
+        }
+    }
+    // two people enrolled a second time under other names (another sample of their face)
+    g.enroll("alias-a", &template(3, 7)).unwrap();
+    g.enroll("alias-b", &template(21, 8)).unwrap();
+    let found = g.duplicates(1e-4, &|_| {}).unwrap();
+    let pairs: Vec<[&str; 2]> = found
+        .iter()
+        .map(|d| [d.subjects[0].as_str(), d.subjects[1].as_str()])
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![["alias-a", "person-03"], ["alias-b", "person-21"]],
+        "{found:?}"
+    );
+    for d in &found {
+        // the templates named are the subjects' own, and the distance theirs
+        let a = g.template(d.templates[0]).unwrap();
+        let b = g.template(d.templates[1]).unwrap();
+        assert_eq!(
+            [a.0.as_str(), b.0.as_str()],
+            [d.subjects[0].as_str(), d.subjects[1].as_str()]
+        );
+        let exact = uniface_core::compare::euclidean(&a.1, &b.1).unwrap();
+        assert!((exact - d.distance).abs() < 1e-5);
+    }
+    // an enrollment that matches someone else is made, and reported
+    let (id, r) = g
+        .enroll_reporting_duplicates("alias-c", &template(11, 9), 3, 1e-4)
+        .unwrap();
+    assert_eq!(g.template(id).unwrap().0, "alias-c");
+    assert_eq!(r.known.as_deref(), Some("person-11"), "{r:?}");
+    assert!(r.candidates.iter().all(|c| c.subject != "alias-c"));
+    // one of a subject's own further templates is not a duplicate of itself
+    let (_, r) = g
+        .enroll_reporting_duplicates("person-05", &template(5, 9), 3, 1e-4)
+        .unwrap();
+    assert_eq!(r.known, None, "{r:?}");
+    assert!(r.candidates.iter().all(|c| c.subject != "person-05"));
+    // the first enrollment of an empty gallery reports nothing
+    let empty = tempfile::tempdir().unwrap();
+    let e = Gallery::create(empty.path(), &options(1)).unwrap();
+    let (_, r) = e
+        .enroll_reporting_duplicates("x", &template(1, 0), 3, 1e-4)
+        .unwrap();
+    assert!(r.candidates.is_empty() && r.known.is_none());
+}

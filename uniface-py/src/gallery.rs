@@ -28,6 +28,26 @@ fn open_set(fmr: f64, fpir: Option<f64>) -> OpenSet {
 /// cross process boundaries: Ray, multiprocessing, pickle).
 type Reduced<'py, A> = PyResult<(Bound<'py, PyAny>, A)>;
 
+/// Two subjects whose templates match (`Gallery.duplicates`): the subject ids (sorted),
+/// their closest templates, and the distance between them.
+#[pyclass(frozen, get_all, module = "uniface")]
+pub struct Duplicate {
+    pub subjects: (String, String),
+    pub templates: (u64, u64),
+    pub distance: f32,
+    pub similarity: f32,
+}
+
+#[pymethods]
+impl Duplicate {
+    fn __repr__(&self) -> String {
+        format!(
+            "Duplicate(subjects={:?}, templates={:?}, distance={:.4})",
+            self.subjects, self.templates, self.distance
+        )
+    }
+}
+
 /// One ranked subject of an identification.
 #[pyclass(frozen, get_all, module = "uniface")]
 pub struct Candidate {
@@ -471,6 +491,48 @@ impl Gallery {
         py.detach(|| g.verify(subject, &t, fmr))
             .map(|d| d.map(Decision::from))
             .map_err(errors::index)
+    }
+
+    /// Enroll like `enroll`, and report who else the template matches: the identification
+    /// restricted to other subjects (`known` is the closest other subject under the
+    /// threshold, or None). Nothing is refused; returns `(template_id, identification)`.
+    #[pyo3(signature = (subject, template, k=5, fmr=1e-4, fpir=None))]
+    fn enroll_reporting_duplicates(
+        &self,
+        py: Python<'_>,
+        subject: &str,
+        template: &Bound<'_, PyAny>,
+        k: i64,
+        fmr: f64,
+        fpir: Option<f64>,
+    ) -> PyResult<(u64, Identification)> {
+        let k: usize = errors::int_arg("k", k, 0, i64::MAX)?;
+        let t = as_template(template)?;
+        let g = self.g()?;
+        let (id, r) = py
+            .detach(|| g.enroll_reporting_duplicates(subject, &t, k, open_set(fmr, fpir)))
+            .map_err(errors::index)?;
+        Ok((id, to_py(py, r)?))
+    }
+
+    /// Possible duplicate identities: pairs of different subjects whose templates match at
+    /// `fmr` per comparison, closest first (a list of `Duplicate`). With n templates there
+    /// are about n²/2 comparisons: keep `fmr` small.
+    #[pyo3(signature = (fmr=1e-5))]
+    fn duplicates(&self, py: Python<'_>, fmr: f64) -> PyResult<Vec<Duplicate>> {
+        let g = self.g()?;
+        let found = py
+            .detach(|| g.duplicates(fmr, &|_| {}))
+            .map_err(errors::index)?;
+        Ok(found
+            .into_iter()
+            .map(|d| Duplicate {
+                subjects: (d.subjects[0].clone(), d.subjects[1].clone()),
+                templates: (d.templates[0], d.templates[1]),
+                distance: d.distance,
+                similarity: d.similarity,
+            })
+            .collect())
     }
 
     /// Remove a subject and all its templates (erased from disk at the next checkpoint);

@@ -6,6 +6,7 @@
 
 mod analyzer;
 mod calibration;
+mod cluster;
 mod errors;
 mod eval;
 mod gallery;
@@ -55,6 +56,10 @@ fn _uniface(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gallery::Candidate>()?;
     m.add_class::<gallery::Identification>()?;
     m.add_class::<gallery::ShardRouter>()?;
+    m.add_class::<gallery::Duplicate>()?;
+    m.add_class::<cluster::Clusterer>()?;
+    m.add_class::<cluster::Additions>()?;
+    m.add_function(wrap_pyfunction!(cluster::cluster, m)?)?;
     m.add_function(wrap_pyfunction!(gallery::merge_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(gallery::per_comparison_fmr, m)?)?;
     m.add_class::<results::Assessment>()?;

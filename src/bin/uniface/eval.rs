@@ -88,6 +88,36 @@ pub enum EvalTarget {
         #[arg(long)]
         list: PathBuf,
     },
+    /// Clustering by identity on a folder of identities (ROOT/<identity>/<photo>, one face per
+    /// photo): pairwise and BCubed precision, recall and F and the number of clusters for each
+    /// method at each --fmr, and for Chinese Whispers at dlib's distance 0.5.
+    Cluster {
+        #[command(flatten)]
+        photos: Photos,
+        /// Target false-match rates of the thresholds (repeatable; default 1e-3 4e-4 1e-4).
+        #[arg(long)]
+        fmr: Vec<f64>,
+        /// Neighbours per face in the graph.
+        #[arg(long, default_value_t = 32)]
+        neighbours: usize,
+        /// Write `path identity label…` per photo as TSV (one label column per row of the
+        /// report) for tools/cluster_reference.py.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Possible duplicate identities (`gallery duplicates`) on a folder of identities where
+    /// some people are enrolled twice, under a second name: how many of them are found, and
+    /// how many reported pairs are two different people, at each --fmr.
+    Duplicates {
+        #[command(flatten)]
+        photos: Photos,
+        /// People (with two or more photos) enrolled under a second name.
+        #[arg(long, default_value_t = 20)]
+        twins: usize,
+        /// False-match rates per comparison (repeatable; default 1e-3 1e-5 1e-6).
+        #[arg(long)]
+        fmr: Vec<f64>,
+    },
     /// Held-out check of calibration: thresholds from the other LFW folds, FMR measured on one.
     Calibration {
         #[command(flatten)]
@@ -197,6 +227,64 @@ pub fn eval(target: EvalTarget) -> uniface::Result<()> {
             progress.finish_and_clear();
             if p.json {
                 println!("{}", r.to_json());
+            } else {
+                println!("{r}");
+            }
+        }
+        EvalTarget::Cluster {
+            photos: p,
+            fmr,
+            neighbours,
+            labels,
+        } => {
+            let fmrs = if fmr.is_empty() {
+                vec![1e-3, 4e-4, 1e-4]
+            } else {
+                fmr
+            };
+            let progress = bar(0, "describing");
+            let r = uniface::eval::clustering(
+                &analyzer,
+                &p.root,
+                p.select,
+                p.cache.as_deref(),
+                &fmrs,
+                neighbours,
+                &|k| progress.inc(k),
+            )?;
+            progress.finish_and_clear();
+            if let Some(path) = labels {
+                std::fs::write(&path, r.labels_tsv()).map_err(|e| Error::io(&path, e))?;
+            }
+            if p.json {
+                println!("{}", serde_json::to_value(&r).unwrap_or_default());
+            } else {
+                println!("{r}");
+            }
+        }
+        EvalTarget::Duplicates {
+            photos: p,
+            twins,
+            fmr,
+        } => {
+            let fmrs = if fmr.is_empty() {
+                vec![1e-3, 1e-5, 1e-6]
+            } else {
+                fmr
+            };
+            let progress = bar(0, "describing");
+            let r = uniface::eval::duplicates(
+                &analyzer,
+                &p.root,
+                p.select,
+                p.cache.as_deref(),
+                twins,
+                &fmrs,
+                &|k| progress.inc(k),
+            )?;
+            progress.finish_and_clear();
+            if p.json {
+                println!("{}", serde_json::to_value(&r).unwrap_or_default());
             } else {
                 println!("{r}");
             }

@@ -113,6 +113,16 @@ pub enum GalleryAction {
     },
     /// Counts, graph parameters and templates waiting for the graph.
     Stats,
+    /// Possible duplicate identities: pairs of different subjects whose templates match at
+    /// --fmr per comparison (one person enrolled under two names), closest first.
+    ///
+    /// Every template is searched against the gallery; with n templates there are about
+    /// n²/2 comparisons, so keep --fmr small (at 1e-4, a gallery of 10,000 strangers gives
+    /// about 5,000 false pairs; at 1e-6, about 50).
+    Duplicates {
+        #[arg(long, default_value_t = 1e-5)]
+        fmr: f64,
+    },
     /// Verify every file from disk (checksums, sequence numbers, the state they add up to)
     /// without opening the gallery; exits non-zero on any problem.
     Check,
@@ -384,6 +394,30 @@ pub fn run(
             };
             g.flush()?;
             println!("removed {n} template(s)");
+        }
+        GalleryAction::Duplicates { fmr } => {
+            let g = open_read_only(dir, &access)?;
+            let progress = crate::eval::bar(g.len(), "searching");
+            let found = g.duplicates(fmr, &|k| progress.inc(k))?;
+            progress.finish_and_clear();
+            if json_out {
+                for d in &found {
+                    println!("{}", serde_json::to_string(d).unwrap_or_default());
+                }
+            } else {
+                let threshold = uniface::core::calibration::threshold_for_fmr(fmr)?;
+                println!(
+                    "{} possible duplicate pairs among {} subjects (distance under {threshold:.4}, FMR {fmr:.0e} per comparison)",
+                    found.len(),
+                    g.list().len()
+                );
+                for d in &found {
+                    println!(
+                        "  {:<30} {:<30} distance {:.4} (templates {} and {})",
+                        d.subjects[0], d.subjects[1], d.distance, d.templates[0], d.templates[1]
+                    );
+                }
+            }
         }
         GalleryAction::Stats => {
             let g = open_read_only(dir, &access)?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod cluster;
 mod demo;
 mod eval;
 mod faces;
@@ -80,6 +81,12 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Group the faces of a photo collection by person.
+    ///
+    /// Every face of every image is described and clustered over a nearest-neighbour graph
+    /// with a threshold from the calibration (--fmr) or a distance (--threshold). With --out,
+    /// one folder of links per cluster and a contact sheet of its faces.
+    Cluster(cluster::ClusterArgs),
     /// Are the faces in two photos the same person? A calibrated 1:1 decision.
     ///
     /// Compares one face of each photo, chosen by the rule the calibration table was made
@@ -250,6 +257,24 @@ enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
+    /// Clustering speed and memory on synthetic face-like templates (the gallery bench's
+    /// generator): neighbour graph and clustering per method, quality against the true
+    /// identities, then faces added to the finished clustering.
+    Cluster {
+        /// Synthetic templates (1 to 20,000,000).
+        #[arg(long, default_value_t = 100_000, value_parser = TEMPLATES)]
+        templates: usize,
+        /// Faces added afterwards (half new samples of known identities, half new people).
+        #[arg(long, default_value_t = 1000, value_parser = QUERIES)]
+        add: usize,
+        /// Methods, comma-separated (average-linkage, chinese-whispers, components).
+        #[arg(long, value_delimiter = ',', default_value = "average-linkage", value_parser = cluster::method)]
+        methods: Vec<uniface::cluster::Method>,
+        #[arg(long, default_value_t = 32)]
+        neighbours: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-face cost of the capture gate: quality measures, unified score, liveness.
     Gate {
         #[arg(long)]
@@ -397,6 +422,7 @@ fn run(cli: Cli) -> uniface::Result<()> {
             detection,
             images,
         } => faces::run(&images, detection.options(), json, true),
+        Command::Cluster(a) => cluster::run(a),
         Command::Eval { target } => eval::eval(target),
         Command::Calibrate(c) => eval::calibrate(c),
         Command::Gallery {
@@ -459,6 +485,22 @@ fn run(cli: Cli) -> uniface::Result<()> {
                     layers,
                     json,
                 } => (uniface::bench::embed(batch, runs, layers)?, json),
+                BenchTarget::Cluster {
+                    templates,
+                    add,
+                    methods,
+                    neighbours,
+                    json,
+                } => (
+                    uniface::bench::cluster::cluster(
+                        templates,
+                        add,
+                        &methods,
+                        neighbours,
+                        &|stage| eprintln!("{stage}"),
+                    )?,
+                    json,
+                ),
                 BenchTarget::Gate { image, runs, json } => {
                     (uniface::bench::gate(&image, runs)?, json)
                 }

@@ -17,6 +17,46 @@ use crate::{Error, Result};
 
 const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "webp", "gif", "tiff"];
 
+fn is_image(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// The images named by `paths`: files as given (whatever their extension), folders walked
+/// recursively for image files (by extension), each folder's in name order. Symbolic links
+/// to folders are not followed (no cycles).
+pub fn scan_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
+            .collect::<Result<_>>()?;
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;
+            if meta.is_dir() {
+                walk(&p, out)?;
+            } else if is_image(&p) && p.is_file() {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        if meta.is_dir() {
+            walk(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Photos grouped by identity: `root/<identity>/<photo>`. Identities and photos are sorted by
 /// name; folders without photos are skipped, as are files directly under `root`.
 pub fn scan_identities(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
@@ -31,11 +71,7 @@ pub fn scan_identities(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
         let mut photos = Vec::new();
         for f in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
             let f = f.map_err(|e| Error::io(&path, e))?.path();
-            let ext = f
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            if f.is_file() && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
+            if f.is_file() && is_image(&f) {
                 photos.push(f);
             }
         }

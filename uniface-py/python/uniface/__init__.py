@@ -8,13 +8,16 @@ Every heavy call releases the GIL; objects can be shared between threads. Images
 
 from . import eval, models
 from ._uniface import (
+    Additions,
     Assessment,
     CalibrationTable,
     Candidate,
     CheckReport,
+    Clusterer,
     CryptoError,
     Decision,
     Detection,
+    Duplicate,
     Face,
     FaceAnalyzer,
     Gallery,
@@ -37,6 +40,7 @@ from ._uniface import (
     UniFaceError,
     __version__,
     calibrate,
+    cluster,
     generate_key,
     merge_candidates,
     per_comparison_fmr,
@@ -46,13 +50,16 @@ from ._uniface import (
 )
 
 __all__ = [
+    "Additions",
     "Assessment",
     "CalibrationTable",
     "Candidate",
     "CheckReport",
+    "Clusterer",
     "CryptoError",
     "Decision",
     "Detection",
+    "Duplicate",
     "Face",
     "FaceAnalyzer",
     "Gallery",
@@ -75,6 +82,7 @@ __all__ = [
     "UniFaceError",
     "__version__",
     "calibrate",
+    "cluster",
     "eval",
     "generate_key",
     "merge_candidates",
