@@ -186,6 +186,25 @@ typedef enum uf_selection {
 } uf_selection;
 
 /*
+ How `uf_cluster` groups faces.
+ */
+typedef enum uf_cluster_method {
+  /*
+   Average-linkage agglomeration (the default: a chain of look-alikes does not join two
+   people).
+   */
+  UF_CLUSTER_AVERAGE_LINKAGE = 0,
+  /*
+   dlib's Chinese Whispers (`chinese_whispers_clustering`).
+   */
+  UF_CLUSTER_CHINESE_WHISPERS = 1,
+  /*
+   Connected components of the thresholded graph (single linkage).
+   */
+  UF_CLUSTER_COMPONENTS = 2,
+} uf_cluster_method;
+
+/*
  Detector, landmarks and embedder. Thread-safe: one analyzer may be used from many threads
  at once.
  */
@@ -295,6 +314,23 @@ typedef struct uf_decision {
    */
   uint32_t comparisons;
 } uf_decision;
+
+/*
+ Two subjects whose templates match (`uf_gallery_duplicates`).
+ */
+typedef struct uf_duplicate {
+  /*
+   NUL-terminated subject ids, in sorted order.
+   */
+  char subject_a[UF_SUBJECT_BUFFER];
+  char subject_b[UF_SUBJECT_BUFFER];
+  /*
+   Their closest templates.
+   */
+  uint64_t template_a;
+  uint64_t template_b;
+  float distance;
+} uf_duplicate;
 
 /*
  One ranked subject of an identification.
@@ -553,6 +589,35 @@ enum uf_status uf_gallery_set_calibration(struct uf_gallery *gallery,
  another thread uses `analyzer`: set it before sharing.
  */
 enum uf_status uf_analyzer_set_selection(struct uf_analyzer *analyzer, uint32_t selection);
+
+/*
+ Group `count` embeddings of `dim` floats each (row after row in `embeddings`) by identity:
+ writes one label per row into `labels` (room for `count`), numbered 0, 1, 2, … in order of
+ first appearance. The threshold is the shipped calibration's distance for false-match
+ rate `fmr` per comparison, or `threshold` when it is above 0 (a distance; dlib's examples
+ use 0.5 with Chinese Whispers). `method` is a `uf_cluster_method` value (others:
+ `UF_STATUS_INVALID_ARGUMENT`). 32 neighbours per face, seed 0. Thread-safe.
+ */
+enum uf_status uf_cluster(const float *embeddings,
+                          size_t count,
+                          size_t dim,
+                          uint32_t method,
+                          double fmr,
+                          float threshold,
+                          uint32_t *labels);
+
+/*
+ Possible duplicate identities: pairs of different subjects whose templates match at `fmr`
+ per comparison, closest first. Writes up to `capacity` pairs into `pairs` and the number
+ *found* into `*count` (which may be more than `capacity`: call again with more room, or
+ with `pairs = NULL, capacity = 0` to ask). Every template is searched; keep `fmr` small
+ (n templates make about n²/2 comparisons).
+ */
+enum uf_status uf_gallery_duplicates(const struct uf_gallery *gallery,
+                                     double fmr,
+                                     struct uf_duplicate *pairs,
+                                     size_t capacity,
+                                     size_t *count);
 
 /*
  Write `UF_KEY_LEN` fresh random bytes (the operating system's source) into `out`: a key

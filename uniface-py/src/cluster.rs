@@ -3,7 +3,7 @@
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
-use uniface_index::cluster::{self, ClusterOptions, Method, Threshold};
+use uniface_index::cluster::{self as engine, ClusterOptions, Method, Threshold};
 
 use crate::errors;
 
@@ -19,7 +19,7 @@ fn options(
             "unknown method {method:?}; one of average_linkage, chinese_whispers, components"
         ))
     })?;
-    let neighbours = errors::int_arg("neighbours", neighbours, 1, cluster::MAX_NEIGHBOURS as i64)?;
+    let neighbours = errors::int_arg("neighbours", neighbours, 1, engine::MAX_NEIGHBOURS as i64)?;
     Ok(ClusterOptions {
         method,
         threshold: threshold.map_or(Threshold::Fmr(fmr), Threshold::Distance),
@@ -56,7 +56,7 @@ pub fn cluster<'py>(
     let opts = options(method, fmr, threshold, neighbours, seed)?;
     let (faces, dim) = rows(&embeddings);
     let labels = py
-        .detach(|| cluster::cluster(&faces, dim.max(1), opts))
+        .detach(|| engine::cluster(&faces, dim.max(1), opts))
         .map_err(errors::index)?;
     Ok(labels.into_pyarray(py))
 }
@@ -67,7 +67,7 @@ pub fn cluster<'py>(
 /// another) and not contiguous.
 #[pyclass(module = "uniface")]
 pub struct Clusterer {
-    inner: cluster::Clusterer,
+    inner: engine::Clusterer,
 }
 
 /// What `Clusterer.add` did: the cluster of each new face, how many clusters are new, and
@@ -105,7 +105,7 @@ impl Clusterer {
         let opts = options(method, fmr, threshold, neighbours, seed)?;
         let (faces, dim) = rows(&embeddings);
         let inner = py
-            .detach(|| cluster::Clusterer::fit(&faces, dim.max(1), opts, &|_| {}))
+            .detach(|| engine::Clusterer::fit(&faces, dim.max(1), opts, &|_| {}))
             .map_err(errors::index)?;
         Ok(Self { inner })
     }

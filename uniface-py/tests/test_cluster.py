@@ -73,15 +73,17 @@ def test_bad_input_raises_typed_errors() -> None:
 
 
 def test_duplicates_and_enrollment_reports(tmp_path: pathlib.Path) -> None:
-    faces, truth = people(30, 3, 0.3, 5)
+    faces, truth = people(30, 4, 0.3, 5)
+    keep = [i for i in range(len(truth)) if i % 4 != 3]
     g = uniface.Gallery(tmp_path / "g", create=True, shards=2)
-    g.enroll_many([f"p{t:02d}" for t in truth[:-3]], list(faces[:-3]))
-    # person 29's faces come in under another name
-    g.enroll_many(["alias"] * 3, list(faces[-3:]))
+    g.enroll_many([f"p{truth[i]:02d}" for i in keep], [faces[i] for i in keep])
+    # person 29's fourth face comes in under another name
+    g.enroll("alias", faces[119])
     found = g.duplicates(fmr=1e-4)
     assert [d.subjects for d in found] == [("alias", "p29")]
     d = found[0]
     assert d.distance < uniface.threshold_for_fmr(1e-4) and 0 < d.similarity <= 1
-    tid, r = g.enroll_reporting_duplicates("another", faces[10], k=3)
-    assert r.known == "p03" and all(c.subject != "another" for c in r.candidates)
-    assert tid > 0
+    # person 2's fourth face under a new name: enrolled, and reported as person 2
+    tid, r = g.enroll_reporting_duplicates("another", faces[11], k=3)
+    assert r.known == "p02" and all(c.subject != "another" for c in r.candidates)
+    assert g.get("another") is not None and tid >= 0

@@ -259,6 +259,24 @@ int main(int argc, char **argv) {
     EXPECT_STATUS(uf_gallery_open(dir, false, 1, UF_DURABILITY_SYNC, &g), UF_STATUS_GALLERY);
     EXPECT(g == NULL);
 
+    /* clustering: two tight pairs far apart, then the error paths */
+    {
+        const float pts[8] = {0.0f, 0.0f, 0.01f, 0.0f, 1.0f, 1.0f, 1.0f, 1.01f};
+        uint32_t labels[4] = {9, 9, 9, 9};
+        EXPECT_STATUS(uf_cluster(pts, 4, 2, UF_CLUSTER_AVERAGE_LINKAGE, 0.0, 0.1f, labels), UF_STATUS_OK);
+        EXPECT(labels[0] == 0 && labels[1] == 0 && labels[2] == 1 && labels[3] == 1);
+        EXPECT_STATUS(uf_cluster(pts, 4, 2, UF_CLUSTER_CHINESE_WHISPERS, 0.0, 0.1f, labels), UF_STATUS_OK);
+        EXPECT(labels[0] == labels[1] && labels[2] == labels[3] && labels[0] != labels[2]);
+        EXPECT_STATUS(uf_cluster(pts, 4, 2, 7, 0.0, 0.1f, labels), UF_STATUS_INVALID_ARGUMENT);
+        last_error_contains("uf_cluster_method");
+        EXPECT_STATUS(uf_cluster(NULL, 4, 2, 0, 0.0, 0.1f, labels), UF_STATUS_NULL_PARAMETER);
+        EXPECT_STATUS(uf_cluster(pts, 4, 0, 0, 0.0, 0.1f, labels), UF_STATUS_INVALID_ARGUMENT);
+        EXPECT_STATUS(uf_cluster(pts, (size_t)-1, 2, 0, 0.0, 0.1f, labels), UF_STATUS_INVALID_ARGUMENT);
+        EXPECT_STATUS(uf_cluster(NULL, 0, 2, 0, 4e-4, 0.0f, NULL), UF_STATUS_OK);
+        size_t pairs = 1;
+        EXPECT_STATUS(uf_gallery_duplicates(NULL, 1e-4, NULL, 0, &pairs), UF_STATUS_NULL_PARAMETER);
+    }
+
     uf_template_free(t);
     uf_faces_free(faces);
     uf_analyzer_free(analyzer);
