@@ -31,6 +31,21 @@ pub struct CalibratedFpir {
     pub fnir: f64,
 }
 
+/// A fresh two-shard gallery in a temporary folder (removed when the folder is dropped),
+/// without a sync per enrollment: what the evaluations enroll into.
+fn scratch_gallery() -> Result<(tempfile::TempDir, Gallery)> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let gallery = Gallery::create(
+        dir.path(),
+        &GalleryOptions {
+            shards: 2,
+            durability: Durability::Async,
+            ..Default::default()
+        },
+    )?;
+    Ok((dir, gallery))
+}
+
 /// What [`identification`] measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IdentificationReport {
@@ -63,15 +78,7 @@ pub fn identification(
     let start = Instant::now();
     let paths: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
     let descriptors = corpus::describe_all(analyzer, root, &paths, selection, cache, progress)?;
-    let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let gallery = Gallery::create(
-        dir.path(),
-        &GalleryOptions {
-            shards: 2,
-            durability: Durability::Async,
-            ..Default::default()
-        },
-    )?;
+    let (_dir, gallery) = scratch_gallery()?;
     let fp = ModelFingerprint::dlib_resnet_v1();
     let mut no_face = 0;
     for (e, d) in entries.iter().zip(&descriptors) {
@@ -406,15 +413,7 @@ pub fn duplicates(
     let twins = twins.min(candidates.len());
     let step = candidates.len() / twins.max(1);
     let doubled: Vec<usize> = (0..twins).map(|t| candidates[t * step]).collect();
-    let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let gallery = Gallery::create(
-        dir.path(),
-        &GalleryOptions {
-            shards: 2,
-            durability: Durability::Async,
-            ..Default::default()
-        },
-    )?;
+    let (_dir, gallery) = scratch_gallery()?;
     let fp = ModelFingerprint::dlib_resnet_v1();
     let mut items = Vec::new();
     for (i, (name, faces)) in people.iter().enumerate() {

@@ -7,23 +7,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{models, shared_data};
+use common::{models, ok, shared_data};
 use serde_json::Value;
 
 fn uniface() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_uniface"));
     c.env("UNIFACE_MODEL_DIR", &models().dir);
     c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Link `photos` of LFW (name, number) into `dir/<folder>/`.

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{models, shared_data};
+use common::{models, ok, shared_data};
 use serde_json::Value;
 
 fn uniface(gallery: &std::path::Path) -> Command {
@@ -14,16 +14,6 @@ fn uniface(gallery: &std::path::Path) -> Command {
         .arg("--gallery")
         .arg(gallery);
     c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -192,3 +192,14 @@ impl Parity {
             .map(|(what, v, t)| format!("{what}: {v:.3e} exceeds {t:.1e}"))
     }
 }
+
+/// Run `c`, fail the test with its stderr unless it succeeds, and return its stdout.
+pub fn ok(c: &mut std::process::Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

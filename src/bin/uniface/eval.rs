@@ -146,6 +146,15 @@ pub struct Calibrate {
     note: Option<String>,
 }
 
+/// The rates given on the command line, or `default` when none were.
+fn or_default(given: Vec<f64>, default: &[f64]) -> Vec<f64> {
+    if given.is_empty() {
+        default.to_vec()
+    } else {
+        given
+    }
+}
+
 fn pairs_path(root: &Path, pairs: Option<PathBuf>) -> PathBuf {
     pairs.unwrap_or_else(|| root.join("pairs.txt"))
 }
@@ -237,11 +246,7 @@ pub fn eval(target: EvalTarget) -> uniface::Result<()> {
             neighbours,
             labels,
         } => {
-            let fmrs = if fmr.is_empty() {
-                vec![1e-3, 4e-4, 1e-4]
-            } else {
-                fmr
-            };
+            let fmrs = or_default(fmr, &[1e-3, 4e-4, 1e-4]);
             let progress = bar(0, "describing");
             let r = uniface::eval::clustering(
                 &analyzer,
@@ -267,11 +272,7 @@ pub fn eval(target: EvalTarget) -> uniface::Result<()> {
             twins,
             fmr,
         } => {
-            let fmrs = if fmr.is_empty() {
-                vec![1e-3, 1e-5, 1e-6]
-            } else {
-                fmr
-            };
+            let fmrs = or_default(fmr, &[1e-3, 1e-5, 1e-6]);
             let progress = bar(0, "describing");
             let r = uniface::eval::duplicates(
                 &analyzer,

@@ -579,7 +579,7 @@ impl Clusterer {
         let mut votes: Vec<(u32, u32)> = Vec::new();
         for step in 0..steps {
             let i = rng.below(n as u64) as usize;
-            labels[i] = self.vote(i, &labels, &mut votes);
+            labels[i] = self.vote(i, labels[i], &labels, &mut votes);
             if step % (1 << 20) == 0 || step + 1 == steps {
                 progress(Progress {
                     stage: "clustering",
@@ -591,15 +591,16 @@ impl Clusterer {
         labels
     }
 
-    /// The label most common among face `i` (counted once, as dlib's self-edge does) and its
-    /// neighbours under the threshold; ties go to the smallest label.
-    fn vote(&self, i: usize, labels: &[u32], votes: &mut Vec<(u32, u32)>) -> u32 {
+    /// The label most common among face `i` (its label `own`, counted once as dlib's
+    /// self-edge does) and its neighbours under the threshold (those in `labels`); ties go to
+    /// the smallest label.
+    fn vote(&self, i: usize, own: u32, labels: &[u32], votes: &mut Vec<(u32, u32)>) -> u32 {
         votes.clear();
         let mut count = |l: u32| match votes.iter_mut().find(|(label, _)| *label == l) {
             Some(v) => v.1 += 1,
             None => votes.push((l, 1)),
         };
-        count(labels[i]);
+        count(own);
         for &(j, d) in &self.adjacency[i] {
             if d >= self.threshold {
                 break;
@@ -612,7 +613,7 @@ impl Clusterer {
         votes
             .iter()
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-            .map_or(labels[i], |v| v.0)
+            .map_or(own, |v| v.0)
     }
 
     /// Connected components of the edges under the threshold (each labelled by its smallest
@@ -742,10 +743,7 @@ impl Clusterer {
         let own = face as u32;
         match self.options.method {
             Method::ChineseWhispers => {
-                let mut votes = Vec::new();
-                let mut labels = self.labels.clone();
-                labels.push(own);
-                let l = self.vote(face, &labels, &mut votes);
+                let l = self.vote(face, own, &self.labels, &mut Vec::new());
                 (l, l == own)
             }
             Method::Components => {
