@@ -100,7 +100,12 @@ wait_port() { # name port seconds
 }
 
 alive() { # pidfile
-  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+  # a killed process whose parent never reaps it (an init that does not reap orphans, as in
+  # some containers) is a zombie: kill -0 still succeeds on it, but it is not running
+  local pid state
+  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 1
+  read -r _ _ state _ < "/proc/$pid/stat" 2>/dev/null || return 0
+  [ "$state" != Z ]
 }
 
 up() {
