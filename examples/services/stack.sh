@@ -99,13 +99,17 @@ wait_port() { # name port seconds
   return 1
 }
 
-alive() { # pidfile
+running() { # pid
   # a killed process whose parent never reaps it (an init that does not reap orphans, as in
   # some containers) is a zombie: kill -0 still succeeds on it, but it is not running
-  local pid state
-  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 1
-  read -r _ _ state _ < "/proc/$pid/stat" 2>/dev/null || return 0
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  read -r _ _ state _ < "/proc/$1/stat" 2>/dev/null || return 0
   [ "$state" != Z ]
+}
+
+alive() { # pidfile
+  [ -f "$1" ] && running "$(cat "$1")"
 }
 
 up() {
@@ -284,7 +288,7 @@ down() {
     [ -f "$f" ] || continue
     pid=$(cat "$f")
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 150); do running "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done
@@ -306,7 +310,7 @@ stop_rabbitmq() {
     # the wrapper's children (beam, epmd started for this node) go with its process group
     pkill -TERM -P "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do running "$pid" || break; sleep 0.1; done
   fi
   rm -f "$dir/pids/rabbitmq.pid"
   # beam processes of our node, by its name
